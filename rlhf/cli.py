@@ -1,0 +1,78 @@
+"""`rlhf <stage> --config configs/<stage>.yaml [key.sub=value ...]`.
+
+Stage modules are imported only once chosen, so `rlhf --help` stays instant. Errors the user can act on
+(bad config, bad data, missing model, run-dir conflicts) print one clear message and exit with status 2;
+an unexpected failure prints a one-line summary, and the traceback goes to a file (or to the terminal
+with RLHF_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+import traceback
+
+# stage -> (module, config class, one-line help)
+STAGES = {
+    "sft": ("rlhf.stages.sft", "SFTStageConfig", "supervised fine-tuning of a policy (TRL SFTTrainer, LoRA or full)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlhf",
+        description="RLHF preference fine-tuning platform: one subcommand per stage of the loop.",
+        epilog="Example: rlhf sft --config configs/sft.yaml trainer.max_steps=20 model.lora.r=8",
+    )
+    sub = parser.add_subparsers(dest="stage", metavar="<stage>", title="stages")
+    for name, (_, _, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", "-c", help="YAML config (default: the stage's built-in defaults)")
+        p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config values")
+        p.add_argument("--resume", action="store_true", help="continue an unfinished run from its newest complete checkpoint")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.stage:
+        parser.print_help()
+        return 0
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from rlhf.errors import RlhfError
+
+    module_name, config_cls, _ = STAGES[args.stage]
+    try:
+        from rlhf.config import load_config
+
+        module = importlib.import_module(module_name)
+        cfg = load_config(getattr(module, config_cls), args.config, args.overrides)
+        module.run(cfg, resume=args.resume, overwrite=args.overwrite)
+    except RlhfError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted. An unfinished run continues with --resume.", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - last resort: a bug, not a user error
+        if os.environ.get("RLHF_DEBUG"):
+            raise
+        fd, path = tempfile.mkstemp(prefix="rlhf-error-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        print(
+            f"internal error: {type(e).__name__}: {e}\n(the traceback is in {path}; rerun with RLHF_DEBUG=1 to "
+            "see it here, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

