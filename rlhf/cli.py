@@ -17,7 +17,11 @@ import traceback
 
 # stage -> (module, config class, one-line help)
 STAGES = {
-    "sft": ("rlhf.stages.sft", "SFTStageConfig", "supervised fine-tuning of a policy (TRL SFTTrainer, LoRA or full)"),
+    "sft": (
+        "rlhf.stages.sft",
+        "SFTStageConfig",
+        "supervised fine-tuning of a policy (TRL SFTTrainer, LoRA or full)",
+    ),
 }
 
 
@@ -32,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", "-c", help="YAML config (default: the stage's built-in defaults)")
         p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config values")
-        p.add_argument("--resume", action="store_true", help="continue an unfinished run from its newest complete checkpoint")
+        p.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue an unfinished run from its newest complete checkpoint",
+        )
         p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     return parser
 

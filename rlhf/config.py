@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import re
 import types
 import typing
 from pathlib import Path
@@ -24,7 +25,28 @@ import yaml
 
 from rlhf.errors import ConfigError
 
-_MISSING = object()
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans and floats. PyYAML's 1.1 rules turn `no`, `off`, `yes`, `on` into booleans (which
+    breaks `save_strategy: no`) and leave `1e-5` a string."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(  # YAML 1.2 also reads `1e-5` (no dot) as a number
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_config(cls: type, path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()):
@@ -37,13 +59,15 @@ def load_config(cls: type, path: str | Path | None, overrides: list[str] | tuple
         if not p.is_file():
             raise ConfigError(f"config file '{path}' not found. Pass an existing YAML file with --config.")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = read_yaml(p.read_text())
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}.")
+            raise ConfigError(
+                f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}."
+            )
         raw = loaded
     override_sources: dict[str, str] = {}
     for item in overrides:
@@ -64,14 +88,15 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{item}' has an empty key; write it as key.sub=value.")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = read_yaml(text) if text.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override '{item}': the value is not valid YAML: {e}") from None
     return key, value
 
 
-def from_dict(cls: type, data: Any, *, source: str = "config", override_sources: dict | None = None,
-              prefix: str = ""):
+def from_dict(
+    cls: type, data: Any, *, source: str = "config", override_sources: dict | None = None, prefix: str = ""
+):
     """Build dataclass `cls` from a mapping, checking keys and types."""
     override_sources = override_sources or {}
     where = prefix.rstrip(".") or "the top level"
@@ -248,7 +273,9 @@ def _convert(tp: Any, value: Any, key: str, src: str, override_sources: dict, so
         if not isinstance(value, list):
             raise ConfigError(f"{src}: '{key}' must be a list, got {_show(value)}.")
         (item_tp,) = typing.get_args(tp) or (Any,)
-        return [_convert(item_tp, v, f"{key}[{i}]", src, override_sources, source) for i, v in enumerate(value)]
+        return [
+            _convert(item_tp, v, f"{key}[{i}]", src, override_sources, source) for i, v in enumerate(value)
+        ]
     raise TypeError(f"config type {tp!r} of '{key}' is not supported")  # a bug in a stage's schema
 
 

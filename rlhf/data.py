@@ -76,7 +76,9 @@ def demo_path(name: str) -> Path:
     p = DEMO_DIR / f"{name}.jsonl"
     if not p.is_file():
         names = sorted(f.stem for f in DEMO_DIR.glob("*.jsonl"))
-        raise DataError(f"unknown demo data 'demo:{name}'. Available: {', '.join('demo:' + n for n in names)}.")
+        raise DataError(
+            f"unknown demo data 'demo:{name}'. Available: {', '.join('demo:' + n for n in names)}."
+        )
     return p
 
 
@@ -153,7 +155,9 @@ def _pick_split(ds: Any, source: str, what: str, split: str):
 
     if isinstance(ds, DatasetDict):
         if split not in ds:
-            raise DataError(f"{what}: '{source}' has no split '{split}'; it has {', '.join(ds)}. Set data.split.")
+            raise DataError(
+                f"{what}: '{source}' has no split '{split}'; it has {', '.join(ds)}. Set data.split."
+            )
         return ds[split]
     return ds
 

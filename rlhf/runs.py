@@ -14,7 +14,6 @@ newest *complete* checkpoint. Under a multi-process launch only rank 0 writes he
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -94,8 +93,9 @@ class RunDir:
     # -- life cycle ---------------------------------------------------------------------------------------
 
     @classmethod
-    def prepare(cls, settings: RunSettings, stage: str, config: Any, *, resume: bool = False,
-                overwrite: bool = False) -> RunDir:
+    def prepare(
+        cls, settings: RunSettings, stage: str, config: Any, *, resume: bool = False, overwrite: bool = False
+    ) -> RunDir:
         if resume and overwrite:
             raise RunDirError("--resume and --overwrite contradict each other; pass one of them.")
         run = cls(Path(settings.output_root) / settings.name)
@@ -238,7 +238,3 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def settings_dict(settings: RunSettings) -> dict:
-    return dataclasses.asdict(settings)

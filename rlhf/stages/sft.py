@@ -173,7 +173,9 @@ def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -
         )
         checkpoint = run_dir.latest_complete_checkpoint() if resume else None
         if resume:
-            print(f"[rlhf] resuming from {checkpoint or 'the start (no complete checkpoint yet)'}", flush=True)
+            print(
+                f"[rlhf] resuming from {checkpoint or 'the start (no complete checkpoint yet)'}", flush=True
+            )
             run_dir.truncate_metrics_after(int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

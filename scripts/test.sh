@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (with test tools), then run the whole test suite offline. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+.venv/bin/python -m pytest "$@"

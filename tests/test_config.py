@@ -1,0 +1,154 @@
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhf.cli import STAGES
+from rlhf.config import dump_yaml, load_config, parse_override
+from rlhf.errors import ConfigError
+from rlhf.stages.sft import SFTStageConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Inner:
+    r: int = 8
+    rate: float = 0.1
+    names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    flag: bool = False
+    inner: Inner = field(default_factory=Inner)
+    maybe: Inner | None = None
+    trainer: dict = field(default_factory=dict)
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_yaml_and_overrides_typed(tmp_path):
+    path = write(tmp_path, "name: y\ninner:\n  r: 4\n")
+    cfg = load_config(
+        Outer, path, ["inner.rate=1e-5", "flag=true", "trainer.lr=3", "inner.names=[a, b]", "maybe.r=2"]
+    )
+    assert cfg.name == "y" and cfg.inner.r == 4 and cfg.inner.rate == 1e-5 and cfg.flag is True
+    assert cfg.trainer == {"lr": 3} and cfg.inner.names == ["a", "b"] and cfg.maybe.r == 2
+
+
+def test_unknown_key_names_key_file_and_valid_keys(tmp_path):
+    path = write(tmp_path, "inner:\n  rr: 4\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Outer, path)
+    assert (
+        str(e.value)
+        == f"{path}: unknown key 'inner.rr'. Valid keys under 'inner': r, rate, names. Did you mean 'r'?"
+    )
+
+
+def test_unknown_top_level_key(tmp_path):
+    path = write(tmp_path, "nmae: y\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Outer, path)
+    assert str(e.value) == (
+        f"{path}: unknown key 'nmae'. Valid keys: name, flag, inner, maybe, trainer. Did you mean 'name'?"
+    )
+
+
+def test_bad_type_message(tmp_path):
+    path = write(tmp_path, "inner:\n  r: four\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Outer, path)
+    assert str(e.value) == f"{path}: 'inner.r' must be an integer, got 'four' (str)."
+
+
+def test_bool_is_not_an_int(tmp_path):
+    with pytest.raises(ConfigError, match=r"'inner.r' must be an integer, got True \(bool\)"):
+        load_config(Outer, write(tmp_path, "inner:\n  r: true\n"))
+
+
+def test_bad_override_messages(tmp_path):
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError) as e:
+        load_config(Outer, path, ["inner.lr=3"])
+    assert str(e.value) == (
+        "override 'inner.lr=3': unknown key 'inner.lr'. Valid keys under 'inner': r, rate, names. Did you mean 'r'?"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(Outer, path, ["inner.r=abc"])
+    assert str(e.value) == "override 'inner.r=abc': 'inner.r' must be an integer, got 'abc' (str)."
+    with pytest.raises(ConfigError, match="is not of the form key.sub=value"):
+        parse_override("inner.r")
+    with pytest.raises(ConfigError, match="'name' is a single value, it has no sub-key 'x'"):
+        load_config(Outer, path, ["name.x=1"])
+
+
+def test_missing_and_non_mapping_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file 'nope.yaml' not found"):
+        load_config(Outer, "nope.yaml")
+    with pytest.raises(ConfigError, match="the top level must be a mapping"):
+        load_config(Outer, write(tmp_path, "- a\n- b\n"))
+
+
+def test_sft_cross_field_and_reserved_trainer_keys(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"'trainer.output_dir' is set by rlhf; use run.output_root and run.name"
+    ):
+        load_config(SFTStageConfig, None, ["trainer.output_dir=/tmp/x"])
+    with pytest.raises(ConfigError, match="'data.overlength' must be one of reject, truncate; got 'drop'"):
+        load_config(SFTStageConfig, None, ["data.overlength=drop"])
+    with pytest.raises(ConfigError, match="'model.lora.r' must be a positive integer"):
+        load_config(SFTStageConfig, None, ["model.lora.r=0"])
+
+
+def test_unknown_trainer_key_is_named_with_suggestion(tmp_path):
+    from trl import SFTConfig
+
+    from rlhf.trainer_args import build_trl_config
+
+    with pytest.raises(ConfigError) as e:
+        build_trl_config(SFTConfig, {"lerning_rate": 1e-4}, {"output_dir": str(tmp_path)})
+    assert (
+        str(e.value)
+        == "'trainer.lerning_rate' is not an option of trl.SFTConfig. Did you mean 'learning_rate'?"
+    )
+
+
+def test_resolved_config_round_trips():
+    cfg = load_config(SFTStageConfig, ROOT / "configs" / "sft.yaml", ["model.lora.r=4"])
+    again = load_config(SFTStageConfig, None, [])
+    assert cfg.model.lora.r == 4 and again.model.lora is None
+    assert yaml.safe_load(dump_yaml(cfg))["model"]["lora"]["r"] == 4
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_stage_config_loads(path):
+    import importlib
+
+    assert path.stem in STAGES, f"configs/{path.name} has no stage of that name in rlhf.cli.STAGES"
+    module_name, cls_name, _ = STAGES[path.stem]
+    cfg = load_config(getattr(importlib.import_module(module_name), cls_name), path)
+    assert cfg is not None
+    assert path.read_text().startswith(f"# rlhf {path.stem} --config configs/{path.name}")
+
+
+def test_yaml_12_scalars(tmp_path):
+    path = write(
+        tmp_path, "trainer:\n  save_strategy: no\n  learning_rate: 1e-5\n  bf16: false\n  report_to: off\n"
+    )
+    cfg = load_config(Outer, path, ["trainer.eval_strategy=no", "inner.rate=2e-3"])
+    assert cfg.trainer == {
+        "save_strategy": "no",
+        "learning_rate": 1e-5,
+        "bf16": False,
+        "report_to": "off",
+        "eval_strategy": "no",
+    }
+    assert cfg.inner.rate == 2e-3

@@ -1,0 +1,77 @@
+import time
+
+import pytest
+
+from rlhf.errors import ModelError
+from rlhf.models import MINILM, SMOLLM2, cache_dir, load_causal_lm, load_tokenizer, resolve_model_path
+
+
+def test_local_dir_resolves(tiny_model_dir):
+    assert resolve_model_path(tiny_model_dir) == tiny_model_dir
+    model = load_causal_lm(tiny_model_dir)
+    assert model.config.hidden_size == 32
+    assert load_tokenizer(tiny_model_dir).pad_token == "<pad>"
+
+
+def test_missing_dir_and_offline_hub_id_list_aliases(tmp_path):
+    with pytest.raises(
+        ModelError,
+        match=r"model './nope': no such directory. Built-in aliases that work offline: "
+        r"smollm2-135m-instruct .*; minilm-l6",
+    ):
+        resolve_model_path("./nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="neither config.json nor adapter_config.json"):
+        resolve_model_path(str(tmp_path / "empty"))
+    with pytest.raises(ModelError) as e:
+        load_causal_lm("some-org/some-model")
+    msg = str(e.value)
+    assert msg.startswith(
+        "model 'some-org/some-model' is not a built-in alias or a local directory, and loading it"
+    )
+    assert "smollm2-135m-instruct" in msg and "minilm-l6" in msg
+
+
+def test_adapter_dir_loads_on_its_base(tiny_model_dir, tmp_path):
+    from peft import get_peft_model
+
+    from rlhf.models import LoraSettings, lora_config, save_model
+
+    model = get_peft_model(load_causal_lm(tiny_model_dir), lora_config(LoraSettings(r=2)))
+    kind = save_model(model, load_tokenizer(tiny_model_dir), tmp_path / "adapter", merge_lora=False)
+    assert kind == "adapter" and (tmp_path / "adapter" / "adapter_config.json").exists()
+    loaded = load_causal_lm(str(tmp_path / "adapter"))
+    assert hasattr(loaded, "peft_config")
+    assert load_tokenizer(str(tmp_path / "adapter")).eos_token == "<|im_end|>"
+
+
+def test_minilm_alias_resolves_offline():
+    path = resolve_model_path(MINILM)
+    assert path.endswith("model")
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(path).model_type == "bert"
+
+
+@pytest.mark.slow
+def test_smollm2_alias_converts_once_then_is_cached():
+    t0 = time.perf_counter()
+    path = resolve_model_path(SMOLLM2)
+    first = time.perf_counter() - t0
+    assert path == str(cache_dir() / SMOLLM2)
+    t0 = time.perf_counter()
+    assert resolve_model_path(SMOLLM2) == path
+    second = time.perf_counter() - t0
+    assert second < 0.5 and second < first / 10
+    model = load_causal_lm(SMOLLM2)
+    tok = load_tokenizer(SMOLLM2)
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert model.config.tie_word_embeddings
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    out = model.generate(**ids, max_new_tokens=20, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
