@@ -19,6 +19,13 @@ from pathlib import Path
 
 from rlhf.errors import ConfigError
 
+_USER_TENSORBOARD_DIR = os.environ.get("TENSORBOARD_LOGGING_DIR")
+
+
+def point_tensorboard_at(path) -> None:
+    """TensorBoard events (when report_to asks) go into the run dir, unless the user chose a place."""
+    os.environ["TENSORBOARD_LOGGING_DIR"] = _USER_TENSORBOARD_DIR or str(path)
+
 
 def check_reserved(trainer: dict, reserved: dict[str, str]) -> None:
     for key, ours in reserved.items():

@@ -27,7 +27,7 @@ from rlhf.config import ConfigError
 from rlhf.data import Accounting, load_rows, normalise_sft_row, validate_rows
 from rlhf.models import ModelConfig, lora_config, resolve_model_path
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import build_trl_config, check_reserved
+from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at
 
 RESERVED_TRAINER_KEYS = {
     "output_dir": "run.output_root and run.name",
@@ -158,6 +158,7 @@ def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -
         run_dir.update_manifest(data=report)
 
         args = build_training_args(cfg, run_dir, has_eval=bool(eval_rows))
+        point_tensorboard_at(run_dir.path / "tensorboard")
         model = load_causal_lm(cfg.model.name, cfg.model.dtype)
         from trl import SFTTrainer
 
