@@ -173,7 +173,9 @@ def gold_accuracy(
     return stats
 
 
-def throughput(events: Iterable[tuple[Hashable, float]], *, idle_gap_s: float = 600) -> dict[Hashable, Throughput]:
+def throughput(
+    events: Iterable[tuple[Hashable, float]], *, idle_gap_s: float = 600
+) -> dict[Hashable, Throughput]:
     """Per assessor: annotation count, active seconds and annotations per active hour.
 
     Active time sums the gaps between consecutive annotations (by timestamp, in seconds) that are

@@ -22,7 +22,24 @@ STAGES = {
         "SFTStageConfig",
         "supervised fine-tuning of a policy (TRL SFTTrainer, LoRA or full)",
     ),
+    "generate": (
+        "rlhf.stages.generate",
+        "GenerateStageConfig",
+        "sample K candidates per prompt from one or more policies into a labeling project",
+    ),
+    "export": (
+        "rlhf.stages.export",
+        "ExportStageConfig",
+        "labeling project -> preference dataset (TRL format)",
+    ),
+    "import": (
+        "rlhf.stages.importer",
+        "ImportStageConfig",
+        "existing preference data (TRL or HH-RLHF) -> the export format, validated",
+    ),
 }
+COMMANDS = {"users": "rlhf.stages.users", "stats": "rlhf.stages.stats"}
+STORE_HELP = "labeling store: a SQLite file or a postgresql:// URL (default: $RLHF_STORE or labels.db)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
             help="continue an unfinished run from its newest complete checkpoint",
         )
         p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    default_store = os.environ.get("RLHF_STORE", "labels.db")
+    users = sub.add_parser("users", help="manage assessors and admins of a labeling store")
+    users.add_argument("action", choices=["add", "list", "disable", "enable", "set-password"])
+    users.add_argument("username", nargs="?")
+    users.add_argument("--role", choices=["assessor", "admin"], default="assessor")
+    users.add_argument("--store", default=default_store, help=STORE_HELP)
+    users.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    stats = sub.add_parser("stats", help="agreement, gold accuracy and throughput of a labeling project")
+    stats.add_argument("project")
+    stats.add_argument("--store", default=default_store, help=STORE_HELP)
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -54,10 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from rlhf.errors import RlhfError
 
-    module_name, config_cls, _ = STAGES[args.stage]
+    if args.stage == "users" and args.action != "list" and not args.username:
+        parser.error(f"rlhf users {args.action} needs a USERNAME")
     try:
+        if args.stage in COMMANDS:
+            return importlib.import_module(COMMANDS[args.stage]).main(args)
         from rlhf.config import load_config
 
+        module_name, config_cls, _ = STAGES[args.stage]
         module = importlib.import_module(module_name)
         cfg = load_config(getattr(module, config_cls), args.config, args.overrides)
         module.run(cfg, resume=args.resume, overwrite=args.overwrite)

@@ -44,7 +44,8 @@ _MISSING = "missing columns: need 'chosen' and 'rejected' (and 'prompt' unless t
 
 
 def parse_hh_transcript(text: str) -> list[dict]:
-    """"\\n\\nHuman: q\\n\\nAssistant: a" -> [{"role": "user", "content": "q"}, {"role": "assistant", ...}].
+    """Split an HH transcript: "\\n\\nHuman: q\\n\\nAssistant: a" -> [{"role": "user", "content": "q"},
+    {"role": "assistant", "content": "a"}].
 
     Contents are stripped; empty turns are kept as empty messages (validation rejects them with a reason).
     Raises ValueError when the text is not a string, has no turn marker, or has text before the first one.
@@ -130,7 +131,10 @@ def _check_margin(row: dict) -> tuple[float | int | None, str | None]:
     if margin is None:
         return None, None
     if isinstance(margin, bool) or not isinstance(margin, int | float):
-        return None, f"bad margin: expected a finite number, got {type(margin).__name__} {_clip(repr(margin))}"
+        return (
+            None,
+            f"bad margin: expected a finite number, got {type(margin).__name__} {_clip(repr(margin))}",
+        )
     if not math.isfinite(margin):
         return None, f"bad margin: expected a finite number, got {margin}"
     return margin, None
@@ -182,7 +186,10 @@ def _split_conversations(chosen: list[dict], rejected: list[dict]) -> tuple[dict
     if not prompt:
         return None, "bad transcript: no shared turns before the final assistant turn (no prompt)"
     if prompt[-1]["role"] != "user":
-        return None, f"bad transcript: the shared turns (the prompt) end with a {prompt[-1]['role']} turn, not user"
+        return (
+            None,
+            f"bad transcript: the shared turns (the prompt) end with a {prompt[-1]['role']} turn, not user",
+        )
     reason = _check_prompt(prompt)
     for value, column in ((chosen[n:], "chosen"), (rejected[n:], "rejected")):
         reason = reason or _check_response(value, column)
@@ -242,7 +249,11 @@ def _check_different(chosen: str | list, rejected: str | list) -> str | None:
         same = chosen.strip() == rejected.strip()
     else:
         same = _same_turn(chosen[0], rejected[0])
-    return "identical responses: 'chosen' and 'rejected' are the same after stripping whitespace" if same else None
+    return (
+        "identical responses: 'chosen' and 'rejected' are the same after stripping whitespace"
+        if same
+        else None
+    )
 
 
 # -- lengths and import -------------------------------------------------------------------------------------
@@ -266,12 +277,13 @@ def import_preferences(
     max_length: int | None = None,
     tokenizer=None,
     as_chat: bool = True,
+    split: str = "train",
 ) -> tuple[list[dict], Accounting]:
     """Read `source` (see data.load_rows) and normalise every row; rows over `max_length` tokens are rejected
     as "too long" (needs `tokenizer`). Raises DataError when nothing usable is left."""
     if max_length is not None and tokenizer is None:
         raise ValueError("import_preferences: max_length needs a tokenizer to count tokens")
-    rows = load_rows(source, what=what)
+    rows = load_rows(source, what=what, split=split)
     return validate_rows(
         rows,
         lambda r: normalise_preference_row(r, as_chat=as_chat),

@@ -86,3 +86,30 @@ def tiny_model_dir(tmp_path_factory):
 def _isolated_cache(tmp_path, monkeypatch):
     # Never write into the user's cache; the real-alias tests opt back in explicitly.
     monkeypatch.setenv("RLHF_CACHE", os.environ.get("RLHF_TEST_CACHE") or str(tmp_path / "cache"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request, tmp_path):
+    """A fresh, empty store location on each backend. PostgreSQL needs RLHF_TEST_PG_URL (.ci/run sets it)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "labels.db")
+    url = os.environ.get("RLHF_TEST_PG_URL")
+    if not url:
+        pytest.skip("PostgreSQL store tests need RLHF_TEST_PG_URL (bash scripts/pg_test_server.sh start DIR sets it)")
+    from sqlalchemy import create_engine
+
+    from rlhf.store.schema import Base
+
+    engine = create_engine(url)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def store(store_target):
+    from rlhf.store.service import Store
+
+    s = Store(store_target)
+    yield s
+    s.close()

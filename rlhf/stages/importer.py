@@ -1,0 +1,77 @@
+"""Import stage: existing preference data (TRL format or HH-RLHF transcripts) -> the export format.
+
+    rlhf import --config configs/import.yaml [source=path/to/file.jsonl max_length=512 ...]
+
+Inputs : a preference source (.jsonl/.json/.parquet, a saved dataset dir, or a hub dataset id).
+Outputs: runs/<name>/preferences.jsonl and dataset/ exactly as `rlhf export` writes them, and the
+         accounting (rows in = rows kept + rows rejected, each rejection with its row id and reason) in
+         manifest.json and rejected.jsonl.
+Validation is `rlhf.preferences.normalise_preference_row`: missing columns, empty texts, identical
+chosen/rejected, malformed transcripts, bad margins, and (when `max_length` and `tokenizer` are set) rows
+longer than max_length tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf.config import ConfigError
+from rlhf.runs import RunDir, RunSettings
+
+
+@dataclass
+class ImportStageConfig:
+    run: RunSettings = field(default_factory=lambda: RunSettings(name="import"))
+    source: str = ""  # required
+    split: str = "train"
+    as_chat: bool = True  # wrap plain-string rows as user/assistant turns
+    max_length: int | None = None  # tokens (prompt + longer response), measured with `tokenizer`
+    tokenizer: str | None = None  # model alias / dir / hub id whose tokenizer measures lengths
+
+    def __post_init__(self):
+        if not self.source:
+            raise ConfigError("'source' is required: the preference file, dataset dir or hub id to import.")
+        if (self.max_length is None) != (self.tokenizer is None):
+            raise ConfigError(
+                "set 'max_length' and 'tokenizer' together (the tokenizer measures the length)."
+            )
+
+
+def run(cfg: ImportStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+    import json
+
+    from rlhf.models import load_tokenizer
+    from rlhf.preferences import import_preferences
+    from rlhf.stages.export import save_preferences
+    from rlhf.stages.sft import load_path
+
+    run_dir = RunDir.prepare(cfg.run, "import", cfg, resume=resume, overwrite=overwrite)
+    try:
+        tok = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+        kept, acct = import_preferences(
+            cfg.source,
+            what="source",
+            max_length=cfg.max_length,
+            tokenizer=tok,
+            as_chat=cfg.as_chat,
+            split=cfg.split,
+        )
+        run_dir.record_input("source", cfg.source, load_path(cfg.source))
+        outputs = save_preferences(kept, run_dir.path)
+        with open(run_dir.path / "rejected.jsonl", "w") as f:
+            for r in acct.rejected:
+                f.write(json.dumps(vars(r)) + "\n")
+        run_dir.update_manifest(accounting=acct.summary(), outputs=outputs)
+        run_dir.finish()
+        s = acct.summary()
+        print(
+            f"[rlhf] import: {s['rows_in']} rows in, {s['rows_kept']} kept, {s['rows_rejected']} rejected "
+            f"{s['rejected_by_reason'] or ''} -> {run_dir.path}",
+            flush=True,
+        )
+        for r in acct.rejected[:10]:
+            print(f"        - {r.id}: {r.reason}", flush=True)
+        return run_dir
+    except BaseException as e:
+        run_dir.fail(f"{type(e).__name__}: {e}")
+        raise
