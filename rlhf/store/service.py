@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import random
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -284,34 +285,32 @@ class Store:
             mine = select(Assignment.item_id).where(Assignment.assessor_id == user.id)
             query = (
                 select(Item.id)
-                .where(Item.project_id == p.id, Item.id.not_in(mine))
+                .where(Item.project_id == p.id, Item.open, Item.id.not_in(mine))
                 .where(or_(Item.is_gold, self._live_slots(Item.id, now) < p.overlap))
                 .order_by(Item.priority, Item.id)
+                .limit(1)
             )
-            if self.sqlite:
-                candidates = s.scalars(query.limit(1)).all()
-            else:
-                candidates = s.scalars(query.limit(16).with_for_update(skip_locked=True, of=Item)).all()
-            for item_id in candidates:
+            # PostgreSQL: lock one candidate; rows other assessors are leasing are skipped, not waited for
+            locked = query if self.sqlite else query.with_for_update(skip_locked=True, of=Item)
+            for _attempt in range(200):
+                item_id = s.scalar(locked)
+                if item_id is None:
+                    if self.sqlite or s.scalar(query) is None:
+                        return None  # nothing left for this assessor
+                    time.sleep(0.002)  # every open item is being leased right now by someone else
+                    continue
                 item = s.get(Item, item_id)
                 if not self.sqlite and not item.is_gold:  # re-count after the lock (fresh snapshot)
-                    taken = s.scalar(select(self._live_slots(item_id, now)))
-                    if taken >= p.overlap:
+                    if s.scalar(select(self._live_slots(item_id, now))) >= p.overlap:
                         continue
                 order = [c.id for c in item.candidates]
                 random.Random(f"{item_id}:{user.id}").shuffle(order)  # per-assignment order, stable
-                a = Assignment(
-                    item_id=item_id,
-                    assessor_id=user.id,
-                    status="leased",
-                    leased_at=now,
-                    expires_at=now + timedelta(seconds=p.lease_ttl_s),
-                    order=order,
-                )
+                a = Assignment(item_id=item_id, assessor_id=user.id, status="leased", leased_at=now,
+                               expires_at=now + timedelta(seconds=p.lease_ttl_s), order=order)
                 s.add(a)
                 s.flush()
                 return self._lease(s, a)
-            return None
+            raise StoreError("the queue is too contended right now; try again")
 
     def _active_user(self, s: Session, username: str) -> Assessor:
         user = self._user(s, username)
@@ -398,6 +397,10 @@ class Store:
                 ann.values = [AnnotationValue(candidate_id=c, value=v) for c, v in vals.items()]
                 s.add(ann)
                 a.status = "done"
+                item = s.get(Item, item_id)
+                item.done_count += 1
+                if not item.is_gold and item.done_count >= p.overlap:
+                    item.open = False
                 s.flush()
                 return ann.id
         except IntegrityError:
