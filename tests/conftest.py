@@ -95,7 +95,9 @@ def store_target(request, tmp_path):
         return str(tmp_path / "labels.db")
     url = os.environ.get("RLHF_TEST_PG_URL")
     if not url:
-        pytest.skip("PostgreSQL store tests need RLHF_TEST_PG_URL (bash scripts/pg_test_server.sh start DIR sets it)")
+        pytest.skip(
+            "PostgreSQL store tests need RLHF_TEST_PG_URL (bash scripts/pg_test_server.sh start DIR sets it)"
+        )
     from sqlalchemy import create_engine
 
     from rlhf.store.schema import Base

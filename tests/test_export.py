@@ -6,8 +6,14 @@ from rlhf.store.judgements import JudgementError, preferences, values
 
 
 def item(iid, k=3, prompt="p", gold=None):
-    return {"id": iid, "external_id": f"e{iid}", "prompt": prompt, "is_gold": gold is not None, "gold": gold,
-            "candidates": [{"id": iid * 10 + j, "text": f"t{iid}.{j}"} for j in range(k)]}
+    return {
+        "id": iid,
+        "external_id": f"e{iid}",
+        "prompt": prompt,
+        "is_gold": gold is not None,
+        "gold": gold,
+        "candidates": [{"id": iid * 10 + j, "text": f"t{iid}.{j}"} for j in range(k)],
+    }
 
 
 def vote(iid, who, vals, kind="ranking", choice=None):
@@ -38,14 +44,20 @@ def test_kwise_to_pairs_counts():
 def test_majority_margin_and_accounting():
     items = [item(1), item(2, k=2), item(3), item(4, gold={"best": 0})]
     anns = [
-        vote(1, "a", {10: 1, 11: 2, 12: 3}), vote(1, "b", {10: 1, 11: 3, 12: 2}), vote(1, "c", {10: 2, 11: 1, 12: 3}),
+        vote(1, "a", {10: 1, 11: 2, 12: 3}),
+        vote(1, "b", {10: 1, 11: 3, 12: 2}),
+        vote(1, "c", {10: 2, 11: 1, 12: 3}),
         vote(2, "a", {20: 1, 21: 1}, kind="pairwise", choice="tie"),
         vote(4, "a", {40: 1, 41: 2, 42: 3}),
     ]
     rows, acct = export_rows(items, anns, "ranking", ExportSettings(margin=True))
     # item 1: 10>11 (2 of 3), 10>12 (3 of 3), 11 vs 12: 11>12 twice (a, c), 12>11 once (b)
     got = {(r["chosen"], r["rejected"]): r["margin"] for r in rows}
-    assert got == {("t1.0", "t1.1"): pytest.approx(1 / 3), ("t1.0", "t1.2"): 1.0, ("t1.1", "t1.2"): pytest.approx(1 / 3)}
+    assert got == {
+        ("t1.0", "t1.1"): pytest.approx(1 / 3),
+        ("t1.0", "t1.2"): 1.0,
+        ("t1.1", "t1.2"): pytest.approx(1 / 3),
+    }
     assert acct["items_in"] == 4 and acct["items_exported"] == 1
     assert acct["items_dropped"] == {"only ties": 1, "no annotations": 1, "gold item": 1}
     assert acct["items_in"] == acct["items_exported"] + sum(acct["items_dropped"].values())
@@ -56,7 +68,11 @@ def test_even_split_has_no_majority_and_per_vote_keeps_both():
     items = [item(1, k=2)]
     anns = [vote(1, "a", {10: 1, 11: 2}), vote(1, "b", {10: 2, 11: 1})]
     rows, acct = export_rows(items, anns, "ranking", ExportSettings())
-    assert rows == [] and acct["items_dropped"] == {"no majority": 1} and acct["pairs_dropped"] == {"no majority": 1}
+    assert (
+        rows == []
+        and acct["items_dropped"] == {"no majority": 1}
+        and acct["pairs_dropped"] == {"no majority": 1}
+    )
     rows, acct = export_rows(items, anns, "ranking", ExportSettings(aggregate="per_vote"))
     assert [(r["chosen"], r["assessor"]) for r in rows] == [("t1.0", "a"), ("t1.1", "b")]
     rows, acct = export_rows(items, anns, "ranking", ExportSettings(exclude_assessors=["b"]))
@@ -65,7 +81,9 @@ def test_even_split_has_no_majority_and_per_vote_keeps_both():
 
 def test_conversational_prompts_and_one_format():
     msgs = [{"role": "user", "content": "hi"}]
-    rows, _ = export_rows([item(1, k=2, prompt=msgs)], [vote(1, "a", {10: 1, 11: 2})], "ranking", ExportSettings())
+    rows, _ = export_rows(
+        [item(1, k=2, prompt=msgs)], [vote(1, "a", {10: 1, 11: 2})], "ranking", ExportSettings()
+    )
     assert rows[0]["chosen"] == [{"role": "assistant", "content": "t1.0"}]
     mixed = to_one_format(rows + [{"prompt": "q", "chosen": "x", "rejected": "y"}])
     assert mixed[1]["prompt"] == [{"role": "user", "content": "q"}]
@@ -74,8 +92,12 @@ def test_conversational_prompts_and_one_format():
 
 def test_gold_failures_and_top_choice():
     items = [item(1, gold={"best": 0}), item(2, gold={"best": 2})]
-    anns = [vote(1, "good", {10: 1, 11: 2, 12: 3}), vote(2, "good", {20: 3, 21: 2, 22: 1}),
-            vote(1, "bad", {10: 3, 11: 1, 12: 2}), vote(2, "bad", {20: 1, 21: 2, 22: 3})]
+    anns = [
+        vote(1, "good", {10: 1, 11: 2, 12: 3}),
+        vote(2, "good", {20: 3, 21: 2, 22: 1}),
+        vote(1, "bad", {10: 3, 11: 1, 12: 2}),
+        vote(2, "bad", {20: 1, 21: 2, 22: 3}),
+    ]
     assert gold_failures(items, anns, 0.5) == {"bad": 0.0}
     assert top_choice(vote(1, "x", {10: 1, 11: 1}, kind="pairwise")) is None
     assert top_choice(vote(1, "x", {10: 2.0, 11: 6.0}, kind="likert")) == 11

@@ -14,17 +14,37 @@ from rlhf.store.service import Store
 
 
 def gen_cfg(tmp_path, model, store, **extra):
-    prompts = write_jsonl(tmp_path / "prompts.jsonl", [
-        {"id": "p1", "prompt": "the cat sat"},
-        {"id": "p2", "prompt": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "yes"},
-                                {"role": "user", "content": "big red apple"}]},
-        {"id": "p3", "prompt": "  "},
-        {"id": "p4", "prompt": " ".join(["tree"] * 80)},
-        {"id": "p5", "prompt": "one two three"},
-    ])
-    over = {"run.output_root": str(tmp_path / "runs"), "run.name": "gen", "policies": f"[{model}, {model}]",
-            "prompts": prompts, "store": store, "k": 4, "project.task": "ranking", "project.overlap": 2,
-            "sampling.max_new_tokens": 6, "batch_size": 2, "max_prompt_length": 40, "limit": "null"}
+    prompts = write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [
+            {"id": "p1", "prompt": "the cat sat"},
+            {
+                "id": "p2",
+                "prompt": [
+                    {"role": "user", "content": "hello"},
+                    {"role": "assistant", "content": "yes"},
+                    {"role": "user", "content": "big red apple"},
+                ],
+            },
+            {"id": "p3", "prompt": "  "},
+            {"id": "p4", "prompt": " ".join(["tree"] * 80)},
+            {"id": "p5", "prompt": "one two three"},
+        ],
+    )
+    over = {
+        "run.output_root": str(tmp_path / "runs"),
+        "run.name": "gen",
+        "policies": f"[{model}, {model}]",
+        "prompts": prompts,
+        "store": store,
+        "k": 4,
+        "project.task": "ranking",
+        "project.overlap": 2,
+        "sampling.max_new_tokens": 6,
+        "batch_size": 2,
+        "max_prompt_length": 40,
+        "limit": "null",
+    }
     over.update(extra)
     return load_config(generate.GenerateStageConfig, None, [f"{k}={v}" for k, v in over.items()])
 
@@ -35,7 +55,9 @@ def test_generate_label_export_stats(tmp_path, tiny_model_dir, store_target, cap
     acct = m["data"]["prompts"]
     assert acct["rows_in"] == 5 and acct["rows_rejected"] == 2
     assert acct["rejected_by_reason"] == {"empty prompt": 1, "too long": 1}
-    assert m["result"]["items_added"] == 3 and m["result"]["candidates"] == 12 and m["result"]["new_tokens"] > 0
+    assert (
+        m["result"]["items_added"] == 3 and m["result"]["candidates"] == 12 and m["result"]["new_tokens"] > 0
+    )
     store = Store(store_target)
     items = store.items("demo")
     assert len(items) == 3 and all(len(it["candidates"]) == 4 for it in items)
@@ -49,8 +71,11 @@ def test_generate_label_export_stats(tmp_path, tiny_model_dir, store_target, cap
             ranking = sorted(c["id"] for c in lease.candidates)  # both rank by candidate id: full agreement
             store.submit("demo", user, lease.item_id, {"ranking": ranking}, client_token=uuid.uuid4().hex)
     store.close()
-    cfg = load_config(export.ExportStageConfig, None, [f"run.output_root={tmp_path / 'runs'}", f"store={store_target}",
-                                                       "margin=true"])
+    cfg = load_config(
+        export.ExportStageConfig,
+        None,
+        [f"run.output_root={tmp_path / 'runs'}", f"store={store_target}", "margin=true"],
+    )
     out = export.run(cfg)
     acct = out.read_manifest()["accounting"]
     assert acct["items_in"] == 3 and acct["items_exported"] == 3 and acct["pairs_out"] == 18
@@ -84,12 +109,18 @@ def test_users_cli_and_errors(tmp_path, monkeypatch, capsys):
 
 
 def test_import_reports_each_reject(tmp_path):
-    src = write_jsonl(tmp_path / "prefs.jsonl", [
-        {"prompt": "q", "chosen": "good", "rejected": "bad"},
-        {"prompt": "q", "chosen": "same", "rejected": "same"},
-        {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"},
-        {"prompt": "q", "chosen": ""},
-    ])
+    src = write_jsonl(
+        tmp_path / "prefs.jsonl",
+        [
+            {"prompt": "q", "chosen": "good", "rejected": "bad"},
+            {"prompt": "q", "chosen": "same", "rejected": "same"},
+            {
+                "chosen": "\n\nHuman: hi\n\nAssistant: hello",
+                "rejected": "\n\nHuman: hi\n\nAssistant: go away",
+            },
+            {"prompt": "q", "chosen": ""},
+        ],
+    )
     cfg = load_config(importer.ImportStageConfig, None, [f"run.output_root={tmp_path}", f"source={src}"])
     run = importer.run(cfg)
     acct = run.read_manifest()["accounting"]

@@ -106,7 +106,12 @@ def test_lora_merged_and_adapter(tmp_path, tiny_model_dir):
             tiny_model_dir,
             data,
             name="adapter",
-            **{"model.lora.r": 4, "trainer.max_steps": 3, "save": "adapter", "trainer.report_to": "tensorboard"},
+            **{
+                "model.lora.r": 4,
+                "trainer.max_steps": 3,
+                "save": "adapter",
+                "trainer.report_to": "tensorboard",
+            },
         ),
     )
     run = sft.run(cfg)

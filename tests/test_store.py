@@ -9,14 +9,22 @@ from rlhf.store.service import StoreError, now_utc
 PW = "password123"
 
 
-def make_project(store, task="ranking", *, n_items=10, k=4, overlap=1, ttl=60, users=("a", "b", "c"), gold=None):
+def make_project(
+    store, task="ranking", *, n_items=10, k=4, overlap=1, ttl=60, users=("a", "b", "c"), gold=None
+):
     store.create_project("p", task, overlap=overlap, lease_ttl_s=ttl, guidelines="# Be fair")
-    store.add_items("p", [
-        {"external_id": f"i{i}", "prompt": f"prompt {i}",
-         "candidates": [{"text": f"answer {i}.{j}", "source": {"model": f"m{j}"}} for j in range(k)],
-         "gold": (gold if i == 0 else None)}
-        for i in range(n_items)
-    ])
+    store.add_items(
+        "p",
+        [
+            {
+                "external_id": f"i{i}",
+                "prompt": f"prompt {i}",
+                "candidates": [{"text": f"answer {i}.{j}", "source": {"model": f"m{j}"}} for j in range(k)],
+                "gold": (gold if i == 0 else None),
+            }
+            for i in range(n_items)
+        ],
+    )
     for u in users:
         store.add_user(u, PW)
 
@@ -78,7 +86,9 @@ def test_expired_lease_can_still_be_submitted_while_slot_free(store):
     make_project(store, n_items=1, overlap=1, ttl=60)
     t0 = now_utc()
     lease = store.next_item("p", "a", now=t0)
-    store.submit("p", "a", lease.item_id, judge("ranking", lease), client_token="t", now=t0 + timedelta(hours=1))
+    store.submit(
+        "p", "a", lease.item_id, judge("ranking", lease), client_token="t", now=t0 + timedelta(hours=1)
+    )
     assert len(store.annotations("p")) == 1
 
 
@@ -148,4 +158,13 @@ def test_users_passwords_and_disable(store):
 def test_pairwise_project_needs_two_candidates(store):
     store.create_project("pw", "pairwise")
     with pytest.raises(StoreError, match="has 3 candidates, not 2"):
-        store.add_items("pw", [{"external_id": "x", "prompt": "p", "candidates": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}])
+        store.add_items(
+            "pw",
+            [
+                {
+                    "external_id": "x",
+                    "prompt": "p",
+                    "candidates": [{"text": "a"}, {"text": "b"}, {"text": "c"}],
+                }
+            ],
+        )

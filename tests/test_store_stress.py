@@ -18,8 +18,17 @@ PW = "password123"
 def seed_project(target, n_items, k, users, task="ranking"):
     s = Store(target)
     s.create_project("p", task, overlap=1, lease_ttl_s=3600)
-    s.add_items("p", [{"external_id": f"i{i}", "prompt": f"q{i}",
-                       "candidates": [{"text": f"a{i}.{j}"} for j in range(k)]} for i in range(n_items)])
+    s.add_items(
+        "p",
+        [
+            {
+                "external_id": f"i{i}",
+                "prompt": f"q{i}",
+                "candidates": [{"text": f"a{i}.{j}"} for j in range(k)],
+            }
+            for i in range(n_items)
+        ],
+    )
     for u in users:
         s.add_user(u, PW)
     s.close()
@@ -73,8 +82,13 @@ def _child(db: str, user: str, wfd: int) -> None:
         lease = store.next_item("p", user)
         if lease is None:
             os._exit(0)
-        ann = store.submit("p", user, lease.item_id, {"ranking": [c["id"] for c in lease.candidates]},
-                           client_token=uuid.uuid4().hex)
+        ann = store.submit(
+            "p",
+            user,
+            lease.item_id,
+            {"ranking": [c["id"] for c in lease.candidates]},
+            client_token=uuid.uuid4().hex,
+        )
         out.write(f"{ann}\n")
 
 
@@ -115,9 +129,12 @@ def test_sigkill_loses_no_acknowledged_ranking(tmp_path):
     assert acked <= stored, f"{len(acked - stored)} acknowledged annotations lost"
     half = con.execute(
         "SELECT a.id FROM annotations a LEFT JOIN annotation_values v ON v.annotation_id = a.id "
-        "GROUP BY a.id HAVING COUNT(v.id) != 4").fetchall()
+        "GROUP BY a.id HAVING COUNT(v.id) != 4"
+    ).fetchall()
     assert half == []
-    orphans = con.execute("SELECT COUNT(*) FROM assignments WHERE status = 'done' AND item_id NOT IN "
-                          "(SELECT item_id FROM annotations)").fetchone()[0]
+    orphans = con.execute(
+        "SELECT COUNT(*) FROM assignments WHERE status = 'done' AND item_id NOT IN "
+        "(SELECT item_id FROM annotations)"
+    ).fetchone()[0]
     assert orphans == 0
     con.close()

@@ -61,7 +61,9 @@ class Item(Base):
     gold: Mapped[object | None] = mapped_column(JSON, nullable=True)  # the expected judgement payload
     priority: Mapped[float] = mapped_column(Float, default=0.0)  # lower is served first
     done_count: Mapped[int] = mapped_column(Integer, default=0)  # submitted judgements
-    open: Mapped[bool] = mapped_column(Boolean, default=True)  # false once `overlap` judgements are in (not gold)
+    open: Mapped[bool] = mapped_column(
+        Boolean, default=True
+    )  # false once `overlap` judgements are in (not gold)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     candidates: Mapped[list[Candidate]] = relationship(order_by="Candidate.position", lazy="selectin")
 

@@ -305,8 +305,14 @@ class Store:
                         continue
                 order = [c.id for c in item.candidates]
                 random.Random(f"{item_id}:{user.id}").shuffle(order)  # per-assignment order, stable
-                a = Assignment(item_id=item_id, assessor_id=user.id, status="leased", leased_at=now,
-                               expires_at=now + timedelta(seconds=p.lease_ttl_s), order=order)
+                a = Assignment(
+                    item_id=item_id,
+                    assessor_id=user.id,
+                    status="leased",
+                    leased_at=now,
+                    expires_at=now + timedelta(seconds=p.lease_ttl_s),
+                    order=order,
+                )
                 s.add(a)
                 s.flush()
                 return self._lease(s, a)
