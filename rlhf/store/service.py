@@ -300,9 +300,9 @@ class Store:
                     time.sleep(0.002)  # every open item is being leased right now by someone else
                     continue
                 item = s.get(Item, item_id)
-                if not self.sqlite and not item.is_gold:  # re-count after the lock (fresh snapshot)
-                    if s.scalar(select(self._live_slots(item_id, now))) >= p.overlap:
-                        continue
+                recount = not self.sqlite and not item.is_gold  # after the lock, with a fresh snapshot
+                if recount and s.scalar(select(self._live_slots(item_id, now))) >= p.overlap:
+                    continue
                 order = [c.id for c in item.candidates]
                 random.Random(f"{item_id}:{user.id}").shuffle(order)  # per-assignment order, stable
                 a = Assignment(
