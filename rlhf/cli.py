@@ -27,6 +27,7 @@ STAGES = {
         "GenerateStageConfig",
         "sample K candidates per prompt from one or more policies into a labeling project",
     ),
+    "label": ("rlhf.stages.label", "LabelStageConfig", "serve the Gradio labeling app for a project"),
     "export": (
         "rlhf.stages.export",
         "ExportStageConfig",

@@ -417,6 +417,18 @@ class Store:
                     raise StoreError(f"'{username}' already submitted item {item_id}") from None
                 return existing.id
 
+    def shown_order(self, project: str, username: str, item_id: int) -> list[int]:
+        """The candidate ids in the order this assessor was shown them (their assignment's order)."""
+        with self.Session.begin() as s:
+            p = self._project(s, project)
+            return list(self._assignment_for(s, p, item_id, self._user(s, username), now_utc()).order)
+
+    def candidate_sources(self, item_id: int) -> dict[int, dict]:
+        with self.Session.begin() as s:
+            return {
+                c.id: dict(c.source) for c in s.scalars(select(Candidate).where(Candidate.item_id == item_id))
+            }
+
     def skip(
         self, project: str, username: str, item_id: int, reason: str, *, now: datetime | None = None
     ) -> None:

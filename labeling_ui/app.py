@@ -1,0 +1,335 @@
+"""The Gradio labeling app: `build_app(store, cfg) -> gr.Blocks`, a thin layer over `labeling_ui.handlers`.
+
+- Identity comes only from `gr.Request.username` (Gradio's login, checked against the store's salted
+  password hashes, with a lockout after repeated failures). Nothing a client sends names the assessor.
+- Per-session server-side state (`gr.State`) holds the current item id and the submit's client token;
+  the store re-checks that the item is leased to the caller, so crafted API calls are refused.
+- Model output is rendered as escaped Markdown (`labeling_ui.render`) with Gradio's sanitizer on too.
+- Keyboard: pairwise A / B / T (tie) / X (both bad); ranking: press candidate letters best-first
+  (Backspace removes the last); Enter (or Ctrl+Enter inside a text box) submits.
+- Admins get an Admin tab: queue status, per-assessor throughput / agreement / gold accuracy, recent
+  activity, export, user management. Every admin handler re-checks the role on the server.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import gradio as gr
+
+from labeling_ui import handlers
+from labeling_ui.handlers import LETTERS, PAIRWISE_LABELS, View
+
+MAX_SLOTS = 8
+
+KEYBOARD_JS = """
+<script>
+(() => {
+  const q = (s) => document.querySelector(s);
+  const setText = (el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); };
+  document.addEventListener('keydown', (e) => {
+    const t = e.target;
+    const typing = t && (t.tagName === 'TEXTAREA' || (t.tagName === 'INPUT' && t.type !== 'radio' && t.type !== 'checkbox'));
+    const order = q('#rank_order textarea, #rank_order input');
+    if (e.key === 'Enter' && (!typing || e.ctrlKey || e.metaKey)) {
+      const b = q('#submit'); if (b) { e.preventDefault(); b.click(); } return;
+    }
+    if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
+    const k = e.key.toUpperCase();
+    const choice = q('#choice');
+    if (choice && choice.offsetParent !== null) {
+      const v = {A: 'A', B: 'B', T: 'tie', X: 'both_bad'}[k];
+      const input = v && choice.querySelector(`input[value="${v}"]`);
+      if (input) { input.click(); e.preventDefault(); }
+      return;
+    }
+    if (order && order.offsetParent !== null) {
+      if (e.key === 'Backspace') { setText(order, order.value.split(',').filter(Boolean).slice(0, -1).join(',')); e.preventDefault(); return; }
+      if (/^[A-P]$/.test(k)) {
+        const cur = order.value.split(',').map((x) => x.trim()).filter(Boolean);
+        if (!cur.includes(k)) { cur.push(k); setText(order, cur.join(',')); }
+        e.preventDefault();
+      }
+    }
+  });
+})();
+</script>
+"""
+
+
+@dataclass
+class AppSettings:
+    project: str
+    max_failed_logins: int = 5
+    lockout_s: int = 300
+    arena: bool = False  # reveal each candidate's model after the vote
+    title: str = "rlhf labeling"
+
+
+class LoginGuard:
+    """Store-backed password check with a lockout after repeated failures (per username)."""
+
+    def __init__(self, store, max_failures: int, lockout_s: int):
+        self.store, self.max_failures, self.lockout_s = store, max_failures, lockout_s
+        self.failures: dict[str, list[float]] = {}
+
+    def __call__(self, username: str, password: str) -> bool:
+        now = time.time()
+        recent = [t for t in self.failures.get(username, []) if now - t < self.lockout_s]
+        if len(recent) >= self.max_failures:
+            self.failures[username] = recent
+            return False  # locked: even the right password is refused until the window passes
+        if self.store.authenticate(username, password) is not None:
+            self.failures.pop(username, None)
+            return True
+        self.failures[username] = [*recent, now]
+        return False
+
+
+def _user(request: gr.Request) -> str:
+    if request is None or not request.username:
+        raise gr.Error("Not logged in.")
+    return request.username
+
+
+def build_app(store, settings: AppSettings) -> gr.Blocks:
+    project = store.project(settings.project)
+    task = project.task
+
+    def outputs_for(view: View, state: dict) -> list:
+        state = {"item_id": view.item_id, "token": uuid.uuid4().hex}
+        slots = []
+        for i in range(MAX_SLOTS):
+            text = view.candidates_md[i] if i < len(view.candidates_md) else ""
+            slots.append(gr.update(value=text, visible=i < len(view.candidates_md)))
+        sliders = [
+            gr.update(
+                visible=task == "likert" and i < len(view.candidate_ids),
+                value=4,
+                label=f"Score for {LETTERS[i]} (1-7)",
+            )
+            for i in range(MAX_SLOTS)
+        ]
+        return [
+            state,
+            view.prompt_md if not view.done else "",
+            view.progress_md,
+            f"**{view.message}**" if view.message else "",
+            *slots,
+            *sliders,
+            gr.update(value=None),
+            gr.update(value=""),
+            gr.update(value=""),
+            gr.update(value=False),
+            gr.update(value=""),
+        ]
+
+    with gr.Blocks(title=settings.title) as app:
+        state = gr.State({"item_id": None, "token": ""})
+        with gr.Tab("Label"):
+            with gr.Row():
+                gr.Markdown(f"## {settings.title} — project *{project.name}* ({task})")
+                whoami = gr.Markdown(elem_id="whoami")
+            with gr.Accordion("Guidelines", open=True):
+                gr.Markdown(project.guidelines or "_No guidelines for this project._", elem_id="guidelines")
+            progress = gr.Markdown(elem_id="progress")
+            status = gr.Markdown(elem_id="status")
+            gr.Markdown("### Prompt")
+            prompt = gr.Markdown(elem_id="prompt")
+            with gr.Row(equal_height=False):
+                slots = [
+                    gr.Markdown(visible=False, elem_id=f"cand_{LETTERS[i]}", container=True)
+                    for i in range(MAX_SLOTS)
+                ]
+            choice = gr.Radio(
+                [(v, k) for k, v in PAIRWISE_LABELS.items()],
+                label="Which response is better? (keys: A, B, T = tie, X = both bad)",
+                visible=task == "pairwise",
+                elem_id="choice",
+            )
+            order = gr.Textbox(
+                label="Ranking, best first — press the letters in order (Backspace undoes)",
+                placeholder="e.g. B,A,C,D",
+                visible=task == "ranking",
+                elem_id="rank_order",
+            )
+            with gr.Row():
+                sliders = [
+                    gr.Slider(1, 7, step=1, value=4, visible=False, elem_id=f"score_{LETTERS[i]}")
+                    for i in range(MAX_SLOTS)
+                ]
+            rationale = gr.Textbox(
+                label=f"Rationale ({project.rationale})",
+                lines=2,
+                elem_id="rationale",
+                visible=project.rationale != "off",
+            )
+            flag = gr.Checkbox(label="Flag unsafe content", elem_id="flag")
+            with gr.Row():
+                submit_btn = gr.Button("Submit (Enter)", variant="primary", elem_id="submit")
+                skip_reason = gr.Textbox(label="Skip reason", elem_id="skip_reason", scale=2)
+                skip_btn = gr.Button("Skip", elem_id="skip")
+        view_outputs = [
+            state,
+            prompt,
+            progress,
+            status,
+            *slots,
+            *sliders,
+            choice,
+            order,
+            rationale,
+            flag,
+            skip_reason,
+        ]
+
+        def on_load(st, request: gr.Request):
+            user = _user(request)
+            return [
+                *outputs_for(handlers.next_view(store, settings.project, user), st),
+                f"Logged in as **{user}**",
+            ]
+
+        def on_submit(st, ch, od, rat, fl, s0, s1, s2, s3, s4, s5, s6, s7, request: gr.Request):
+            assert MAX_SLOTS == 8  # one parameter per score slider (Gradio injects `request` by name)
+            scores = [s0, s1, s2, s3, s4, s5, s6, s7]
+            user = _user(request)
+            view = handlers.submit(
+                store,
+                settings.project,
+                user,
+                st.get("item_id"),
+                client_token=st.get("token"),
+                choice=ch,
+                order=od,
+                scores=list(scores),
+                rationale=rat or "",
+                flagged_unsafe=bool(fl),
+            )
+            if settings.arena and view.message == "Saved." and st.get("item_id") is not None:
+                view.message = "Saved. " + reveal(store, settings.project, user, st["item_id"])
+            outs = outputs_for(view, st)
+            if view.message.startswith("Not saved"):  # keep the item and the token: a retry stays idempotent
+                outs[0] = st
+                outs[-5:] = [gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
+            return outs
+
+        def on_skip(st, reason, request: gr.Request):
+            return outputs_for(
+                handlers.skip(store, settings.project, _user(request), st.get("item_id"), reason), st
+            )
+
+        app.load(on_load, [state], [*view_outputs, whoami], api_name="load")
+        submit_btn.click(
+            on_submit, [state, choice, order, rationale, flag, *sliders], view_outputs, api_name="submit"
+        )
+        skip_btn.click(on_skip, [state, skip_reason], view_outputs, api_name="skip")
+        _admin_tab(store, settings)
+    return app
+
+
+def reveal(store, project: str, username: str, item_id: int) -> str:
+    """Arena: which model wrote which response, in the order this assessor saw them (only after the vote)."""
+    sources = store.candidate_sources(item_id)
+    order = store.shown_order(project, username, item_id)
+    return "Revealed: " + "; ".join(
+        f"{LETTERS[i]} = {sources[c].get('policy', '?')}" for i, c in enumerate(order)
+    )
+
+
+def _admin_tab(store, settings: AppSettings) -> None:
+    from rlhf.stages.stats import project_stats
+
+    def require_admin(request: gr.Request) -> str:
+        user = _user(request)
+        if next((u for u in store.list_users() if u["username"] == user), {}).get("role") != "admin":
+            raise gr.Error("Admins only.")
+        return user
+
+    def refresh(request: gr.Request):
+        require_admin(request)
+        items, anns = store.items(settings.project), store.annotations(settings.project)
+        assigns = store.assignments(settings.project)
+        st = project_stats(items, anns, store.project(settings.project).task)
+        queue = [
+            [
+                len(items),
+                sum(1 for a in assigns if a["status"] == "leased"),
+                len(anns),
+                sum(1 for a in assigns if a["status"] == "skipped"),
+                st["alpha"]["value"],
+            ]
+        ]
+        people = [
+            [who, s["annotations"], s["agreement_with_majority"], s["gold_accuracy"], s["per_hour"]]
+            for who, s in st["assessors"].items()
+        ]
+        recent = [
+            [str(a["created_at"])[:19], a["assessor"], a["item_id"], "yes" if a["flagged_unsafe"] else ""]
+            for a in anns[-20:][::-1]
+        ]
+        users = [
+            [u["username"], u["role"], "disabled" if u["disabled"] else "active"] for u in store.list_users()
+        ]
+        return queue, people, recent, users
+
+    def export(request: gr.Request):
+        require_admin(request)
+        from rlhf.config import load_config
+        from rlhf.stages import export as export_stage
+
+        cfg = load_config(
+            export_stage.ExportStageConfig,
+            None,
+            [
+                f"store={store.target}",
+                f"project={settings.project}",
+                f"run.name=export-{time.strftime('%Y%m%d-%H%M%S')}",
+            ],
+        )
+        run = export_stage.run(cfg)
+        acct = run.read_manifest()["accounting"]
+        return f"Exported {acct['pairs_out']} pairs from {acct['items_exported']} items to `{run.path}`."
+
+    def add_user(name, password, role, request: gr.Request):
+        require_admin(request)
+        try:
+            store.add_user(name or "", password or "", role=role)
+        except Exception as e:  # noqa: BLE001 - shown to the admin
+            return f"Not added: {e}"
+        return f"Added {role} '{name}'."
+
+    def disable_user(name, request: gr.Request):
+        require_admin(request)
+        try:
+            store.set_disabled(name or "")
+        except Exception as e:  # noqa: BLE001
+            return f"Not disabled: {e}"
+        return f"Disabled '{name}'."
+
+    with gr.Tab("Admin"):
+        gr.Markdown("Admins only: queue, assessors, activity, export and users.")
+        refresh_btn = gr.Button("Refresh", elem_id="admin_refresh")
+        queue = gr.Dataframe(headers=["items", "leased now", "annotations", "skips", "alpha"], label="Queue")
+        people = gr.Dataframe(
+            headers=["assessor", "annotations", "agree w/ majority", "gold accuracy", "per hour"],
+            label="Assessors",
+        )
+        recent = gr.Dataframe(headers=["time", "assessor", "item", "flagged"], label="Recent activity")
+        users = gr.Dataframe(headers=["user", "role", "status"], label="Users")
+        refresh_btn.click(refresh, None, [queue, people, recent, users], api_name="admin_refresh")
+        export_btn = gr.Button("Export preferences", elem_id="admin_export")
+        export_out = gr.Markdown()
+        export_btn.click(export, None, export_out, api_name="admin_export")
+        with gr.Row():
+            new_name = gr.Textbox(label="username")
+            new_pw = gr.Textbox(label="password", type="password")
+            new_role = gr.Radio(["assessor", "admin"], value="assessor", label="role")
+        add_btn = gr.Button("Add user")
+        dis_name = gr.Textbox(label="username to disable")
+        dis_btn = gr.Button("Disable user")
+        user_out = gr.Markdown()
+        add_btn.click(add_user, [new_name, new_pw, new_role], user_out, api_name="admin_add_user")
+        dis_btn.click(disable_user, dis_name, user_out, api_name="admin_disable_user")

@@ -1,0 +1,136 @@
+"""What the labeling app does, as plain functions over the store — no Gradio here, so they are testable.
+
+Every function takes the *server-side* identity (the logged-in username from the session, never from a
+form field) and returns a `View`: what the assessor sees next, plus a status message. The store enforces
+the rules (assignment, leases, one judgement per item, validation), so a crafted call to any endpoint can
+neither submit for another assessor nor for an item not leased to the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from labeling_ui.render import render_prompt, safe_markdown
+from rlhf.errors import RlhfError
+from rlhf.store.judgements import JudgementError
+
+LETTERS = "ABCDEFGHIJKLMNOP"
+PAIRWISE_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+
+
+@dataclass
+class View:
+    task: str
+    item_id: int | None = None
+    prompt_md: str = ""
+    candidates_md: list[str] = field(default_factory=list)  # display order, labelled A, B, ...
+    candidate_ids: list[int] = field(default_factory=list)
+    progress: dict = field(default_factory=dict)
+    message: str = ""
+    done: bool = False  # no more items for this assessor
+
+    @property
+    def progress_md(self) -> str:
+        p = self.progress
+        return f"**Today:** {p.get('done_today', 0)} · **Total:** {p.get('done_total', 0)} · **Left in queue:** {p.get('remaining', 0)}"
+
+
+def next_view(store, project: str, username: str, message: str = "") -> View:
+    task = store.project(project).task
+    lease = store.next_item(project, username)
+    progress = store.progress(project, username)
+    if lease is None:
+        done = "Nothing left to judge in this project for you. Thank you!"
+        return View(task=task, progress=progress, done=True, message=f"{message} {done}".strip())
+    return View(
+        task=task,
+        item_id=lease.item_id,
+        prompt_md=render_prompt(lease.prompt),
+        candidates_md=[
+            f"### {LETTERS[i]}\n\n{safe_markdown(c['text'])}" for i, c in enumerate(lease.candidates)
+        ],
+        candidate_ids=[c["id"] for c in lease.candidates],
+        progress=progress,
+        message=message,
+    )
+
+
+def parse_ranking(order: str, candidate_ids: list[int]) -> list[int]:
+    """'B, A, C' (letters best first, as typed or clicked) -> candidate ids. Duplicates are refused."""
+    letters = [x.strip().upper() for x in (order or "").replace(" ", ",").split(",") if x.strip()]
+    valid = LETTERS[: len(candidate_ids)]
+    bad = [x for x in letters if x not in valid]
+    if bad:
+        raise JudgementError(f"unknown candidate {bad[0]!r}; use the letters {', '.join(valid)}")
+    if len(set(letters)) != len(letters):
+        raise JudgementError("each candidate may have only one rank (a letter appears twice)")
+    if len(letters) != len(candidate_ids):
+        raise JudgementError(
+            f"rank all {len(candidate_ids)} candidates, best first (e.g. {', '.join(valid)})"
+        )
+    return [candidate_ids[valid.index(x)] for x in letters]
+
+
+def build_payload(
+    task: str,
+    candidate_ids: list[int],
+    *,
+    choice: str | None = None,
+    order: str | None = None,
+    scores: list[int | float | None] | None = None,
+) -> dict:
+    if task == "pairwise":
+        return {"choice": choice}
+    if task == "ranking":
+        return {"ranking": parse_ranking(order or "", candidate_ids)}
+    scores = list(scores or [])[: len(candidate_ids)]
+    if len(scores) < len(candidate_ids) or any(s is None for s in scores):
+        raise JudgementError(f"score all {len(candidate_ids)} candidates (1-7)")
+    return {"scores": {str(c): int(s) for c, s in zip(candidate_ids, scores, strict=True)}}
+
+
+def submit(
+    store,
+    project: str,
+    username: str,
+    item_id: int | None,
+    *,
+    client_token: str,
+    choice: str | None = None,
+    order: str | None = None,
+    scores: list | None = None,
+    rationale: str = "",
+    flagged_unsafe: bool = False,
+) -> View:
+    """Store the judgement and return the next item; on a refusal, the same item with the reason."""
+    if item_id is None:
+        return next_view(store, project, username)
+    try:
+        shown = store.shown_order(project, username, int(item_id))  # refuses items not assigned to the caller
+        payload = build_payload(store.project(project).task, shown, choice=choice, order=order, scores=scores)
+        store.submit(
+            project,
+            username,
+            int(item_id),
+            payload,
+            client_token=client_token,
+            rationale=rationale,
+            flagged_unsafe=flagged_unsafe,
+        )
+    except RlhfError as e:
+        view = next_view(store, project, username)
+        view.message = f"Not saved: {e}"
+        return view
+    return next_view(store, project, username, message="Saved.")
+
+
+def skip(store, project: str, username: str, item_id: int | None, reason: str) -> View:
+    if item_id is None:
+        return next_view(store, project, username)
+    try:
+        store.skip(project, username, int(item_id), reason)
+    except RlhfError as e:
+        view = next_view(store, project, username)
+        view.message = f"Not skipped: {e}"
+        return view
+    return next_view(store, project, username, message="Skipped.")

@@ -1,0 +1,78 @@
+"""Label stage: serve the Gradio labeling app over a store's project.
+
+    rlhf label --config configs/label.yaml [project=demo port=7861 ...]
+
+Binds 127.0.0.1 with share=False by default (put it behind your own TLS reverse proxy, or give
+ssl_certfile/ssl_keyfile, to open it to a team). Users log in with the accounts of `rlhf users`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf.config import ConfigError
+from rlhf.runs import RunSettings
+
+
+@dataclass
+class LabelStageConfig:
+    run: RunSettings = field(default_factory=lambda: RunSettings(name="label"))  # unused: the app is a server
+    store: str = "labels.db"
+    project: str = "demo"
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    max_failed_logins: int = 5
+    lockout_s: int = 300
+    arena: bool = False  # reveal each response's model after the vote
+    title: str = "rlhf labeling"
+
+    def __post_init__(self):
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError("set 'ssl_certfile' and 'ssl_keyfile' together.")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"'port' must be 1..65535, got {self.port}.")
+
+
+def launch(cfg: LabelStageConfig, *, block: bool = True):
+    from labeling_ui.app import KEYBOARD_JS, AppSettings, LoginGuard, build_app
+    from rlhf.store.service import Store
+
+    store = Store(cfg.store)
+    store.project(cfg.project)  # a missing project fails here, by name
+    if not store.list_users():
+        from rlhf.store.service import StoreError
+
+        raise StoreError(
+            f"no users in {cfg.store}: add one first with `rlhf users add NAME --store {cfg.store}`"
+        )
+    app = build_app(
+        store,
+        AppSettings(
+            project=cfg.project,
+            max_failed_logins=cfg.max_failed_logins,
+            lockout_s=cfg.lockout_s,
+            arena=cfg.arena,
+            title=cfg.title,
+        ),
+    )
+    app.launch(
+        server_name=cfg.host,
+        server_port=cfg.port,
+        share=cfg.share,
+        auth=LoginGuard(store, cfg.max_failed_logins, cfg.lockout_s),
+        auth_message="Log in with your rlhf account.",
+        ssl_certfile=cfg.ssl_certfile,
+        ssl_keyfile=cfg.ssl_keyfile,
+        head=KEYBOARD_JS,
+        show_error=True,
+        prevent_thread_lock=not block,
+        quiet=not block,
+    )
+    return app, store
+
+
+def run(cfg: LabelStageConfig, *, resume: bool = False, overwrite: bool = False):
+    launch(cfg, block=True)

@@ -1,0 +1,111 @@
+"""The Gradio app end to end through gradio_client: two logged-in assessors, attribution, auth, forgery."""
+
+import socket
+import urllib.request
+
+import pytest
+
+from rlhf.stages.label import LabelStageConfig, launch
+from rlhf.store.service import Store
+
+PW = "password123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    db = str(tmp_path / "app.db")
+    s = Store(db)
+    s.create_project("demo", "ranking", overlap=1, guidelines="## Rules\nBe **fair**.")
+    s.add_items(
+        "demo",
+        [
+            {
+                "external_id": f"i{i}",
+                "prompt": f"question {i}",
+                "candidates": [{"text": f"answer {i}.{j}", "source": {"policy": f"m{j}"}} for j in range(3)],
+            }
+            for i in range(6)
+        ],
+    )
+    for u in ("ann", "bob"):
+        s.add_user(u, PW)
+    s.add_user("lead", PW, role="admin")
+    s.close()
+    port = free_port()
+    app, store = launch(
+        LabelStageConfig(store=db, project="demo", port=port, max_failed_logins=3), block=False
+    )
+    yield f"http://127.0.0.1:{port}/", store
+    app.close()
+    store.close()
+
+
+def client(url, user):
+    from gradio_client import Client
+
+    return Client(url, auth=(user, PW), verbose=False)
+
+
+SLIDERS = [4] * 8
+
+
+def test_two_assessors_label_different_items_with_correct_attribution(served):
+    url, store = served
+    ann, bob = client(url, "ann"), client(url, "bob")
+    a_view, b_view = ann.predict(api_name="/load"), bob.predict(api_name="/load")
+    assert a_view[0] != b_view[0]  # different prompts: different items
+    assert "Logged in as **ann**" in a_view[-1] and "Logged in as **bob**" in b_view[-1]
+    for c in (ann, bob):
+        out = c.predict(None, "A,B,C", "looks right", False, *SLIDERS, api_name="/submit")
+        assert "Saved." in out[2]
+    out = ann.predict(None, "C,C,A", "", False, *SLIDERS, api_name="/submit")
+    assert "only one rank" in out[2]
+    anns = store.annotations("demo")
+    assert sorted(a["assessor"] for a in anns) == ["ann", "bob"]
+    assert len({a["item_id"] for a in anns}) == 2
+    assert {a["rationale"] for a in anns} == {"looks right"}
+
+
+def test_unauthenticated_and_wrong_password_get_nothing(served):
+    from gradio_client import Client
+
+    url, _ = served
+    with pytest.raises(Exception):  # noqa: B017 - gradio_client raises AuthenticationError / ValueError by version
+        Client(url, verbose=False)
+    with pytest.raises(ValueError):
+        Client(url, auth=("ann", "wrong-password"), verbose=False)
+    for path in ("config", "gradio_api/info"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(url + path)
+        assert e.value.code == 401
+
+
+def test_lockout_after_repeated_failures(served):
+    from gradio_client import Client
+
+    url, _ = served
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            Client(url, auth=("bob", "nope-nope"), verbose=False)
+    with pytest.raises(ValueError):  # locked: the right password is refused for a while
+        Client(url, auth=("bob", PW), verbose=False)
+    assert client(url, "ann").predict(api_name="/load")[0]  # others are not affected
+
+
+def test_crafted_calls_cannot_submit_without_a_lease_or_reach_admin(served):
+    url, store = served
+    bob = client(url, "bob")
+    # a submit with no item leased in this session stores nothing; it just serves the next item
+    out = bob.predict(None, "A,B,C", "", False, *SLIDERS, api_name="/submit")
+    assert store.annotations("demo") == [] and out[0]
+    with pytest.raises(Exception, match="Admins only"):
+        bob.predict(api_name="/admin_refresh")
+    lead = client(url, "lead")
+    queue, *_ = lead.predict(api_name="/admin_refresh")
+    assert queue["data"][0][0] == 6

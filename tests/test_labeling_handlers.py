@@ -1,0 +1,97 @@
+"""Pure handler tests: next item, submit, skip, validation errors, rendering safety (no Gradio)."""
+
+import pytest
+
+from labeling_ui import handlers
+from labeling_ui.render import render_prompt, safe_markdown
+from rlhf.store.judgements import JudgementError
+from rlhf.store.service import Store
+
+
+@pytest.fixture
+def ranking_store(tmp_path):
+    s = Store(str(tmp_path / "l.db"))
+    s.create_project("p", "ranking", overlap=1, rationale="optional")
+    s.add_items(
+        "p",
+        [
+            {
+                "external_id": f"i{i}",
+                "prompt": f"q{i}",
+                "candidates": [{"text": f"c{i}{j}"} for j in range(3)],
+            }
+            for i in range(3)
+        ],
+    )
+    s.add_user("ann", "password123")
+    s.add_user("bob", "password123")
+    yield s
+    s.close()
+
+
+def test_parse_ranking():
+    assert handlers.parse_ranking("B, A,C", [10, 11, 12]) == [11, 10, 12]
+    assert handlers.parse_ranking("b a c", [10, 11, 12]) == [11, 10, 12]
+    with pytest.raises(JudgementError, match="only one rank"):
+        handlers.parse_ranking("A,A,B", [10, 11, 12])
+    with pytest.raises(JudgementError, match="rank all 3 candidates"):
+        handlers.parse_ranking("A,B", [10, 11, 12])
+    with pytest.raises(JudgementError, match="unknown candidate 'D'"):
+        handlers.parse_ranking("A,B,D", [10, 11, 12])
+
+
+def test_next_submit_next(ranking_store):
+    v = handlers.next_view(ranking_store, "p", "ann")
+    assert v.item_id and len(v.candidates_md) == 3 and v.candidates_md[0].startswith("### A")
+    after = handlers.submit(ranking_store, "p", "ann", v.item_id, client_token="t1", order="C,B,A")
+    assert after.message == "Saved." and after.item_id != v.item_id and after.progress["done_total"] == 1
+    (ann,) = ranking_store.annotations("p")
+    assert ann["values"][v.candidate_ids[2]] == 1 and ann["assessor"] == "ann"
+
+
+def test_submit_validation_keeps_the_item(ranking_store):
+    v = handlers.next_view(ranking_store, "p", "ann")
+    again = handlers.submit(ranking_store, "p", "ann", v.item_id, client_token="t1", order="A,A,B")
+    assert again.message.startswith("Not saved: each candidate may have only one rank")
+    assert again.item_id == v.item_id and ranking_store.annotations("p") == []
+
+
+def test_forged_submit_for_an_item_of_someone_else_is_refused(ranking_store):
+    v = handlers.next_view(ranking_store, "p", "ann")
+    forged = handlers.submit(ranking_store, "p", "bob", v.item_id, client_token="f1", order="A,B,C")
+    assert forged.message.startswith("Not saved: item") and "is not assigned to 'bob'" in forged.message
+    assert ranking_store.annotations("p") == []
+
+
+def test_skip_and_done(ranking_store):
+    v = handlers.next_view(ranking_store, "p", "ann")
+    nope = handlers.skip(ranking_store, "p", "ann", v.item_id, "")
+    assert nope.message.startswith("Not skipped: say why")
+    v2 = handlers.skip(ranking_store, "p", "ann", v.item_id, "off-topic")
+    assert v2.message == "Skipped." and v2.item_id != v.item_id
+    while not v2.done:
+        v2 = handlers.submit(
+            ranking_store, "p", "ann", v2.item_id, client_token=f"t{v2.item_id}", order="A,B,C"
+        )
+    assert v2.done and "Nothing left" in v2.message
+
+
+def test_likert_and_pairwise_payloads():
+    assert handlers.build_payload("likert", [1, 2], scores=[7, 3]) == {"scores": {"1": 7, "2": 3}}
+    with pytest.raises(JudgementError, match="score all 2"):
+        handlers.build_payload("likert", [1, 2], scores=[7])
+    assert handlers.build_payload("pairwise", [1, 2], choice="tie") == {"choice": "tie"}
+
+
+def test_untrusted_text_stays_inert():
+    out = safe_markdown(
+        "<script>alert(1)</script> <img src=x onerror=alert(1)> [x](javascript:alert(1)) "
+        "[ok](https://example.org) ![i](data:image/png;base64,AAA)"
+    )
+    assert "<script>" not in out and "&lt;script&gt;" in out and "<img" not in out
+    assert "javascript:" not in out.split("link removed")[0] and "(link removed: javascript:alert" in out
+    assert "[ok](https://example.org)" in out and "data:image" not in out.replace(
+        "link removed: data:image", ""
+    )
+    conv = render_prompt([{"role": "user", "content": "hi <b>"}, {"role": "assistant", "content": "yo"}])
+    assert "**User:**" in conv and "**Assistant:**" in conv and "&lt;b&gt;" in conv
