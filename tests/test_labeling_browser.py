@@ -1,0 +1,133 @@
+"""A real browser (Debian chromium driven by Playwright): log in, read the guidelines, rank with the
+keyboard, submit, see the next item; then check the database. Also: `<script>` in a completion stays text.
+
+Needs /usr/bin/chromium (scripts/setup.sh installs it with apt in CI) and the `playwright` package (dev
+extra); never `playwright install` (no downloads here)."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rlhf.stages.label import LabelStageConfig, launch
+from rlhf.store.service import Store
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+XSS = (
+    '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> [tap](javascript:window.__xss=3)'
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: bash scripts/setup.sh dev installs it (apt package chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def test_login_rank_with_keyboard_submit_and_xss_stays_text(tmp_path, browser):
+    from test_labeling_app import free_port
+
+    db = str(tmp_path / "b.db")
+    s = Store(db)
+    s.create_project(
+        "demo",
+        "ranking",
+        overlap=1,
+        priority="fifo",
+        guidelines="## Guidelines\nRank the responses from **most** to least helpful.",
+    )
+    s.add_items(
+        "demo",
+        [
+            {
+                "external_id": "x1",
+                "prompt": [
+                    {"role": "user", "content": "How do I boil an egg?"},
+                    {"role": "assistant", "content": "Soft or hard?"},
+                    {"role": "user", "content": "Soft, please."},
+                ],
+                "candidates": [
+                    {"text": "Boil it for 6 minutes, then cool it in cold water."},
+                    {"text": XSS},
+                    {"text": "Eggs are laid by hens."},
+                ],
+            },
+            {
+                "external_id": "x2",
+                "prompt": "Name a primary colour.",
+                "candidates": [{"text": "Red."}, {"text": "Purple."}, {"text": "Blue is one."}],
+            },
+        ],
+    )
+    s.add_user("ann", "password123")
+    s.close()
+    port = free_port()
+    app, store = launch(LabelStageConfig(store=db, project="demo", port=port), block=False)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_label("username").fill("ann")
+        page.get_by_label("password").fill("password123")
+        page.get_by_role("button", name="Login").click()
+        page.wait_for_selector("#guidelines", timeout=30_000)
+        assert "from most to least helpful" in page.inner_text("#guidelines")
+        page.wait_for_function(
+            "document.querySelector('#prompt').innerText.includes('Soft, please')", timeout=30_000
+        )
+        # the XSS candidate shows as text and runs nothing
+        texts = {letter: page.inner_text(f"#cand_{letter}") for letter in "ABC"}
+        xss_letter = next(k for k, v in texts.items() if "window.__xss = 1" in v)
+        assert "<script>" in texts[xss_letter]
+        assert page.evaluate("window.__xss") is None
+        egg_letter = next(k for k, v in texts.items() if "6 minutes" in v)
+        hen_letter = next(k for k, v in texts.items() if "laid by hens" in v)
+        shot = (
+            Path("docs/assessor_view.png")
+            if os.environ.get("RLHF_UPDATE_SCREENSHOT")
+            else tmp_path / "view.png"
+        )
+        page.screenshot(path=str(shot), full_page=True)
+        # rank with the keyboard: best first, then Enter submits
+        page.click("#prompt")
+        for key in (egg_letter, hen_letter, xss_letter):
+            page.keyboard.press(key.lower())
+        assert page.input_value("#rank_order textarea") == f"{egg_letter},{hen_letter},{xss_letter}"
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            "document.querySelector('#prompt').innerText.includes('primary colour')", timeout=30_000
+        )
+        assert "Saved." in page.inner_text("#status")
+        assert page.evaluate("window.__xss") is None
+    finally:
+        app.close()
+    (ann,) = store.annotations("demo")
+    items = {it["id"]: it for it in store.items("demo")}
+    text_of = {c["id"]: c["text"] for c in items[ann["item_id"]]["candidates"]}
+    ranked = sorted(ann["values"], key=ann["values"].get)
+    assert [text_of[c] for c in ranked] == [
+        "Boil it for 6 minutes, then cool it in cold water.",
+        "Eggs are laid by hens.",
+        XSS,
+    ]
+    assert ann["assessor"] == "ann"
+    store.close()
+    assert shutil.which("chromium") or os.path.exists(CHROMIUM)
