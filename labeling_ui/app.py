@@ -227,6 +227,8 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
         )
         skip_btn.click(on_skip, [state, skip_reason], view_outputs, api_name="skip")
         _admin_tab(store, settings)
+    # handlers are thread-safe (one store session per call): serve many assessors at once
+    app.queue(default_concurrency_limit=16)
     return app
 
 
