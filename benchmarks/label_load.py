@@ -38,9 +38,17 @@ def main() -> None:
         db = str(Path(d) / "load.db")
         s = Store(db)
         s.create_project("load", "ranking", overlap=1)
-        s.add_items("load", [{"external_id": f"i{i}", "prompt": f"question {i}",
-                              "candidates": [{"text": f"answer {i}.{j}"} for j in range(3)]}
-                             for i in range(a.assessors * (a.submits + 2))])
+        s.add_items(
+            "load",
+            [
+                {
+                    "external_id": f"i{i}",
+                    "prompt": f"question {i}",
+                    "candidates": [{"text": f"answer {i}.{j}"} for j in range(3)],
+                }
+                for i in range(a.assessors * (a.submits + 2))
+            ],
+        )
         for w in range(a.assessors):
             s.add_user(f"w{w}", "password123")
         s.close()
@@ -62,7 +70,7 @@ def main() -> None:
                 for _ in range(a.submits):
                     time.sleep(rng.uniform(0, 2 * a.think_ms) / 1000)
                     t0 = time.perf_counter()
-                    out = c.predict(None, "A,B,C", "", False, *([4] * 8), api_name="/submit")
+                    out = c.predict(None, "A,B,C", "", False, None, "", *([4] * 8), api_name="/submit")
                     dt = (time.perf_counter() - t0) * 1000
                     with lock:
                         lat.append(dt)
@@ -86,11 +94,17 @@ def main() -> None:
     lat.sort()
     p95 = lat[int(0.95 * (len(lat) - 1))]
     keys = [(x["item_id"], x["assessor"]) for x in anns]
-    print(f"{a.assessors} assessors x {a.submits} submits via gradio_client, think 0..{2 * a.think_ms:.0f} ms")
-    print(f"submit->next-item latency p50 {statistics.median(lat):.1f} ms  p95 {p95:.1f} ms  max {lat[-1]:.1f} ms; "
-          f"{len(lat) / wall:.1f} submits/s")
-    print(f"acknowledged {acked[0]}  stored {len(anns)}  lost {max(0, acked[0] - len(anns))}  "
-          f"duplicates {len(keys) - len(set(keys))}  errors {len(errors)} {errors[:3]}")
+    print(
+        f"{a.assessors} assessors x {a.submits} submits via gradio_client, think 0..{2 * a.think_ms:.0f} ms"
+    )
+    print(
+        f"submit->next-item latency p50 {statistics.median(lat):.1f} ms  p95 {p95:.1f} ms  max {lat[-1]:.1f} ms; "
+        f"{len(lat) / wall:.1f} submits/s"
+    )
+    print(
+        f"acknowledged {acked[0]}  stored {len(anns)}  lost {max(0, acked[0] - len(anns))}  "
+        f"duplicates {len(keys) - len(set(keys))}  errors {len(errors)} {errors[:3]}"
+    )
     print(f"ratio p95_ms/150 {p95 / 150:.2f}")
 
 

@@ -166,6 +166,13 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
                 elem_id="rationale",
                 visible=project.rationale != "off",
             )
+            with gr.Accordion(
+                "Improve a response (optional): your rewrite is kept as a better answer", open=False
+            ):
+                edit_of = gr.Radio(
+                    list(LETTERS[:MAX_SLOTS]), label="Response you improved", elem_id="edit_of"
+                )
+                edit_text = gr.Textbox(label="Improved response", lines=4, elem_id="edit_text")
             flag = gr.Checkbox(label="Flag unsafe content", elem_id="flag")
             with gr.Row():
                 submit_btn = gr.Button("Submit (Enter)", variant="primary", elem_id="submit")
@@ -192,7 +199,7 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
                 f"Logged in as **{user}**",
             ]
 
-        def on_submit(st, ch, od, rat, fl, s0, s1, s2, s3, s4, s5, s6, s7, request: gr.Request):
+        def on_submit(st, ch, od, rat, fl, e_of, e_text, s0, s1, s2, s3, s4, s5, s6, s7, request: gr.Request):
             assert MAX_SLOTS == 8  # one parameter per score slider (Gradio injects `request` by name)
             scores = [s0, s1, s2, s3, s4, s5, s6, s7]
             user = _user(request)
@@ -207,13 +214,17 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
                 scores=list(scores),
                 rationale=rat or "",
                 flagged_unsafe=bool(fl),
+                edit_of=e_of,
+                edit_text=e_text or "",
             )
             if settings.arena and view.message == "Saved." and st.get("item_id") is not None:
                 view.message = "Saved. " + reveal(store, settings.project, user, st["item_id"])
-            outs = outputs_for(view, st)
-            if view.message.startswith("Not saved"):  # keep the item and the token: a retry stays idempotent
+            outs = [*outputs_for(view, st), gr.update(value=None), gr.update(value="")]
+            if view.message.startswith(
+                "Not saved"
+            ):  # keep the item, the token and the inputs: a retry stays idempotent
                 outs[0] = st
-                outs[-5:] = [gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
+                outs[-7:] = [gr.update()] * 7
             return outs
 
         def on_skip(st, reason, request: gr.Request):
@@ -223,7 +234,10 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
 
         app.load(on_load, [state], [*view_outputs, whoami], api_name="load")
         submit_btn.click(
-            on_submit, [state, choice, order, rationale, flag, *sliders], view_outputs, api_name="submit"
+            on_submit,
+            [state, choice, order, rationale, flag, edit_of, edit_text, *sliders],
+            [*view_outputs, edit_of, edit_text],
+            api_name="submit",
         )
         skip_btn.click(on_skip, [state, skip_reason], view_outputs, api_name="skip")
         _admin_tab(store, settings)

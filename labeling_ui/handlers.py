@@ -101,13 +101,22 @@ def submit(
     scores: list | None = None,
     rationale: str = "",
     flagged_unsafe: bool = False,
+    edit_of: str | None = None,
+    edit_text: str = "",
 ) -> View:
-    """Store the judgement and return the next item; on a refusal, the same item with the reason."""
+    """Store the judgement and return the next item; on a refusal, the same item with the reason.
+    `edit_of` (a letter) and `edit_text`: edit-to-improve, stored as a new candidate preferred over that one."""
     if item_id is None:
         return next_view(store, project, username)
     try:
         shown = store.shown_order(project, username, int(item_id))  # refuses items not assigned to the caller
         payload = build_payload(store.project(project).task, shown, choice=choice, order=order, scores=scores)
+        edit = None
+        if (edit_text or "").strip():
+            letter = (edit_of or "").strip().upper()
+            if not letter or letter not in LETTERS[: len(shown)]:
+                raise JudgementError(f"say which response you improved ({', '.join(LETTERS[: len(shown)])})")
+            edit = {"base": shown[LETTERS.index(letter)], "text": edit_text}
         store.submit(
             project,
             username,
@@ -116,6 +125,7 @@ def submit(
             client_token=client_token,
             rationale=rationale,
             flagged_unsafe=flagged_unsafe,
+            edit=edit,
         )
     except RlhfError as e:
         view = next_view(store, project, username)

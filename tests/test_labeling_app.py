@@ -62,9 +62,9 @@ def test_two_assessors_label_different_items_with_correct_attribution(served):
     assert a_view[0] != b_view[0]  # different prompts: different items
     assert "Logged in as **ann**" in a_view[-1] and "Logged in as **bob**" in b_view[-1]
     for c in (ann, bob):
-        out = c.predict(None, "A,B,C", "looks right", False, *SLIDERS, api_name="/submit")
+        out = c.predict(None, "A,B,C", "looks right", False, None, "", *SLIDERS, api_name="/submit")
         assert "Saved." in out[2]
-    out = ann.predict(None, "C,C,A", "", False, *SLIDERS, api_name="/submit")
+    out = ann.predict(None, "C,C,A", "", False, None, "", *SLIDERS, api_name="/submit")
     assert "only one rank" in out[2]
     anns = store.annotations("demo")
     assert sorted(a["assessor"] for a in anns) == ["ann", "bob"]
@@ -102,7 +102,7 @@ def test_crafted_calls_cannot_submit_without_a_lease_or_reach_admin(served):
     url, store = served
     bob = client(url, "bob")
     # a submit with no item leased in this session stores nothing; it just serves the next item
-    out = bob.predict(None, "A,B,C", "", False, *SLIDERS, api_name="/submit")
+    out = bob.predict(None, "A,B,C", "", False, None, "", *SLIDERS, api_name="/submit")
     assert store.annotations("demo") == [] and out[0]
     with pytest.raises(Exception, match="Admins only"):
         bob.predict(api_name="/admin_refresh")

@@ -95,3 +95,35 @@ def test_untrusted_text_stays_inert():
     )
     conv = render_prompt([{"role": "user", "content": "hi <b>"}, {"role": "assistant", "content": "yo"}])
     assert "**User:**" in conv and "**Assistant:**" in conv and "&lt;b&gt;" in conv
+
+
+def test_edit_to_improve_is_a_new_preferred_candidate_never_served(ranking_store):
+    from rlhf.store.export import ExportSettings, export_rows
+
+    v = handlers.next_view(ranking_store, "p", "ann")
+    bad = handlers.submit(
+        ranking_store, "p", "ann", v.item_id, client_token="e0", order="A,B,C", edit_text="better"
+    )
+    assert bad.message.startswith("Not saved: say which response you improved")
+    ok = handlers.submit(
+        ranking_store,
+        "p",
+        "ann",
+        v.item_id,
+        client_token="e1",
+        order="A,B,C",
+        edit_of="B",
+        edit_text="A much better answer.",
+    )
+    assert ok.message == "Saved."
+    item = next(it for it in ranking_store.items("p") if it["id"] == v.item_id)
+    assert [c["text"] for c in item["candidates"]][-1] == "A much better answer."
+    assert item["candidates"][-1]["source"] == {"edited_from": v.candidate_ids[1], "editor": "ann"}
+    (ann,) = ranking_store.annotations("p")
+    assert ann["payload"]["edit"]["base"] == v.candidate_ids[1]
+    rows, acct = export_rows([item], [ann], "ranking", ExportSettings())
+    assert (
+        "A much better answer.",
+        item["candidates"][[c["id"] for c in item["candidates"]].index(v.candidate_ids[1])]["text"],
+    ) in {(r["chosen"], r["rejected"]) for r in rows}
+    assert acct["pairs_out"] == 4  # 3 from the ranking + the edit

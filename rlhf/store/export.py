@@ -6,6 +6,7 @@ scores every pair with different scores. Then, per item:
   aggregate=majority  one row per candidate pair that a strict majority of the votes on it prefers one
                       way; `margin` = (for - against) / votes on the pair when asked (vote strength)
   aggregate=per_vote  one row per vote's pair (the same pair may appear several times)
+An edit-to-improve adds the pair (edited text > the candidate it was edited from).
 Assessors can be excluded (e.g. those who failed gold items). Gold items are left out unless asked.
 Accounting: items_in = items_exported + sum(items_dropped by reason); pairs dropped are counted too.
 """
@@ -101,6 +102,9 @@ def _item_rows(
         if ties:
             pairs_dropped["tie"] += ties
         per_vote.extend((a, b, v["assessor"]) for a, b in pairs)
+        edit = (v.get("payload") or {}).get("edit")
+        if edit and edit.get("candidate") in texts:  # edit-to-improve: the assessor's rewrite beats its base
+            per_vote.append((edit["candidate"], edit["base"], v["assessor"]))
 
     def row(better: int, worse: int, **extra) -> dict:
         return {

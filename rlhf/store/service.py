@@ -303,7 +303,7 @@ class Store:
                 recount = not self.sqlite and not item.is_gold  # after the lock, with a fresh snapshot
                 if recount and s.scalar(select(self._live_slots(item_id, now))) >= p.overlap:
                     continue
-                order = [c.id for c in item.candidates]
+                order = [c.id for c in item.candidates if c.edited_by is None]  # edits are never served
                 random.Random(f"{item_id}:{user.id}").shuffle(order)  # per-assignment order, stable
                 a = Assignment(
                     item_id=item_id,
@@ -358,9 +358,13 @@ class Store:
         client_token: str,
         rationale: str = "",
         flagged_unsafe: bool = False,
+        edit: dict | None = None,
         now: datetime | None = None,
     ) -> int:
-        """Store one judgement; returns the annotation id (the stored one for a repeated client token)."""
+        """Store one judgement; returns the annotation id (the stored one for a repeated client token).
+
+        `edit` = {"base": candidate id, "text": improved text}: edit-to-improve. The text is stored as a new
+        candidate of the item (never served to other assessors) that export prefers over its base."""
         now = now or now_utc()
         if not client_token or len(client_token) > 100:
             raise StoreError("a submit needs a client token of 1..100 characters")
@@ -390,6 +394,8 @@ class Store:
                 if p.rationale == "required" and not rationale:
                     raise StoreError("this project requires a rationale with every judgement")
                 vals = judgements.values(p.task, payload, a.order)
+                if edit is not None:
+                    payload = {**payload, "edit": self._add_edit(s, item_id, a.order, user, edit)}
                 ann = Annotation(
                     item_id=item_id,
                     assessor_id=user.id,
@@ -416,6 +422,28 @@ class Store:
                 if existing is None:
                     raise StoreError(f"'{username}' already submitted item {item_id}") from None
                 return existing.id
+
+    def _add_edit(self, s: Session, item_id: int, shown: list[int], user: Assessor, edit: dict) -> dict:
+        base, text = edit.get("base"), (edit.get("text") or "").strip()
+        if base not in shown:
+            raise StoreError("the edited response must be one of the candidates shown")
+        if not text:
+            raise StoreError("the improved response is empty")
+        texts = {c.id: c.text for c in s.scalars(select(Candidate).where(Candidate.item_id == item_id))}
+        if text == texts[base].strip():
+            raise StoreError(
+                "the improved response is identical to the original; edit it or clear the edit box"
+            )
+        new = Candidate(
+            item_id=item_id,
+            position=len(texts),
+            text=text,
+            edited_by=user.id,
+            source={"edited_from": base, "editor": user.username},
+        )
+        s.add(new)
+        s.flush()
+        return {"base": base, "candidate": new.id}
 
     def shown_order(self, project: str, username: str, item_id: int) -> list[int]:
         """The candidate ids in the order this assessor was shown them (their assignment's order)."""
