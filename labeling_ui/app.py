@@ -217,8 +217,10 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
                 edit_of=e_of,
                 edit_text=e_text or "",
             )
-            if settings.arena and view.message == "Saved." and st.get("item_id") is not None:
-                view.message = "Saved. " + reveal(store, settings.project, user, st["item_id"])
+            if settings.arena and view.message.startswith("Saved.") and st.get("item_id") is not None:
+                view.message = view.message.replace(
+                    "Saved.", "Saved. " + reveal(store, settings.project, user, st["item_id"]) + ".", 1
+                )
             outs = [*outputs_for(view, st), gr.update(value=None), gr.update(value="")]
             if view.message.startswith(
                 "Not saved"

@@ -109,3 +109,38 @@ def test_crafted_calls_cannot_submit_without_a_lease_or_reach_admin(served):
     lead = client(url, "lead")
     queue, *_ = lead.predict(api_name="/admin_refresh")
     assert queue["data"][0][0] == 6
+
+
+def test_arena_reveals_models_only_after_the_vote(tmp_path):
+    db = str(tmp_path / "arena.db")
+    s = Store(db)
+    s.create_project("arena", "pairwise", overlap=1)
+    s.add_items(
+        "arena",
+        [
+            {
+                "external_id": "x",
+                "prompt": "say hi",
+                "candidates": [
+                    {"text": "hi", "source": {"policy": "runs/ckpt-a"}},
+                    {"text": "hello", "source": {"policy": "runs/ckpt-b"}},
+                ],
+            }
+        ],
+    )
+    s.add_user("ann", PW)
+    s.close()
+    port = free_port()
+    app, store = launch(LabelStageConfig(store=db, project="arena", port=port, arena=True), block=False)
+    try:
+        c = client(f"http://127.0.0.1:{port}/", "ann")
+        before = c.predict(api_name="/load")
+        assert "ckpt" not in str(before)  # nothing about the models before the vote
+        out = c.predict("A", "", "", False, None, "", *SLIDERS, api_name="/submit")
+        shown_a = "ckpt-a" if before[3]["value"].split("\n\n", 1)[1] == "hi" else "ckpt-b"
+        assert f"A = runs/{shown_a}" in out[2] and "Saved." in out[2]
+        (ann,) = store.annotations("arena")
+        assert ann["payload"] == {"choice": "A"} and ann["kind"] == "pairwise"
+    finally:
+        app.close()
+        store.close()
