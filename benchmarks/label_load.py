@@ -4,7 +4,8 @@ losing and duplicating nothing.
     .venv/bin/python benchmarks/label_load.py [--assessors 20] [--submits 15] [--think-ms 500]
 
 Starts `rlhf label` on a fresh SQLite store (a ranking project, 3 candidates per item) on loopback, then
-20 threads, each a `gradio_client.Client` logged in as its own assessor, each doing --submits submits
+20 client processes (as 20 browsers would be: they do not share the server's interpreter), each a
+`gradio_client.Client` logged in as its own assessor, each doing --submits submits
 through the app's /submit endpoint (the same call the browser makes: it stores the judgement and returns
 the next item). Between submits each waits 0..2x --think-ms (still far faster than people). Prints
 p50/p95/max latency, submits/s, and checks stored annotations == acknowledged submits, with no duplicate.
@@ -14,13 +15,37 @@ Last line: `ratio p95_ms/150 <x>` (below 1 meets the goal).
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import random
 import socket
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+
+def assessor(url: str, w: int, submits: int, think_ms: float, start: float, q) -> None:
+    from gradio_client import Client
+
+    rng = random.Random(w)
+    lat, acked, errors = [], 0, []
+    try:
+        c = Client(url, auth=(f"w{w}", "password123"), verbose=False)
+        c.predict(api_name="/load")
+        while time.time() < start:
+            time.sleep(0.01)
+        for _ in range(submits):
+            time.sleep(rng.uniform(0, 2 * think_ms) / 1000)
+            t0 = time.perf_counter()
+            out = c.predict(None, "A,B,C", "", False, None, "", *([4] * 8), api_name="/submit")
+            lat.append((time.perf_counter() - t0) * 1000)
+            if "Saved." in out[2]:
+                acked += 1
+            else:
+                errors.append(out[2])
+    except Exception as e:  # noqa: BLE001 - counted
+        errors.append(f"w{w}: {type(e).__name__}: {e}")
+    q.put((lat, acked, errors))
 
 
 def main() -> None:
@@ -29,8 +54,6 @@ def main() -> None:
     ap.add_argument("--submits", type=int, default=15)
     ap.add_argument("--think-ms", type=float, default=500)
     a = ap.parse_args()
-    from gradio_client import Client
-
     from rlhf.stages.label import LabelStageConfig, launch
     from rlhf.store.service import Store
 
@@ -57,37 +80,22 @@ def main() -> None:
             port = sock.getsockname()[1]
         app, store = launch(LabelStageConfig(store=db, project="load", port=port), block=False)
         url = f"http://127.0.0.1:{port}/"
-        lat: list[float] = []
-        acked = [0]
-        errors: list[str] = []
-        lock = threading.Lock()
-
-        def assessor(w: int) -> None:
-            rng = random.Random(w)
-            try:
-                c = Client(url, auth=(f"w{w}", "password123"), verbose=False)
-                c.predict(api_name="/load")
-                for _ in range(a.submits):
-                    time.sleep(rng.uniform(0, 2 * a.think_ms) / 1000)
-                    t0 = time.perf_counter()
-                    out = c.predict(None, "A,B,C", "", False, None, "", *([4] * 8), api_name="/submit")
-                    dt = (time.perf_counter() - t0) * 1000
-                    with lock:
-                        lat.append(dt)
-                        if "Saved." in out[2]:
-                            acked[0] += 1
-                        else:
-                            errors.append(out[2])
-            except Exception as e:  # noqa: BLE001 - counted
-                errors.append(f"w{w}: {type(e).__name__}: {e}")
-
-        t_start = time.time()
-        threads = [threading.Thread(target=assessor, args=(w,)) for w in range(a.assessors)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        t_start = time.time() + 10.0  # every client logged in before the clock starts
+        procs = [
+            ctx.Process(target=assessor, args=(url, w, a.submits, a.think_ms, t_start, q))
+            for w in range(a.assessors)
+        ]
+        for p in procs:
+            p.start()
+        results = [q.get() for _ in procs]
+        for p in procs:
+            p.join()
         wall = time.time() - t_start
+        lat = [x for r in results for x in r[0]]
+        acked = [sum(r[1] for r in results)]
+        errors = [e for r in results for e in r[2]]
         anns = store.annotations("load")
         app.close()
         store.close()

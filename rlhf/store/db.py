@@ -3,7 +3,8 @@
 SQLite is set up so that concurrent assessors never see "database is locked" and an acknowledged label
 survives a crash: WAL journal, `busy_timeout`, `synchronous=FULL`, foreign keys on, and every transaction
 opened with `BEGIN IMMEDIATE` (pysqlite's own deferred BEGIN is switched off), so a read-then-write
-transaction takes the write lock up front instead of failing on upgrade. PostgreSQL runs at READ COMMITTED
+transaction takes the write lock up front instead of failing on upgrade. Read-only work goes through a
+second engine (`read_only=True`) with a plain BEGIN: under WAL readers never wait for the writer. PostgreSQL runs at READ COMMITTED
 with row locks (`SELECT ... FOR UPDATE`) where the assignment logic reads then writes.
 """
 
@@ -32,7 +33,7 @@ def store_url(target: str) -> str:
     return f"sqlite:///{path}"
 
 
-def make_engine(target: str, *, busy_timeout_ms: int = 30_000) -> Engine:
+def make_engine(target: str, *, busy_timeout_ms: int = 30_000, read_only: bool = False) -> Engine:
     url = store_url(target)
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -51,7 +52,7 @@ def make_engine(target: str, *, busy_timeout_ms: int = 30_000) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)

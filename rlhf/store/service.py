@@ -90,10 +90,15 @@ class Store:
         self.engine = make_engine(target)
         Base.metadata.create_all(self.engine)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        # reads need no write lock: on SQLite a separate engine opens them with a plain (deferred) BEGIN, so
+        # they run beside writers under WAL instead of queueing behind BEGIN IMMEDIATE
+        self.read_engine = make_engine(target, read_only=True) if is_sqlite(self.engine) else self.engine
+        self.ReadSession = sessionmaker(self.read_engine, expire_on_commit=False)
         self.sqlite = is_sqlite(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()
 
     # -- users ----------------------------------------------------------------------------------------------
 
@@ -134,13 +139,13 @@ class Store:
             self._user(s, username).disabled = disabled
 
     def list_users(self) -> list[dict]:
-        with self.Session.begin() as s:
+        with self.ReadSession.begin() as s:
             users = s.scalars(select(Assessor).order_by(Assessor.username)).all()
             return [{"username": u.username, "role": u.role, "disabled": u.disabled} for u in users]
 
     def authenticate(self, username: str, password: str) -> dict | None:
         """The user's {username, role} when the password matches and the account is enabled."""
-        with self.Session.begin() as s:
+        with self.ReadSession.begin() as s:
             user = s.scalar(select(Assessor).where(Assessor.username == username))
             if user is None or user.disabled or not check_password(password, user.password_hash):
                 return None
@@ -193,7 +198,7 @@ class Store:
             return p.id
 
     def project(self, name: str) -> Project:
-        with self.Session.begin() as s:
+        with self.ReadSession.begin() as s:
             return self._project(s, name)
 
     def _project(self, s: Session, name: str) -> Project:
@@ -447,12 +452,12 @@ class Store:
 
     def shown_order(self, project: str, username: str, item_id: int) -> list[int]:
         """The candidate ids in the order this assessor was shown them (their assignment's order)."""
-        with self.Session.begin() as s:
+        with self.ReadSession.begin() as s:
             p = self._project(s, project)
             return list(self._assignment_for(s, p, item_id, self._user(s, username), now_utc()).order)
 
     def candidate_sources(self, item_id: int) -> dict[int, dict]:
-        with self.Session.begin() as s:
+        with self.ReadSession.begin() as s:
             return {
                 c.id: dict(c.source) for c in s.scalars(select(Candidate).where(Candidate.item_id == item_id))
             }
@@ -476,7 +481,7 @@ class Store:
     def progress(self, project: str, username: str, *, now: datetime | None = None) -> dict:
         now = now or now_utc()
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        with self.Session.begin() as s:
+        with self.ReadSession.begin() as s:
             p = self._project(s, project)
             user = self._user(s, username)
             mine = (
@@ -496,7 +501,7 @@ class Store:
 
     def annotations(self, project: str) -> list[dict]:
         """Every judgement of the project with its per-candidate values (for export and stats)."""
-        with self.Session.begin() as s:
+        with self.ReadSession.begin() as s:
             p = self._project(s, project)
             rows = s.execute(
                 select(Annotation, Assessor.username)
@@ -522,7 +527,7 @@ class Store:
             ]
 
     def items(self, project: str) -> list[dict]:
-        with self.Session.begin() as s:
+        with self.ReadSession.begin() as s:
             p = self._project(s, project)
             items = s.scalars(select(Item).where(Item.project_id == p.id).order_by(Item.id)).all()
             return [
@@ -539,7 +544,7 @@ class Store:
             ]
 
     def assignments(self, project: str) -> list[dict]:
-        with self.Session.begin() as s:
+        with self.ReadSession.begin() as s:
             p = self._project(s, project)
             rows = s.execute(
                 select(Assignment, Assessor.username)
