@@ -1,6 +1,6 @@
 """Claim: batched `rlhf generate` is >= 5x faster than one-prompt-at-a-time `model.generate`.
 
-    .venv/bin/python benchmarks/generate_throughput.py [--prompts 16] [--k 2] [--new-tokens 48]
+    .venv/bin/python benchmarks/generate_throughput.py [--prompts 24] [--k 2] [--new-tokens 48]
 
 Both sides: SmolLM2-135M-Instruct (built-in alias), the demo prompts through the chat template, K samples
 per prompt, sampling at temperature 0.8, and exactly `--new-tokens` new tokens per sample
@@ -19,10 +19,10 @@ import torch
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=24)
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=48)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=24)
     a = ap.parse_args()
 
     from rlhf.data import load_rows
