@@ -37,7 +37,7 @@ def assessor(url: str, w: int, submits: int, think_ms: float, start: float, q) -
         for _ in range(submits):
             time.sleep(rng.uniform(0, 2 * think_ms) / 1000)
             t0 = time.perf_counter()
-            out = c.predict(None, "A,B,C", "", False, None, "", *([4] * 8), api_name="/submit")
+            out = c.predict(None, "A,B,C", "", False, None, "", api_name="/submit")
             lat.append((time.perf_counter() - t0) * 1000)
             if "Saved." in out[2]:
                 acked += 1

@@ -21,8 +21,7 @@ import gradio as gr
 
 from labeling_ui import handlers
 from labeling_ui.handlers import LETTERS, PAIRWISE_LABELS, View
-
-MAX_SLOTS = 8
+from rlhf.store.judgements import MAX_CANDIDATES
 
 KEYBOARD_JS = """
 <script>
@@ -97,20 +96,24 @@ def _user(request: gr.Request) -> str:
 def build_app(store, settings: AppSettings) -> gr.Blocks:
     project = store.project(settings.project)
     task = project.task
+    # as many candidate slots as the project's largest item (fewer components -> less work per event)
+    n_slots = min(MAX_CANDIDATES, max(2, store.max_candidates(settings.project)))
+    n_sliders = n_slots if task == "likert" else 0
 
     def outputs_for(view: View, state: dict) -> list:
         state = {"item_id": view.item_id, "token": uuid.uuid4().hex}
+        if len(view.candidates_md) > n_slots:
+            view.message = (
+                f"This item has {len(view.candidates_md)} responses but the app was started for at "
+                f"most {n_slots}: restart `rlhf label` to judge it (or skip it)."
+            )
         slots = []
-        for i in range(MAX_SLOTS):
+        for i in range(n_slots):
             text = view.candidates_md[i] if i < len(view.candidates_md) else ""
             slots.append(gr.update(value=text, visible=i < len(view.candidates_md)))
         sliders = [
-            gr.update(
-                visible=task == "likert" and i < len(view.candidate_ids),
-                value=4,
-                label=f"Score for {LETTERS[i]} (1-7)",
-            )
-            for i in range(MAX_SLOTS)
+            gr.update(visible=i < len(view.candidate_ids), value=4, label=f"Score for {LETTERS[i]} (1-7)")
+            for i in range(n_sliders)
         ]
         return [
             state,
@@ -141,7 +144,7 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
             with gr.Row(equal_height=False):
                 slots = [
                     gr.Markdown(visible=False, elem_id=f"cand_{LETTERS[i]}", container=True)
-                    for i in range(MAX_SLOTS)
+                    for i in range(n_slots)
                 ]
             choice = gr.Radio(
                 [(v, k) for k, v in PAIRWISE_LABELS.items()],
@@ -158,7 +161,7 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
             with gr.Row():
                 sliders = [
                     gr.Slider(1, 7, step=1, value=4, visible=False, elem_id=f"score_{LETTERS[i]}")
-                    for i in range(MAX_SLOTS)
+                    for i in range(n_sliders)
                 ]
             rationale = gr.Textbox(
                 label=f"Rationale ({project.rationale})",
@@ -169,9 +172,7 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
             with gr.Accordion(
                 "Improve a response (optional): your rewrite is kept as a better answer", open=False
             ):
-                edit_of = gr.Radio(
-                    list(LETTERS[:MAX_SLOTS]), label="Response you improved", elem_id="edit_of"
-                )
+                edit_of = gr.Radio(list(LETTERS[:n_slots]), label="Response you improved", elem_id="edit_of")
                 edit_text = gr.Textbox(label="Improved response", lines=4, elem_id="edit_text")
             flag = gr.Checkbox(label="Flag unsafe content", elem_id="flag")
             with gr.Row():
@@ -199,9 +200,7 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
                 f"Logged in as **{user}**",
             ]
 
-        def on_submit(st, ch, od, rat, fl, e_of, e_text, s0, s1, s2, s3, s4, s5, s6, s7, request: gr.Request):
-            assert MAX_SLOTS == 8  # one parameter per score slider (Gradio injects `request` by name)
-            scores = [s0, s1, s2, s3, s4, s5, s6, s7]
+        def on_submit(request: gr.Request, st, ch, od, rat, fl, e_of, e_text, *scores):
             user = _user(request)
             view = handlers.submit(
                 store,

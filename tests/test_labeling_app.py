@@ -52,9 +52,6 @@ def client(url, user):
     return Client(url, auth=(user, PW), verbose=False)
 
 
-SLIDERS = [4] * 8
-
-
 def test_two_assessors_label_different_items_with_correct_attribution(served):
     url, store = served
     ann, bob = client(url, "ann"), client(url, "bob")
@@ -62,9 +59,9 @@ def test_two_assessors_label_different_items_with_correct_attribution(served):
     assert a_view[0] != b_view[0]  # different prompts: different items
     assert "Logged in as **ann**" in a_view[-1] and "Logged in as **bob**" in b_view[-1]
     for c in (ann, bob):
-        out = c.predict(None, "A,B,C", "looks right", False, None, "", *SLIDERS, api_name="/submit")
+        out = c.predict(None, "A,B,C", "looks right", False, None, "", api_name="/submit")
         assert "Saved." in out[2]
-    out = ann.predict(None, "C,C,A", "", False, None, "", *SLIDERS, api_name="/submit")
+    out = ann.predict(None, "C,C,A", "", False, None, "", api_name="/submit")
     assert "only one rank" in out[2]
     anns = store.annotations("demo")
     assert sorted(a["assessor"] for a in anns) == ["ann", "bob"]
@@ -102,7 +99,7 @@ def test_crafted_calls_cannot_submit_without_a_lease_or_reach_admin(served):
     url, store = served
     bob = client(url, "bob")
     # a submit with no item leased in this session stores nothing; it just serves the next item
-    out = bob.predict(None, "A,B,C", "", False, None, "", *SLIDERS, api_name="/submit")
+    out = bob.predict(None, "A,B,C", "", False, None, "", api_name="/submit")
     assert store.annotations("demo") == [] and out[0]
     with pytest.raises(Exception, match="Admins only"):
         bob.predict(api_name="/admin_refresh")
@@ -136,7 +133,7 @@ def test_arena_reveals_models_only_after_the_vote(tmp_path):
         c = client(f"http://127.0.0.1:{port}/", "ann")
         before = c.predict(api_name="/load")
         assert "ckpt" not in str(before)  # nothing about the models before the vote
-        out = c.predict("A", "", "", False, None, "", *SLIDERS, api_name="/submit")
+        out = c.predict("A", "", "", False, None, "", api_name="/submit")
         shown_a = "ckpt-a" if before[3]["value"].split("\n\n", 1)[1] == "hi" else "ckpt-b"
         assert f"A = runs/{shown_a}" in out[2] and "Saved." in out[2]
         (ann,) = store.annotations("arena")

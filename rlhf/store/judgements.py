@@ -18,6 +18,7 @@ from rlhf.errors import RlhfError
 TASKS = ("pairwise", "ranking", "likert")
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")
 LIKERT_MIN, LIKERT_MAX = 1, 7
+MAX_CANDIDATES = 8  # per item: what one screen can show side by side
 
 
 class JudgementError(RlhfError):

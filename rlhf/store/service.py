@@ -219,6 +219,11 @@ class Store:
             start = s.scalar(select(func.count(Item.id)).where(Item.project_id == p.id)) or 0
             for n, it in enumerate(items):
                 cands = it.get("candidates") or []
+                if len(cands) > judgements.MAX_CANDIDATES:
+                    raise StoreError(
+                        f"item '{it.get('external_id')}' has {len(cands)} candidates; the labeling app "
+                        f"shows at most {judgements.MAX_CANDIDATES}"
+                    )
                 if len(cands) < 2:
                     raise StoreError(
                         f"item '{it.get('external_id')}' has {len(cands)} candidates; at least 2 needed"
@@ -449,6 +454,19 @@ class Store:
         s.add(new)
         s.flush()
         return {"base": base, "candidate": new.id}
+
+    def max_candidates(self, project: str) -> int:
+        """The most candidates any item of the project shows (edits are not shown)."""
+        with self.ReadSession.begin() as s:
+            p = self._project(s, project)
+            per_item = (
+                select(func.count(Candidate.id).label("n"))
+                .join(Item, Item.id == Candidate.item_id)
+                .where(Item.project_id == p.id, Candidate.edited_by.is_(None))
+                .group_by(Candidate.item_id)
+                .subquery()
+            )
+            return int(s.scalar(select(func.max(per_item.c.n))) or 0)
 
     def shown_order(self, project: str, username: str, item_id: int) -> list[int]:
         """The candidate ids in the order this assessor was shown them (their assignment's order)."""
