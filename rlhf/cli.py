@@ -28,6 +28,7 @@ STAGES = {
         "sample K candidates per prompt from one or more policies into a labeling project",
     ),
     "label": ("rlhf.stages.label", "LabelStageConfig", "serve the Gradio labeling app for a project"),
+    "reward": ("rlhf.stages.reward", "RewardStageConfig", "train a reward model and write its QA report"),
     "export": (
         "rlhf.stages.export",
         "ExportStageConfig",

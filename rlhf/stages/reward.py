@@ -1,0 +1,277 @@
+"""Reward stage: train a reward model on preference pairs, and write its QA report.
+
+    rlhf reward --config configs/reward.yaml [data.train=runs/export-demo/preferences.jsonl ...]
+
+Inputs : preference rows (TRL format or HH-RLHF transcripts; `margin` used when present; optional
+         `assessor`, `slice`, `item_id` columns feed the report), a backbone that loads as
+         AutoModelForSequenceClassification (the `minilm-l6` encoder alias, or a causal LM with a score head).
+Outputs: runs/<name>/model (merged weights + tokenizer + rlhf_reward.json: formatting, max length,
+         normalisation stats), rm_report.json and rm_report.html, metrics, manifest, COMPLETED.
+
+Choices:
+- Pairs are tokenized here, with the RM's own tokenizer (`rlhf.scorer`): inputs longer than
+  data.max_length are cut from the LEFT, keeping the responses being judged; TRL would otherwise drop
+  long rows silently. Rows whose response alone cannot fit are rejected and reported; the rest that were
+  cut are counted (rows_truncated).
+- TRL's RewardTrainer does the Bradley-Terry training (with `margin` when the data has it).
+- The report answers "is this RM good enough?": held-out accuracy with a bootstrap CI, calibration,
+  the "longer answer wins" baseline and reward/length correlation, per-assessor and per-slice accuracy,
+  the human agreement ceiling, and a swap check — the same training on swapped labels must score below
+  0.5, which catches pipelines whose accuracy does not depend on the labels at all.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+
+from rlhf.config import ConfigError
+from rlhf.models import MINILM, ModelConfig
+from rlhf.runs import RunDir, RunSettings
+from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at
+
+RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed", "max_length": "data.max_length"}
+META_COLUMNS = ("assessor", "slice", "item_id")
+
+
+@dataclass
+class RewardData:
+    train: str = "demo:preferences"
+    split: str = "train"
+    eval: str | None = None
+    eval_fraction: float = 0.1
+    max_length: int = 256  # tokens of prompt + response after formatting; cut from the left beyond
+    as_chat: bool = True
+
+    def __post_init__(self):
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"'data.eval_fraction' must be in [0, 1), got {self.eval_fraction}.")
+        if self.max_length < 16:
+            raise ConfigError(f"'data.max_length' must be at least 16, got {self.max_length}.")
+
+
+@dataclass
+class ReportSettings:
+    bootstrap: int = 1000
+    bins: int = 10
+    swap_check: bool = True  # retrain on swapped labels (doubles training time) and expect accuracy < 0.5
+
+
+@dataclass
+class RewardStageConfig:
+    run: RunSettings = field(default_factory=lambda: RunSettings(name="reward"))
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name=MINILM))
+    data: RewardData = field(default_factory=RewardData)
+    report: ReportSettings = field(default_factory=ReportSettings)
+    trainer: dict = field(default_factory=dict)  # -> trl.RewardConfig(**trainer)
+
+    def __post_init__(self):
+        check_reserved(self.trainer, RESERVED)
+        if not self.data.eval and not self.data.eval_fraction:
+            raise ConfigError("the QA report needs held-out pairs: set data.eval or data.eval_fraction > 0.")
+
+
+def normalise(row: dict, as_chat: bool):
+    from rlhf.preferences import normalise_preference_row
+
+    out, reason = normalise_preference_row(row, as_chat=as_chat)
+    if out is not None:
+        out.update({k: row[k] for k in META_COLUMNS if row.get(k) is not None})
+    return out, reason
+
+
+def tokenize_pairs(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], dict]:
+    """Rows -> {chosen_ids, rejected_ids, margin?}; rows whose response cannot fit are rejected."""
+    from rlhf.scorer import encode_pair, response_fits
+
+    out, rejected, truncated = [], [], 0
+    for r in rows:
+        if not (
+            response_fits(tokenizer, r["chosen"], max_length)
+            and response_fits(tokenizer, r["rejected"], max_length)
+        ):
+            rejected.append(
+                {"id": r.get("id"), "reason": f"too long: a response alone exceeds max_length {max_length}"}
+            )
+            continue
+        c, cut_c = encode_pair(tokenizer, r["prompt"], r["chosen"], max_length)
+        j, cut_j = encode_pair(tokenizer, r["prompt"], r["rejected"], max_length)
+        truncated += cut_c or cut_j
+        item = {"chosen_ids": c, "rejected_ids": j}
+        if "margin" in r:
+            item["margin"] = float(r["margin"])
+        out.append(item)
+    return out, {
+        "rows_truncated_left": truncated,
+        "rows_rejected_too_long": len(rejected),
+        "rejected_too_long": rejected[:50],
+    }
+
+
+def split_rows(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(rows) * fraction))
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def train_model(
+    cfg: RewardStageConfig, tokenizer, train: list[dict], eval_rows: list[dict], output_dir: str, callbacks=()
+):
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    from rlhf.models import lora_config, resolve_model_path, torch_dtype
+
+    args = build_trl_config(
+        RewardConfig,
+        cfg.trainer,
+        {"output_dir": output_dir, "seed": cfg.run.seed, "max_length": cfg.data.max_length},
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_path(cfg.model.name), num_labels=1, dtype=torch_dtype(cfg.model.dtype)
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg.model.lora, task_type="SEQ_CLS") if cfg.model.lora else None,
+        callbacks=list(callbacks),
+    )
+    trainer.train()
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return model, trainer
+
+
+def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+    from rlhf.callbacks import RunDirCallback
+    from rlhf.data import load_rows, validate_rows
+    from rlhf.models import load_tokenizer, resolve_model_path
+    from rlhf.rm_report import build_report, write_html
+    from rlhf.scorer import META_FILE, RewardScorer
+    from rlhf.stages.sft import load_path
+
+    run_dir = RunDir.prepare(cfg.run, "reward", cfg, resume=resume, overwrite=overwrite)
+    try:
+        d = cfg.data
+        tokenizer = load_tokenizer(cfg.model.name)
+        if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+            tokenizer.eos_token = tokenizer.sep_token  # encoders (BERT): TRL needs an eos token
+
+        def validated(source: str, what: str):
+            return validate_rows(
+                load_rows(source, what=what, split=d.split), lambda r: normalise(r, d.as_chat), what=what
+            )
+
+        rows, acct = validated(d.train, "data.train")
+        if d.eval:
+            train_rows, eval_rows = rows, validated(d.eval, "data.eval")[0]
+        else:
+            train_rows, eval_rows = split_rows(rows, d.eval_fraction, cfg.run.seed)
+        train_tok, train_len = tokenize_pairs(train_rows, tokenizer, d.max_length)
+        eval_tok, eval_len = tokenize_pairs(eval_rows, tokenizer, d.max_length)
+        accounting = {
+            "train": {
+                **acct.summary(),
+                **train_len,
+                "rows_trained": len(train_tok),
+                "rows_held_out": len(eval_rows) if not d.eval else 0,
+            },
+            "eval": {**eval_len, "pairs": len(eval_tok)},
+        }
+        run_dir.record_input("data.train", d.train, load_path(d.train))
+        run_dir.record_input("model", cfg.model.name, resolve_model_path(cfg.model.name))
+        run_dir.update_manifest(data=accounting)
+        print(
+            f"[rlhf] reward data: {acct.rows_in} rows in, {len(train_tok)} train pairs, {len(eval_tok)} eval pairs, "
+            f"{acct.summary()['rows_rejected']} rejected, {train_len['rows_truncated_left']} cut from the left",
+            flush=True,
+        )
+        point_tensorboard_at(run_dir.path / "tensorboard")
+        model, trainer = train_model(
+            cfg, tokenizer, train_tok, eval_tok, str(run_dir.checkpoints), [RunDirCallback(run_dir)]
+        )
+        model.save_pretrained(run_dir.model_dir)
+        tokenizer.save_pretrained(run_dir.model_dir)
+        meta = {
+            "max_length": d.max_length,
+            "format": "chat" if tokenizer.chat_template else "plain",
+            "base": cfg.model.name,
+        }
+        (run_dir.model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+        scorer = RewardScorer(str(run_dir.model_dir))
+        r_c = scorer.score([r["prompt"] for r in eval_rows], [r["chosen"] for r in eval_rows])
+        r_r = scorer.score([r["prompt"] for r in eval_rows], [r["rejected"] for r in eval_rows])
+        all_r = r_c + r_r
+        mean = sum(all_r) / len(all_r)
+        std = (sum((x - mean) ** 2 for x in all_r) / max(1, len(all_r) - 1)) ** 0.5
+        meta["norm"] = {"mean": mean, "std": std, "reference": "held-out responses", "n": len(all_r)}
+        (run_dir.model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+        swapped = None
+        if cfg.report.swap_check:
+            swapped = swap_check(cfg, tokenizer, train_tok, eval_tok, run_dir)
+        report = build_report(
+            eval_rows,
+            r_c,
+            r_r,
+            rows_all=rows,
+            bootstrap=cfg.report.bootstrap,
+            bins=cfg.report.bins,
+            seed=cfg.run.seed,
+            swapped_accuracy=swapped,
+        )
+        (run_dir.path / "rm_report.json").write_text(json.dumps(report, indent=2))
+        write_html(report, run_dir.path / "rm_report.html", title=f"Reward model report — {cfg.run.name}")
+        result = {
+            "eval_accuracy": report["accuracy"]["value"],
+            "eval_accuracy_ci95": report["accuracy"]["ci95"],
+            "length_baseline": report["length"]["baseline_accuracy"],
+            "swap_check": report.get("swap_check"),
+            "global_step": trainer.state.global_step,
+        }
+        run_dir.finish(result=result, model_dir=str(run_dir.model_dir))
+        lo, hi = report["accuracy"]["ci95"]
+        print(
+            f"[rlhf] reward finished: held-out accuracy {report['accuracy']['value']:.3f} "
+            f"[{lo:.3f}, {hi:.3f}] (longer-wins baseline {report['length']['baseline_accuracy']:.3f}) -> "
+            f"{run_dir.path / 'rm_report.html'}",
+            flush=True,
+        )
+        return run_dir
+    except BaseException as e:
+        run_dir.fail(f"{type(e).__name__}: {e}")
+        raise
+
+
+def swap_check(
+    cfg: RewardStageConfig, tokenizer, train_tok: list[dict], eval_tok: list[dict], run_dir: RunDir
+) -> float:
+    """Train the same way on swapped labels; return its held-out accuracy (should be well below 0.5)."""
+    import torch
+
+    swapped = [{**r, "chosen_ids": r["rejected_ids"], "rejected_ids": r["chosen_ids"]} for r in train_tok]
+    model, _ = train_model(cfg, tokenizer, swapped, [], str(run_dir.path / "swap_check"))
+    model.eval()
+
+    def rewards(seqs):
+        out = []
+        for s in seqs:
+            with torch.inference_mode():
+                out.append(model(input_ids=torch.tensor([s], device=model.device)).logits[0, 0].item())
+        return out
+
+    rc, rr = rewards([r["chosen_ids"] for r in eval_tok]), rewards([r["rejected_ids"] for r in eval_tok])
+    import shutil
+
+    shutil.rmtree(run_dir.path / "swap_check", ignore_errors=True)
+    from rlhf.rm_metrics import accuracy
+
+    return accuracy(rc, rr)

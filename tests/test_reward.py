@@ -1,0 +1,145 @@
+"""Reward stage on the tiny model: learns a marker preference, swap check flips, margin used, long rows cut
+from the left and counted, report files complete, RewardScorer batched == one by one."""
+
+import json
+import random
+
+import pytest
+from conftest import WORDS, write_jsonl
+
+from rlhf.config import load_config
+from rlhf.stages import reward
+
+FILLER = [w for w in WORDS if w != "marker"]
+
+
+def marker_rows(n, seed=0, *, long_prompt_every=0, margin=False):
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = lambda k: " ".join(rng.choice(FILLER) for _ in range(k))  # noqa: E731
+        prompt = words(rng.randint(2, 5))
+        if long_prompt_every and i % long_prompt_every == 0:
+            prompt = words(120)
+        good, bad = words(rng.randint(3, 6)), words(rng.randint(3, 6))
+        row = {
+            "id": f"r{i}",
+            "prompt": prompt,
+            "chosen": f"{good} marker",
+            "rejected": bad,
+            "assessor": "ann" if i % 2 else "bob",
+            "slice": "long" if long_prompt_every and i % long_prompt_every == 0 else "short",
+        }
+        if margin:
+            row["margin"] = 0.5
+        rows.append(row)
+    return rows
+
+
+def cfg_for(tmp_path, model, data, **extra):
+    over = {
+        "run.output_root": str(tmp_path / "runs"),
+        "run.name": "rm",
+        "model.name": model,
+        "data.train": data,
+        "data.max_length": 48,
+        "data.eval_fraction": 0.25,
+        "report.bootstrap": 200,
+        "trainer.num_train_epochs": 4,
+        "trainer.per_device_train_batch_size": 8,
+        "trainer.learning_rate": 3e-3,
+        "trainer.logging_steps": 5,
+        "trainer.save_strategy": "no",
+        "trainer.gradient_checkpointing": False,
+        "trainer.report_to": "none",
+        "trainer.dataloader_num_workers": 0,
+        "trainer.warmup_steps": 0,
+    }
+    over.update(extra)
+    return load_config(reward.RewardStageConfig, None, [f"{k}={v}" for k, v in over.items()])
+
+
+@pytest.mark.slow
+def test_reward_learns_marker_and_swap_check_flips(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "prefs.jsonl", marker_rows(160, long_prompt_every=10))
+    run = reward.run(cfg_for(tmp_path, tiny_model_dir, data))
+    report = json.loads((run.path / "rm_report.json").read_text())
+    assert report["accuracy"]["value"] >= 0.85, report["accuracy"]
+    lo, hi = report["accuracy"]["ci95"]
+    assert lo <= report["accuracy"]["value"] <= hi
+    assert report["swap_check"]["swapped_label_accuracy"] < 0.5 and report["swap_check"]["passed"]
+    assert set(report["per_assessor"]) == {"ann", "bob"} and set(report["per_slice"]) == {"long", "short"}
+    assert 0 <= report["calibration"]["ece"] <= 1 and report["calibration"]["bins"]
+    assert "baseline_accuracy" in report["length"]
+    html = (run.path / "rm_report.html").read_text()
+    for section in (
+        "Pairwise accuracy",
+        "baseline",
+        "reliability diagram",
+        "Swap check",
+        "per assessor",
+        "per slice",
+    ):
+        assert section.lower() in html.lower(), section
+    m = run.read_manifest()
+    assert m["data"]["train"]["rows_truncated_left"] > 0  # long prompts were cut from the left, not dropped
+    assert m["data"]["train"]["rows_rejected_too_long"] == 0
+    assert m["result"]["eval_accuracy"] == report["accuracy"]["value"]
+    meta = json.loads((run.model_dir / "rlhf_reward.json").read_text())
+    assert meta["max_length"] == 48 and meta["norm"]["std"] > 0
+
+
+def test_scorer_batched_equals_one_by_one_and_left_truncation(tmp_path, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.scorer import META_FILE, RewardScorer, encode_pair
+
+    d = tmp_path / "rm"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model.score.weight.data.normal_()
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    (d / META_FILE).write_text(json.dumps({"max_length": 24, "norm": {"mean": 1.0, "std": 2.0}}))
+    scorer = RewardScorer(str(d), batch_size=4)
+    rows = marker_rows(9, seed=3, long_prompt_every=4)
+    prompts, responses = [r["prompt"] for r in rows], [r["chosen"] for r in rows]
+    batched = scorer.score(prompts, responses)
+    single = [scorer.score([p], [r])[0] for p, r in zip(prompts, responses, strict=True)]
+    assert batched == pytest.approx(single, abs=1e-5)
+    assert scorer.score(prompts[:1], responses[:1], normalize=True)[0] == pytest.approx(
+        (single[0] - 1.0) / 2.0, abs=1e-5
+    )
+    ids, cut = encode_pair(tok, rows[0]["prompt"], "the marker", 24)
+    assert cut and len(ids) == 24
+    from rlhf.scorer import format_pair
+
+    full = tok(format_pair(tok, rows[0]["prompt"], "the marker"), add_special_tokens=False)["input_ids"]
+    assert len(full) > 24 and ids == full[-24:]  # cut from the left: the end (the response) is kept
+
+
+def test_margin_column_reaches_the_trainer(tmp_path, tiny_model_dir):
+    from rlhf.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [reward.normalise(r, True)[0] for r in marker_rows(4, margin=True)]
+    pairs, acct = reward.tokenize_pairs(rows, tok, 48)
+    assert [p["margin"] for p in pairs] == [0.5] * 4
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    batch = DataCollatorForPreference(pad_token_id=tok.pad_token_id)(pairs)
+    assert batch["margin"].tolist() == [0.5] * 4
+
+
+def test_response_that_cannot_fit_is_rejected_and_reported(tmp_path, tiny_model_dir):
+    from rlhf.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [reward.normalise(r, True)[0] for r in marker_rows(3)]
+    rows[1]["chosen"] = [{"role": "assistant", "content": " ".join(["tree"] * 80)}]
+    pairs, acct = reward.tokenize_pairs(rows, tok, 48)
+    assert (
+        len(pairs) == 2 and acct["rows_rejected_too_long"] == 1 and acct["rejected_too_long"][0]["id"] == "r1"
+    )

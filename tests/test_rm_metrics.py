@@ -1,0 +1,51 @@
+import math
+
+import pytest
+
+from rlhf import rm_metrics as m
+
+
+def test_accuracy_counts_ties_as_half():
+    assert m.accuracy([2.0, 1.0, 0.5, 3.0], [1.0, 2.0, 0.5, 0.0]) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+
+
+def test_bootstrap_ci_brackets_the_mean_and_collapses_on_constant():
+    correct = [1.0] * 70 + [0.0] * 30
+    lo, hi = m.bootstrap_ci(correct, n=500, seed=1)
+    assert lo < 0.7 < hi and lo > 0.55 and hi < 0.85
+    assert m.bootstrap_ci([1.0] * 10, n=100) == (1.0, 1.0)
+
+
+def test_calibration_by_hand():
+    # one pair with diff ln(3): p(chosen) = 0.75 (label 1), p(rejected) = 0.25 (label 0)
+    out = m.calibration([math.log(3)], [0.0], bins=4)
+    assert out["bins"] == [
+        {"bin": [0.25, 0.5], "mean_p": pytest.approx(0.25), "freq": 0.0, "count": 1},
+        {"bin": [0.75, 1.0], "mean_p": pytest.approx(0.75), "freq": 1.0, "count": 1},
+    ]
+    assert out["ece"] == pytest.approx(0.25)  # each point is 0.25 off, half of the points each
+
+
+def test_length_baseline_and_pearson():
+    assert m.length_baseline([10, 5, 7], [3, 9, 7]) == pytest.approx((1 + 0 + 0.5) / 3)
+    assert m.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert m.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert m.pearson([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_grouped_accuracy():
+    out = m.grouped_accuracy(["ann", "bob", "ann", None], [1.0, 0.0, 0.0, 1.0])
+    assert out == {"ann": {"pairs": 2, "accuracy": 0.5}, "bob": {"pairs": 1, "accuracy": 0.0}}
+
+
+def test_human_ceiling_leave_one_out():
+    votes = [
+        ("i1", "a", "x"),
+        ("i1", "b", "x"),
+        ("i1", "c", "y"),  # a: others x,y tie -> skip; b same; c: others x,x -> disagree
+        ("i2", "a", "x"),
+        ("i2", "b", "x"),  # each agrees with the other
+        ("i3", "a", "x"),
+    ]  # single vote: ignored
+    assert m.human_ceiling(votes) == {"votes_compared": 3, "agreement": pytest.approx(2 / 3)}
+    assert m.human_ceiling([("i", "a", "x")]) is None
