@@ -40,7 +40,7 @@ STAGES = {
         "existing preference data (TRL or HH-RLHF) -> the export format, validated",
     ),
 }
-COMMANDS = {"users": "rlhf.stages.users", "stats": "rlhf.stages.stats"}
+COMMANDS = {"users": "rlhf.stages.users", "stats": "rlhf.stages.stats", "score": "rlhf.stages.score"}
 STORE_HELP = "labeling store: a SQLite file or a postgresql:// URL (default: $RLHF_STORE or labels.db)"
 
 
@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("project")
     stats.add_argument("--store", default=default_store, help=STORE_HELP)
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    score = sub.add_parser("score", help="score responses with a reward model, or its accuracy on preferences")
+    score.add_argument("--model", required=True, help="reward model directory (runs/<name>/model)")
+    score.add_argument("--input", required=True, help="jsonl/json/parquet: chosen+rejected, or prompt+response")
+    score.add_argument("--output", help="write rows with rewards here (jsonl)")
+    score.add_argument("--normalize", action="store_true", help="use the RM's saved mean/std")
+    score.add_argument("--batch-size", type=int, default=16)
     return parser
 
 

@@ -143,3 +143,24 @@ def test_response_that_cannot_fit_is_rejected_and_reported(tmp_path, tiny_model_
     assert (
         len(pairs) == 2 and acct["rows_rejected_too_long"] == 1 and acct["rejected_too_long"][0]["id"] == "r1"
     )
+
+
+def test_score_cli_accuracy_and_rewards(tmp_path, tiny_model_dir, capsys):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.cli import main
+
+    d = tmp_path / "rm"
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).save_pretrained(d)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(d)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", marker_rows(6) + [{"prompt": "q", "chosen": "a", "rejected": "a"}])
+    assert main(["score", "--model", str(d), "--input", pairs]) == 0
+    out = capsys.readouterr().out
+    assert "6 pairs scored (1 rows rejected {'identical responses': 1})" in out and "accuracy" in out
+    resp = write_jsonl(tmp_path / "resp.jsonl", [{"prompt": "the cat", "response": "sat on mat"}] * 2)
+    assert main(["score", "--model", str(d), "--input", resp, "--output", str(tmp_path / "o.jsonl")]) == 0
+    scored = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert len(scored) == 2 and scored[0]["reward"] == pytest.approx(scored[1]["reward"])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "x"}])
+    assert main(["score", "--model", str(d), "--input", bad]) == 2
+    assert "need 'chosen' and 'rejected'" in capsys.readouterr().err
