@@ -36,23 +36,43 @@ def main() -> None:
     from rlhf.stages.reward import RewardStageConfig, run
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(RewardStageConfig, ROOT / "configs" / "reward.yaml", [
-            f"run.output_root={out}", "run.name=rm-hh", f"run.seed={a.seed}", f"data.train={a.data}",
-            "data.eval_fraction=0.1", f"data.max_length={a.max_length}", f"report.swap_check={str(a.swap_check).lower()}",
-            f"trainer.num_train_epochs={a.epochs}", f"trainer.learning_rate={a.lr}",
-            f"trainer.per_device_train_batch_size={a.batch}", "trainer.logging_steps=20"])
+        cfg = load_config(
+            RewardStageConfig,
+            ROOT / "configs" / "reward.yaml",
+            [
+                f"run.output_root={out}",
+                "run.name=rm-hh",
+                f"run.seed={a.seed}",
+                f"data.train={a.data}",
+                "data.eval_fraction=0.1",
+                f"data.max_length={a.max_length}",
+                f"report.swap_check={str(a.swap_check).lower()}",
+                f"trainer.num_train_epochs={a.epochs}",
+                f"trainer.learning_rate={a.lr}",
+                f"trainer.per_device_train_batch_size={a.batch}",
+                "trainer.logging_steps=20",
+            ],
+        )
         t0 = time.time()
         r = run(cfg)
         report = json.loads((r.path / "rm_report.json").read_text())
         data = r.read_manifest()["data"]
     acc, (lo, hi) = report["accuracy"]["value"], report["accuracy"]["ci95"]
     base = report["length"]["baseline_accuracy"]
-    print(f"minilm-l6 on HH harmless: {data['train']['rows_trained']} train pairs, {report['pairs']} held-out, "
-          f"{data['train']['rows_rejected']} rows rejected, {data['train']['rows_truncated_left']} cut from the left; "
-          f"epochs {a.epochs}, lr {a.lr}, max_length {a.max_length}; {time.time() - t0:.0f} s")
-    print(f"held-out accuracy {acc:.3f} (95 % CI {lo:.3f} - {hi:.3f}); longer-answer-wins baseline {base:.3f}; "
-          f"reward/length correlation {report['length']['reward_length_correlation']}; ECE {report['calibration']['ece']:.3f}"
-          + (f"; swap check {report['swap_check']['swapped_label_accuracy']:.3f}" if report.get("swap_check") else ""))
+    print(
+        f"minilm-l6 on HH harmless: {data['train']['rows_trained']} train pairs, {report['pairs']} held-out, "
+        f"{data['train']['rows_rejected']} rows rejected, {data['train']['rows_truncated_left']} cut from the left; "
+        f"epochs {a.epochs}, lr {a.lr}, max_length {a.max_length}; {time.time() - t0:.0f} s"
+    )
+    print(
+        f"held-out accuracy {acc:.3f} (95 % CI {lo:.3f} - {hi:.3f}); longer-answer-wins baseline {base:.3f}; "
+        f"reward/length correlation {report['length']['reward_length_correlation']}; ECE {report['calibration']['ece']:.3f}"
+        + (
+            f"; swap check {report['swap_check']['swapped_label_accuracy']:.3f}"
+            if report.get("swap_check")
+            else ""
+        )
+    )
     print(f"ratio accuracy/length_baseline {acc / base:.3f}")
 
 

@@ -72,9 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("project")
     stats.add_argument("--store", default=default_store, help=STORE_HELP)
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    score = sub.add_parser("score", help="score responses with a reward model, or its accuracy on preferences")
+    score = sub.add_parser(
+        "score", help="score responses with a reward model, or its accuracy on preferences"
+    )
     score.add_argument("--model", required=True, help="reward model directory (runs/<name>/model)")
-    score.add_argument("--input", required=True, help="jsonl/json/parquet: chosen+rejected, or prompt+response")
+    score.add_argument(
+        "--input", required=True, help="jsonl/json/parquet: chosen+rejected, or prompt+response"
+    )
     score.add_argument("--output", help="write rows with rewards here (jsonl)")
     score.add_argument("--normalize", action="store_true", help="use the RM's saved mean/std")
     score.add_argument("--batch-size", type=int, default=16)

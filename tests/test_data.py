@@ -117,7 +117,9 @@ def test_missing_file_and_unsupported_format(tmp_path):
     (tmp_path / "d.csv").write_text("a,b\n")
     with pytest.raises(DataError, match=r"unsupported format '.csv'. Use .jsonl, .json or .parquet"):
         load_rows(str(tmp_path / "d.csv"), what="data.train")
-    with pytest.raises(DataError, match=r"unknown demo data 'demo:nope'. Available: demo:prompts, demo:sft"):
+    with pytest.raises(
+        DataError, match=r"unknown demo data 'demo:nope'. Available: demo:preferences, demo:prompts, demo:sft"
+    ):
         load_rows("demo:nope", what="data.train")
 
 
@@ -146,5 +148,10 @@ def test_demo_data_is_valid_and_big_enough():
     kept, acct = validate_rows(rows, norm, what="data.train")
     assert acct.rows_in >= 100 and not acct.rejected
     assert len(set(rows.ids)) == len(rows.ids)
+    from rlhf.preferences import normalise_preference_row
+
+    prefs = load_rows("demo:preferences", what="data.train")
+    kept, acct = validate_rows(prefs, normalise_preference_row, what="data.train")
+    assert acct.rows_in >= 100 and not acct.rejected
     prompts = load_rows("demo:prompts", what="data.prompts")
     assert len(prompts.rows) >= 40 and all(r["prompt"] for r in prompts.rows)

@@ -153,7 +153,9 @@ def test_score_cli_accuracy_and_rewards(tmp_path, tiny_model_dir, capsys):
     d = tmp_path / "rm"
     AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).save_pretrained(d)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(d)
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", marker_rows(6) + [{"prompt": "q", "chosen": "a", "rejected": "a"}])
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl", marker_rows(6) + [{"prompt": "q", "chosen": "a", "rejected": "a"}]
+    )
     assert main(["score", "--model", str(d), "--input", pairs]) == 0
     out = capsys.readouterr().out
     assert "6 pairs scored (1 rows rejected {'identical responses': 1})" in out and "accuracy" in out

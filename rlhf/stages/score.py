@@ -27,25 +27,45 @@ def main(args) -> int:
     columns = {k for r in rows.rows for k in r}
     if {"chosen", "rejected"} <= columns:
         pairs, acct = validate_rows(rows, lambda r: normalise_preference_row(r), what="--input")
-        rc = scorer.score([p["prompt"] for p in pairs], [p["chosen"] for p in pairs], normalize=args.normalize)
-        rr = scorer.score([p["prompt"] for p in pairs], [p["rejected"] for p in pairs], normalize=args.normalize)
+        rc = scorer.score(
+            [p["prompt"] for p in pairs], [p["chosen"] for p in pairs], normalize=args.normalize
+        )
+        rr = scorer.score(
+            [p["prompt"] for p in pairs], [p["rejected"] for p in pairs], normalize=args.normalize
+        )
         lo, hi = bootstrap_ci([pair_correct(c, r) for c, r in zip(rc, rr, strict=True)])
         s = acct.summary()
-        print(f"{len(pairs)} pairs scored ({s['rows_rejected']} rows rejected {s['rejected_by_reason'] or ''}); "
-              f"accuracy {accuracy(rc, rr):.3f} (95 % CI {lo:.3f} - {hi:.3f})")
-        out_rows = [{**p, "reward_chosen": c, "reward_rejected": r} for p, c, r in zip(pairs, rc, rr, strict=True)]
+        print(
+            f"{len(pairs)} pairs scored ({s['rows_rejected']} rows rejected {s['rejected_by_reason'] or ''}); "
+            f"accuracy {accuracy(rc, rr):.3f} (95 % CI {lo:.3f} - {hi:.3f})"
+        )
+        out_rows = [
+            {**p, "reward_chosen": c, "reward_rejected": r} for p, c, r in zip(pairs, rc, rr, strict=True)
+        ]
     elif {"prompt", "response"} <= columns:
-        bad = [rid for rid, r in zip(rows.ids, rows.rows, strict=True) if not r.get("response") or not r.get("prompt")]
+        bad = [
+            rid
+            for rid, r in zip(rows.ids, rows.rows, strict=True)
+            if not r.get("response") or not r.get("prompt")
+        ]
         if bad or rows.unreadable:
-            raise DataError(f"--input: {len(bad) + len(rows.unreadable)} rows lack a prompt or response "
-                            f"(first: {(bad or [rows.unreadable[0].id])[0]}); fix them before scoring.")
-        rewards = scorer.score([r["prompt"] for r in rows.rows], [r["response"] for r in rows.rows],
-                               normalize=args.normalize)
+            raise DataError(
+                f"--input: {len(bad) + len(rows.unreadable)} rows lack a prompt or response "
+                f"(first: {(bad or [rows.unreadable[0].id])[0]}); fix them before scoring."
+            )
+        rewards = scorer.score(
+            [r["prompt"] for r in rows.rows], [r["response"] for r in rows.rows], normalize=args.normalize
+        )
         out_rows = [{**r, "reward": v} for r, v in zip(rows.rows, rewards, strict=True)]
-        print(f"{len(out_rows)} responses scored; mean reward {sum(rewards) / len(rewards):.3f}", file=sys.stderr)
+        print(
+            f"{len(out_rows)} responses scored; mean reward {sum(rewards) / len(rewards):.3f}",
+            file=sys.stderr,
+        )
     else:
-        raise DataError(f"--input: need 'chosen' and 'rejected' columns (accuracy) or 'prompt' and 'response' "
-                        f"(scores); found {', '.join(sorted(columns)) or 'none'}.")
+        raise DataError(
+            f"--input: need 'chosen' and 'rejected' columns (accuracy) or 'prompt' and 'response' "
+            f"(scores); found {', '.join(sorted(columns)) or 'none'}."
+        )
     if args.output:
         with open(args.output, "w") as f:
             for r in out_rows:
