@@ -142,11 +142,13 @@ def write_html(report: dict, path: Path, *, title: str) -> None:
                 f"{sc['swapped_label_accuracy']:.3f} — {'passed' if sc['passed'] else 'FAILED: accuracy does not depend on the labels'}",
             )
         )
-    if report.get("human_ceiling"):
-        hc = report["human_ceiling"]
-        rows.append(
-            ("Human–human agreement ceiling", f"{hc['agreement']:.3f} over {hc['votes_compared']} votes")
-        )
+    hc = report.get("human_ceiling")
+    ceiling = (
+        f"{hc['agreement']:.3f} over {hc['votes_compared']} votes"
+        if hc
+        else "n/a: no item was judged by several assessors (export with aggregate=per_vote to keep them)"
+    )
+    rows.append(("Human–human agreement ceiling", ceiling))
 
     def table(title_: str, groups: dict) -> str:
         if not groups:
