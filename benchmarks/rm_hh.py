@@ -1,6 +1,6 @@
 """Claim: `rlhf reward` trains a useful reward model on real human preferences on a laptop CPU.
 
-    .venv/bin/python benchmarks/rm_hh.py [--epochs 2] [--lr 5e-5] [--max-length 256] [--swap-check]
+    .venv/bin/python benchmarks/rm_hh.py [--epochs 2] [--lr 1e-4] [--max-length 128] [--swap-check]
 
 Trains the `minilm-l6` encoder on ../shared/data/hh_harmless_1800.jsonl (Anthropic HH-RLHF harmless-base,
 MIT) with a seeded 90/10 split, through the same code path as `rlhf reward`, and prints the held-out
@@ -24,9 +24,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(HH))
     ap.add_argument("--epochs", type=float, default=2)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--swap-check", action="store_true")
     ap.add_argument("--seed", type=int, default=42)
     a = ap.parse_args()

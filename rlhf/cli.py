@@ -29,6 +29,11 @@ STAGES = {
     ),
     "label": ("rlhf.stages.label", "LabelStageConfig", "serve the Gradio labeling app for a project"),
     "reward": ("rlhf.stages.reward", "RewardStageConfig", "train a reward model and write its QA report"),
+    "dpo": (
+        "rlhf.stages.dpo",
+        "DPOStageConfig",
+        "direct preference optimisation (TRL DPOTrainer, LoRA or full)",
+    ),
     "export": (
         "rlhf.stages.export",
         "ExportStageConfig",

@@ -1,0 +1,79 @@
+"""DPO on the tiny model: every loss type changes the weights; LoRA-DPO keeps no reference copy."""
+
+import json
+
+import pytest
+import torch
+from conftest import write_jsonl
+from test_reward import marker_rows
+
+from rlhf.config import load_config
+from rlhf.stages import dpo
+
+
+def weights(path):
+    from transformers import AutoModelForCausalLM
+
+    return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
+
+
+def cfg_for(tmp_path, model, data, name, **extra):
+    over = {
+        "run.output_root": str(tmp_path / "runs"),
+        "run.name": name,
+        "model.name": model,
+        "data.train": data,
+        "data.max_length": 64,
+        "trainer.max_steps": 2,
+        "trainer.per_device_train_batch_size": 4,
+        "trainer.learning_rate": 1e-2,
+        "trainer.logging_steps": 1,
+        "trainer.save_strategy": "no",
+        "trainer.gradient_checkpointing": False,
+        "trainer.report_to": "none",
+        "trainer.dataloader_num_workers": 0,
+    }
+    over.update(extra)
+    return load_config(dpo.DPOStageConfig, None, [f"{k}={v}" for k, v in over.items()])
+
+
+@pytest.fixture
+def prefs(tmp_path):
+    rows = marker_rows(12)
+    rows.append({"id": "too-long", "prompt": " ".join(["tree"] * 90), "chosen": "yes", "rejected": "no"})
+    return write_jsonl(tmp_path / "prefs.jsonl", rows)
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge", "robust"])
+def test_each_loss_type_changes_weights(tmp_path, tiny_model_dir, prefs, loss):
+    run = dpo.run(cfg_for(tmp_path, tiny_model_dir, prefs, f"dpo-{loss}", **{"trainer.loss_type": loss}))
+    before, after = weights(tiny_model_dir), weights(run.model_dir)
+    assert sum(not torch.equal(before[k], after[k]) for k in before) >= len(before) - 1
+    m = run.read_manifest()
+    assert m["result"]["global_step"] == 2 and m["result"]["reference"] == "frozen copy"
+    acct = m["data"]["train"]
+    assert (
+        acct["rows_in"] == 13
+        and acct["rows_rejected"] == 1
+        and acct["rejected_examples"][0]["id"] == "too-long"
+    )
+    logged = [r for r in run.read_metrics() if "loss" in r]
+    assert logged and any(k.startswith("rewards/margins") for k in logged[-1])
+
+
+def test_lora_dpo_holds_no_reference_copy(tmp_path, tiny_model_dir, prefs, monkeypatch):
+    from trl import DPOTrainer
+
+    seen = {}
+    original = DPOTrainer.train
+
+    def spy(self, *a, **kw):
+        seen["ref_model"] = self.ref_model
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(DPOTrainer, "train", spy)
+    run = dpo.run(cfg_for(tmp_path, tiny_model_dir, prefs, "dpo-lora", **{"model.lora.r": 4}))
+    assert seen["ref_model"] is None
+    assert json.loads(run.manifest_path.read_text())["result"]["reference"] == "adapter disabled (no copy)"
+    before, after = weights(tiny_model_dir), weights(run.model_dir)
+    assert not all(torch.equal(before[k], after[k]) for k in before)
