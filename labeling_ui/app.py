@@ -197,6 +197,9 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
             user = _user(request)
             return [
                 *outputs_for(handlers.next_view(store, settings.project, user), st),
+                gr.update(
+                    visible=store.role(user) == "admin"
+                ),  # the Admin tab; its handlers re-check the role
                 f"Logged in as **{user}**",
             ]
 
@@ -233,7 +236,8 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
                 handlers.skip(store, settings.project, _user(request), st.get("item_id"), reason), st
             )
 
-        app.load(on_load, [state], [*view_outputs, whoami], api_name="load")
+        admin_tab = _admin_tab(store, settings)
+        app.load(on_load, [state], [*view_outputs, admin_tab, whoami], api_name="load")
         submit_btn.click(
             on_submit,
             [state, choice, order, rationale, flag, edit_of, edit_text, *sliders],
@@ -241,7 +245,6 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
             api_name="submit",
         )
         skip_btn.click(on_skip, [state, skip_reason], view_outputs, api_name="skip")
-        _admin_tab(store, settings)
     # handlers are thread-safe (one store session per call): serve many assessors at once
     app.queue(default_concurrency_limit=16)
     return app
@@ -256,12 +259,12 @@ def reveal(store, project: str, username: str, item_id: int) -> str:
     )
 
 
-def _admin_tab(store, settings: AppSettings) -> None:
+def _admin_tab(store, settings: AppSettings) -> gr.Tab:
     from rlhf.stages.stats import project_stats
 
     def require_admin(request: gr.Request) -> str:
         user = _user(request)
-        if next((u for u in store.list_users() if u["username"] == user), {}).get("role") != "admin":
+        if store.role(user) != "admin":
             raise gr.Error("Admins only.")
         return user
 
@@ -326,7 +329,7 @@ def _admin_tab(store, settings: AppSettings) -> None:
             return f"Not disabled: {e}"
         return f"Disabled '{name}'."
 
-    with gr.Tab("Admin"):
+    with gr.Tab("Admin", visible=False) as tab:
         gr.Markdown("Admins only: queue, assessors, activity, export and users.")
         refresh_btn = gr.Button("Refresh", elem_id="admin_refresh")
         queue = gr.Dataframe(headers=["items", "leased now", "annotations", "skips", "alpha"], label="Queue")
@@ -350,3 +353,4 @@ def _admin_tab(store, settings: AppSettings) -> None:
         user_out = gr.Markdown()
         add_btn.click(add_user, [new_name, new_pw, new_role], user_out, api_name="admin_add_user")
         dis_btn.click(disable_user, dis_name, user_out, api_name="admin_disable_user")
+    return tab

@@ -90,6 +90,7 @@ def test_login_rank_with_keyboard_submit_and_xss_stays_text(tmp_path, browser):
         page.get_by_role("button", name="Login").click()
         page.wait_for_selector("#guidelines", timeout=30_000)
         assert "from most to least helpful" in page.inner_text("#guidelines")
+        assert page.get_by_role("tab", name="Admin").count() == 0  # assessors do not see the Admin tab
         page.wait_for_function(
             "document.querySelector('#prompt').innerText.includes('Soft, please')", timeout=30_000
         )
@@ -131,3 +132,29 @@ def test_login_rank_with_keyboard_submit_and_xss_stays_text(tmp_path, browser):
     assert ann["assessor"] == "ann"
     store.close()
     assert shutil.which("chromium") or os.path.exists(CHROMIUM)
+
+
+def test_admin_sees_the_admin_tab(tmp_path, browser):
+    from test_labeling_app import free_port
+
+    db = str(tmp_path / "a.db")
+    s = Store(db)
+    s.create_project("demo", "pairwise")
+    s.add_items("demo", [{"external_id": "x", "prompt": "hi", "candidates": [{"text": "a"}, {"text": "b"}]}])
+    s.add_user("lead", "password123", role="admin")
+    s.close()
+    port = free_port()
+    app, store = launch(LabelStageConfig(store=db, project="demo", port=port), block=False)
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_label("username").fill("lead")
+        page.get_by_label("password").fill("password123")
+        page.get_by_role("button", name="Login").click()
+        page.wait_for_selector("#guidelines", timeout=30_000)
+        page.get_by_role("tab", name="Admin").click(timeout=30_000)
+        page.click("#admin_refresh")
+        page.wait_for_function("document.body.innerText.includes('lead')", timeout=30_000)
+    finally:
+        app.close()
+        store.close()

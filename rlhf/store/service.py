@@ -143,6 +143,12 @@ class Store:
             users = s.scalars(select(Assessor).order_by(Assessor.username)).all()
             return [{"username": u.username, "role": u.role, "disabled": u.disabled} for u in users]
 
+    def role(self, username: str) -> str | None:
+        """The user's role, or None for an unknown or disabled user."""
+        with self.ReadSession.begin() as s:
+            user = s.scalar(select(Assessor).where(Assessor.username == username))
+            return None if user is None or user.disabled else user.role
+
     def authenticate(self, username: str, password: str) -> dict | None:
         """The user's {username, role} when the password matches and the account is enabled."""
         with self.ReadSession.begin() as s:
