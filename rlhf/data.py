@@ -193,6 +193,16 @@ def _read_hub_dataset(source: str, what: str, split: str) -> Rows:
     return Rows(source, rows, [_row_id(r, f"row {i}") for i, r in enumerate(rows)])
 
 
+def holdout_split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held out): a seeded random `fraction` of the rows (at least one) held out, order kept."""
+    import random
+
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[: max(1, round(len(rows) * fraction))])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
 # -- validation ---------------------------------------------------------------------------------------------
 
 

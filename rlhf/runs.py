@@ -90,6 +90,11 @@ class RunDir:
         self.config_path = path / "resolved_config.yaml"
         self.main = is_main_process()
 
+    @classmethod
+    def at(cls, settings: RunSettings) -> RunDir:
+        """The run directory's paths, without creating or checking anything."""
+        return cls(Path(settings.output_root) / settings.name)
+
     # -- life cycle ---------------------------------------------------------------------------------------
 
     @classmethod
@@ -98,7 +103,7 @@ class RunDir:
     ) -> RunDir:
         if resume and overwrite:
             raise RunDirError("--resume and --overwrite contradict each other; pass one of them.")
-        run = cls(Path(settings.output_root) / settings.name)
+        run = cls.at(settings)
         if run.main:
             run._check_and_init(stage, config, resume=resume, overwrite=overwrite, seed=settings.seed)
         return run
@@ -106,6 +111,9 @@ class RunDir:
     def _check_and_init(self, stage: str, config: Any, *, resume: bool, overwrite: bool, seed: int) -> None:
         p = self.path
         resolved = dump_yaml(config)
+        if p.exists() and any(p.iterdir()) and self._failed_before_any_checkpoint() and not resume:
+            print(f"[rlhf] replacing {p}: its last attempt failed before writing any checkpoint", flush=True)
+            shutil.rmtree(p)
         if p.exists() and any(p.iterdir()):
             if overwrite:
                 shutil.rmtree(p)
@@ -138,6 +146,13 @@ class RunDir:
         if resume:
             manifest.setdefault("resumed_at", []).append(_now())
         self.write_manifest(manifest)
+
+    def _failed_before_any_checkpoint(self) -> bool:
+        try:
+            status = self.read_manifest().get("status")
+        except (OSError, ValueError):
+            return False
+        return status == "failed" and not any(self.checkpoints.glob("checkpoint-*"))
 
     def _check_same_config(self, resolved: str) -> None:
         if not self.config_path.is_file():

@@ -71,3 +71,14 @@ def test_content_hash_changes_with_content(tmp_path):
     f.write_text("two")
     assert content_hash(f) != h1 and len(h1) == 64
     assert content_hash(tmp_path) == content_hash(tmp_path)
+
+
+def test_a_run_that_failed_before_any_checkpoint_is_replaced(tmp_path):
+    run = RunDir.prepare(settings(tmp_path), "sft", SFTStageConfig())
+    run.fail("DataError: no rows")
+    again = RunDir.prepare(settings(tmp_path), "sft", SFTStageConfig())
+    assert again.read_manifest()["status"] == "running"
+    (again.checkpoints / "checkpoint-5").mkdir(parents=True)
+    again.fail("TrainingError: nan")
+    with pytest.raises(RunDirError, match="unfinished run"):
+        RunDir.prepare(settings(tmp_path), "sft", SFTStageConfig())

@@ -59,8 +59,8 @@ class DPOStageConfig:
 
 
 def prepare_rows(cfg: DPOStageConfig, tokenizer) -> tuple[list[dict], list[dict], dict]:
+    from rlhf.data import holdout_split
     from rlhf.preferences import import_preferences
-    from rlhf.stages.reward import split_rows
 
     d = cfg.data
     keep = ("prompt", "chosen", "rejected")
@@ -84,7 +84,7 @@ def prepare_rows(cfg: DPOStageConfig, tokenizer) -> tuple[list[dict], list[dict]
         )
         report["eval"] = eval_acct.summary()
     elif d.eval_fraction:
-        rows, eval_rows = split_rows(rows, d.eval_fraction, cfg.run.seed)
+        rows, eval_rows = holdout_split(rows, d.eval_fraction, cfg.run.seed)
         report["train"]["rows_held_out_for_eval"] = len(eval_rows)
     else:
         eval_rows = []

@@ -23,7 +23,6 @@ Choices:
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
 
 from rlhf.config import ConfigError
@@ -109,14 +108,6 @@ def tokenize_pairs(rows: list[dict], tokenizer, max_length: int) -> tuple[list[d
     }
 
 
-def split_rows(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_eval = max(1, round(len(rows) * fraction))
-    held = set(order[:n_eval])
-    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
-
-
 def train_model(
     cfg: RewardStageConfig, tokenizer, train: list[dict], eval_rows: list[dict], output_dir: str, callbacks=()
 ):
@@ -152,13 +143,21 @@ def train_model(
 
 
 def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+    from trl import RewardConfig
+
     from rlhf.callbacks import RunDirCallback
-    from rlhf.data import load_rows, validate_rows
+    from rlhf.data import holdout_split, load_rows, validate_rows
     from rlhf.models import load_tokenizer, resolve_model_path
     from rlhf.rm_report import build_report, write_html
     from rlhf.scorer import META_FILE, RewardScorer
     from rlhf.stages.sft import load_path
 
+    owned = {
+        "output_dir": str(RunDir.at(cfg.run).checkpoints),
+        "seed": cfg.run.seed,
+        "max_length": cfg.data.max_length,
+    }
+    build_trl_config(RewardConfig, cfg.trainer, owned)  # bad trainer keys fail before anything is written
     run_dir = RunDir.prepare(cfg.run, "reward", cfg, resume=resume, overwrite=overwrite)
     try:
         d = cfg.data
@@ -175,7 +174,7 @@ def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False
         if d.eval:
             train_rows, eval_rows = rows, validated(d.eval, "data.eval")[0]
         else:
-            train_rows, eval_rows = split_rows(rows, d.eval_fraction, cfg.run.seed)
+            train_rows, eval_rows = holdout_split(rows, d.eval_fraction, cfg.run.seed)
         train_tok, train_len = tokenize_pairs(train_rows, tokenizer, d.max_length)
         eval_tok, eval_len = tokenize_pairs(eval_rows, tokenizer, d.max_length)
         accounting = {

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from rlhf.config import ConfigError
-from rlhf.data import Accounting, load_rows, normalise_sft_row, validate_rows
+from rlhf.data import Accounting, holdout_split, load_rows, normalise_sft_row, validate_rows
 from rlhf.models import ModelConfig, lora_config, resolve_model_path
 from rlhf.runs import RunDir, RunSettings
 from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at
@@ -128,14 +128,7 @@ def prepare_data(cfg: SFTStageConfig, tokenizer) -> tuple[list[dict], list[dict]
         evaluation, eval_acct = validated(d.eval, "data.eval")
         report["eval"] = eval_acct.summary()
     elif d.eval_fraction:
-        import random
-
-        order = list(range(len(train)))
-        random.Random(cfg.run.seed).shuffle(order)
-        n_eval = max(1, round(len(train) * d.eval_fraction))
-        held = set(order[:n_eval])
-        evaluation = [r for i, r in enumerate(train) if i in held]
-        train = [r for i, r in enumerate(train) if i not in held]
+        train, evaluation = holdout_split(train, d.eval_fraction, cfg.run.seed)
         report["train"]["rows_held_out_for_eval"] = len(evaluation)
     report["train"]["rows_trained"] = len(train)
     return train, evaluation, report
@@ -147,9 +140,11 @@ def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -
     from rlhf.callbacks import RunDirCallback
     from rlhf.models import load_causal_lm, load_tokenizer, save_model
 
+    build_training_args(
+        cfg, RunDir.at(cfg.run), has_eval=False
+    )  # bad trainer keys fail before anything is written
     run_dir = RunDir.prepare(cfg.run, "sft", cfg, resume=resume, overwrite=overwrite)
     try:
-        build_training_args(cfg, run_dir, has_eval=False)  # fail on bad trainer keys before any loading
         tokenizer = load_tokenizer(cfg.model.name)
         train_rows, eval_rows, report = prepare_data(cfg, tokenizer)
         _print_accounting(report)
