@@ -12,14 +12,10 @@ throughput = tokens in the pairs the trainer consumed / wall time of trainer.tra
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
+
+import alternate
 
 ROOT = Path(__file__).resolve().parents[1]
 HH = ROOT.parent / "shared" / "data" / "hh_harmless_1800.jsonl"
@@ -122,38 +118,7 @@ def run_raw(steps: int, out: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=15)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--side", choices=["rlhf", "raw"], help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.side:
-        with tempfile.TemporaryDirectory() as out:
-            res = (run_rlhf if a.side == "rlhf" else run_raw)(a.steps, out)
-        print("RESULT " + json.dumps(res), flush=True)
-        return
-    print(f"settings {S}, steps {a.steps}, data {source()}", flush=True)
-    rates: dict[str, list[float]] = {"rlhf": [], "raw": []}
-    for rnd in range(a.rounds):
-        for side in ("rlhf", "raw") if rnd % 2 == 0 else ("raw", "rlhf"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--side", side, "--steps", str(a.steps)],
-                capture_output=True,
-                text=True,
-            )
-            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-            if out.returncode or not line:
-                sys.exit(f"{side} failed:\n{out.stderr[-3000:]}")
-            res = json.loads(line[-1][7:])
-            rates[side].append(res["tokens"] / res["seconds"])
-            print(
-                f"round {rnd} {side:5s} tokens={res['tokens']} seconds={res['seconds']:.2f} "
-                f"tokens/s={rates[side][-1]:.1f}",
-                flush=True,
-            )
-    ours, raw = statistics.median(rates["rlhf"]), statistics.median(rates["raw"])
-    print(f"median tokens/s: rlhf {ours:.1f}, raw_trl {raw:.1f}")
-    print(f"ratio rlhf/raw_trl {ours / raw:.3f}")
+    alternate.main(__file__, run_rlhf, run_raw, default_steps=15, describe=f"settings {S}, data {source()}")
 
 
 if __name__ == "__main__":

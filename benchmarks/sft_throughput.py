@@ -11,13 +11,9 @@ wall time of trainer.train(). Prints each measurement, then `ratio rlhf/raw_trl 
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
+
+import alternate
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(batch=4, max_length=512, lr=2e-4, r=16, alpha=32, dropout=0.05, seed=42)
@@ -115,41 +111,10 @@ def run_raw(steps: int, out: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--side", choices=["rlhf", "raw"], help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.side:
-        with tempfile.TemporaryDirectory() as out:
-            res = (run_rlhf if a.side == "rlhf" else run_raw)(a.steps, out)
-        print("RESULT " + json.dumps(res), flush=True)
-        return
-    print(f"settings: {SETTINGS} steps={a.steps} rounds={a.rounds}", flush=True)
     from rlhf.models import SMOLLM2, resolve_model_path
 
     resolve_model_path(SMOLLM2)  # convert once, outside the timings
-    rates: dict[str, list[float]] = {"rlhf": [], "raw": []}
-    for rnd in range(a.rounds):
-        for side in ("rlhf", "raw") if rnd % 2 == 0 else ("raw", "rlhf"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--side", side, "--steps", str(a.steps)],
-                capture_output=True,
-                text=True,
-            )
-            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-            if out.returncode or not line:
-                sys.exit(f"{side} run failed:\n{out.stderr[-3000:]}")
-            res = json.loads(line[-1][7:])
-            rate = res["tokens"] / res["seconds"]
-            rates[side].append(rate)
-            print(
-                f"round {rnd} {side:5s} tokens={res['tokens']} seconds={res['seconds']:.2f} tokens/s={rate:.1f}",
-                flush=True,
-            )
-    ours, raw = statistics.median(rates["rlhf"]), statistics.median(rates["raw"])
-    print(f"median tokens/s: rlhf {ours:.1f}, raw_trl {raw:.1f}")
-    print(f"ratio rlhf/raw_trl {ours / raw:.3f}")
+    alternate.main(__file__, run_rlhf, run_raw, default_steps=6, describe=f"settings: {SETTINGS}")
 
 
 if __name__ == "__main__":

@@ -234,6 +234,17 @@ class RunDir:
                 shutil.rmtree(d, ignore_errors=True)
         return None
 
+    def resume_point(self, resume: bool) -> str | None:
+        """For --resume: the newest complete checkpoint (said aloud), with the metrics of the steps that will
+        run again dropped. None when not resuming or when no checkpoint is complete yet."""
+        if not resume:
+            return None
+        checkpoint = self.latest_complete_checkpoint()
+        if self.main:
+            print(f"[rlhf] resuming from {checkpoint or 'the start (no complete checkpoint yet)'}", flush=True)
+        self.truncate_metrics_after(int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
+        return str(checkpoint) if checkpoint else None
+
     def truncate_metrics_after(self, step: int) -> None:
         """On resume, forget lines logged after the checkpoint: those steps run again."""
         if not self.main or not self.metrics_path.exists():

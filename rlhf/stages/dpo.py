@@ -135,11 +135,9 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
             callbacks=[callback],
         )
-        checkpoint = run_dir.latest_complete_checkpoint() if resume else None
-        if checkpoint:
-            run_dir.truncate_metrics_after(int(checkpoint.name.split("-")[-1]))
+        checkpoint = run_dir.resume_point(resume)
         t0 = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
         seconds = time.perf_counter() - t0
         last = {k: v for k, v in callback.last_logs.items() if k.startswith(("rewards/", "logps/", "loss"))}
         outcome = {

@@ -167,14 +167,9 @@ def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -
             peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
             callbacks=[callback],
         )
-        checkpoint = run_dir.latest_complete_checkpoint() if resume else None
-        if resume:
-            print(
-                f"[rlhf] resuming from {checkpoint or 'the start (no complete checkpoint yet)'}", flush=True
-            )
-            run_dir.truncate_metrics_after(int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
+        checkpoint = run_dir.resume_point(resume)
         t0 = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
         train_seconds = time.perf_counter() - t0
         outcome = {
             "global_step": trainer.state.global_step,
