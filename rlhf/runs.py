@@ -241,7 +241,9 @@ class RunDir:
             return None
         checkpoint = self.latest_complete_checkpoint()
         if self.main:
-            print(f"[rlhf] resuming from {checkpoint or 'the start (no complete checkpoint yet)'}", flush=True)
+            print(
+                f"[rlhf] resuming from {checkpoint or 'the start (no complete checkpoint yet)'}", flush=True
+            )
         self.truncate_metrics_after(int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
         return str(checkpoint) if checkpoint else None
 

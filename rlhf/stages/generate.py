@@ -170,6 +170,7 @@ def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = Fal
         rows = load_rows(cfg.prompts, what="prompts", split=cfg.split)
         prompts, acct = validate_rows(rows, normalise_prompt, what="prompts")
         ids = [rid for rid, r in zip(rows.ids, rows.rows, strict=True) if normalise_prompt(r)[0] is not None]
+        unused = max(0, len(prompts) - cfg.limit) if cfg.limit is not None else 0
         if cfg.limit is not None:
             prompts, ids = prompts[: cfg.limit], ids[: cfg.limit]
         run_dir.record_input("prompts", cfg.prompts, load_path(cfg.prompts))
@@ -250,7 +251,7 @@ def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = Fal
         with open(run_dir.path / "candidates.jsonl", "w") as f:
             for it in items:
                 f.write(json.dumps(it, ensure_ascii=False) + "\n")
-        summary = acct.summary()
+        summary = {**acct.summary(), "rows_not_used_limit": unused}
         summary["rows_rejected"] += len(rejected_long)
         summary["rejected_examples"] += rejected_long[:50]
         if rejected_long:
@@ -268,8 +269,8 @@ def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = Fal
         run_dir.finish(result=result)
         print(
             f"[rlhf] generate: {summary['rows_in']} prompts in, {added} items x {cfg.k} candidates into project "
-            f"'{ps.name}' ({cfg.store}); {summary['rows_rejected']} prompts rejected; {result['tokens_per_s']} "
-            "new tokens/s",
+            f"'{ps.name}' ({cfg.store}); {summary['rows_rejected']} prompts rejected; {unused} not used (limit); "
+            f"{result['tokens_per_s']} new tokens/s",
             flush=True,
         )
         return run_dir
