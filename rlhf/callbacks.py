@@ -38,3 +38,58 @@ class RunDirCallback(TrainerCallback):
             ckpt = self.run.checkpoints / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
                 (ckpt / CKPT_MARKER).write_text(f"{state.global_step}\n")
+
+
+class DriftCallback(TrainerCallback):
+    """Drift guard for TRL trainers (rlhf/drift.py). Measurements come either from the trainer's own logs
+    (`kl_key`: per-token KL, multiplied by the mean length to give nats per response; `length_key`), or
+    from `measure(model) -> (kl, mean_length)` every `every_steps` steps. Under `drift.action: stop` an
+    alarm ends training; the stage then exports the best checkpoint (`restore_best`)."""
+
+    def __init__(self, run: RunDir, guard, *, measure=None, every_steps: int = 0, kl_key=None, length_key=None):
+        self.run, self.guard, self.measure, self.every = run, guard, measure, every_steps
+        self.kl_key, self.length_key = kl_key, length_key
+
+    def _observe(self, state, control, kl, length):
+        metrics, _ = self.guard.observe(state.global_step, kl, length)
+        if metrics and state.is_world_process_zero:
+            self.run.log_metrics({"step": state.global_step, **metrics})
+        if self.guard.should_stop:
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.measure is not None and self.every and state.global_step % self.every == 0:
+            kl, length = self.measure(model)
+            self._observe(state, control, kl, length)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.measure is not None and self.every and self.guard.baseline_length is None:
+            kl, length = self.measure(model)  # the baseline length of the starting policy
+            self._observe(state, control, kl, length)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.measure is not None or not logs or self.length_key not in logs:
+            return
+        length = float(logs[self.length_key])
+        kl = float(logs[self.kl_key]) * length if self.kl_key in logs else None
+        self._observe(state, control, kl, length)
+
+
+def restore_best(model, run: RunDir, guard) -> str | None:
+    """After a drift stop: load the weights of the best checkpoint (newest complete one saved while within
+    bounds) into `model`, so the stage exports those rather than the drifted ones. Returns its path."""
+    from rlhf.drift import best_checkpoint
+
+    ckpt = best_checkpoint(run.checkpoints, guard.last_ok_step, CKPT_MARKER)
+    if ckpt is None:
+        return None
+    from safetensors.torch import load_file
+
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
+    else:
+        state = load_file(str(ckpt / "model.safetensors"))
+        model.load_state_dict(state, strict=False)
+    return str(ckpt)

@@ -34,6 +34,21 @@ STAGES = {
         "DPOStageConfig",
         "direct preference optimisation (TRL DPOTrainer, LoRA or full)",
     ),
+    "grpo": (
+        "rlhf.stages.grpo",
+        "GRPOStageConfig",
+        "GRPO against a trained reward model (TRL GRPOTrainer, LoRA or full)",
+    ),
+    "rloo": (
+        "rlhf.stages.grpo",
+        "RLOOStageConfig",
+        "RLOO against a trained reward model (TRL RLOOTrainer, LoRA or full)",
+    ),
+    "ppo": (
+        "rlhf.stages.ppo",
+        "PPOStageConfig",
+        "PPO against a reward model or function (own trainer on accelerate/DeepSpeed)",
+    ),
     "export": (
         "rlhf.stages.export",
         "ExportStageConfig",

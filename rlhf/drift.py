@@ -1,0 +1,149 @@
+"""Drift guards for every policy stage (DPO, PPO, GRPO, RLOO): KL to the reference and response length.
+
+Two numbers are tracked while the policy trains:
+  drift/kl            mean KL(policy || reference) per response, in nats (summed over response tokens)
+  drift/length_ratio  mean response length / the mean length measured at the first check
+The config section `drift:` sets alarms — `max_kl` and `max_length_ratio` — and what an alarm does:
+`action: warn` logs it and goes on; `action: stop` ends training at once and the stage's final model is
+the *best checkpoint*: the newest complete checkpoint saved while no alarm had fired (the drifted weights
+are not exported).
+
+Where the numbers come from: PPO measures them on its own rollouts; GRPO/RLOO read TRL's logged per-token
+KL (times the mean completion length) and mean completion length; DPO, which generates nothing, samples
+`num_prompts` training prompts every `every_steps` steps and measures both (`sample_drift`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf.errors import ConfigError
+
+ACTIONS = ("warn", "stop")
+
+
+@dataclass
+class DriftSettings:
+    max_kl: float | None = None  # nats per response; null: no KL alarm
+    max_length_ratio: float | None = None  # mean length / first measured mean length; null: no alarm
+    action: str = "warn"  # warn | stop
+    every_steps: int = 5  # DPO only: how often to sample and measure (0: never)
+    num_prompts: int = 4  # DPO only: prompts sampled per measurement
+    max_new_tokens: int = 48  # DPO only: response length cap when sampling
+
+    def __post_init__(self):
+        if self.action not in ACTIONS:
+            raise ConfigError(f"'drift.action' must be one of {', '.join(ACTIONS)}; got {self.action!r}.")
+        for key in ("max_kl", "max_length_ratio"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ConfigError(f"'drift.{key}' must be positive or null, got {value}.")
+        if self.every_steps < 0 or self.num_prompts <= 0 or self.max_new_tokens <= 0:
+            raise ConfigError(
+                "'drift.every_steps' must be >= 0 and 'drift.num_prompts', 'drift.max_new_tokens' positive."
+            )
+
+
+def drift_alarms(settings: DriftSettings, kl: float | None, length_ratio: float | None) -> list[str]:
+    """Which alarms these measurements raise (pure)."""
+    out = []
+    if kl is not None and (not math.isfinite(kl) or (settings.max_kl is not None and kl > settings.max_kl)):
+        out.append(f"KL to the reference {kl:.3f} nats > drift.max_kl {settings.max_kl}")
+    limit = settings.max_length_ratio
+    if length_ratio is not None and limit is not None and length_ratio > limit:
+        out.append(f"mean response length ratio {length_ratio:.2f} > drift.max_length_ratio {limit}")
+    return out
+
+
+class DriftGuard:
+    """Feeds measurements through the alarms; remembers the baseline length and the last step within
+    bounds. `observe` returns the metrics to log and the alarm messages; `should_stop` turns true when an
+    alarm fires under `action: stop`."""
+
+    def __init__(self, settings: DriftSettings):
+        self.settings = settings
+        self.baseline_length: float | None = None
+        self.last_ok_step = 0
+        self.alarms: list[dict] = []
+        self.should_stop = False
+
+    def observe(self, step: int, kl: float | None, mean_length: float | None) -> tuple[dict, list[str]]:
+        if mean_length is not None and self.baseline_length is None and mean_length > 0:
+            self.baseline_length = mean_length
+        ratio = (
+            mean_length / self.baseline_length if mean_length is not None and self.baseline_length else None
+        )
+        metrics = {"drift/kl": kl, "drift/mean_length": mean_length, "drift/length_ratio": ratio}
+        metrics = {k: v for k, v in metrics.items() if v is not None}
+        fired = drift_alarms(self.settings, kl, ratio)
+        if fired:
+            self.alarms += [{"step": step, "alarm": a, "action": self.settings.action} for a in fired]
+            if self.settings.action == "stop":
+                self.should_stop = True
+            verb = "stopping" if self.should_stop else "warning"
+            for a in fired:
+                print(f"[rlhf] drift {verb} at step {step}: {a}", flush=True)
+        elif not self.should_stop:
+            self.last_ok_step = step
+        return metrics, fired
+
+    def state_dict(self) -> dict:
+        return {
+            "baseline_length": self.baseline_length,
+            "last_ok_step": self.last_ok_step,
+            "alarms": self.alarms,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.baseline_length = state["baseline_length"]
+        self.last_ok_step = state["last_ok_step"]
+        self.alarms = list(state["alarms"])
+
+    def summary(self) -> dict:
+        return {
+            "alarms": self.alarms,
+            "stopped": self.should_stop,
+            "baseline_length": self.baseline_length,
+            "last_step_within_bounds": self.last_ok_step,
+        }
+
+
+def best_checkpoint(checkpoints: Path, last_ok_step: int, marker: str) -> Path | None:
+    """Newest complete checkpoint saved at or before the last step within bounds."""
+    found = [
+        (int(d.name.split("-")[-1]), d)
+        for d in (checkpoints.glob("checkpoint-*") if checkpoints.is_dir() else [])
+        if d.name.split("-")[-1].isdigit() and (d / marker).exists()
+    ]
+    within = [(s, d) for s, d in found if s <= last_ok_step]
+    return max(within)[1] if within else None
+
+
+def sample_drift(
+    model, tokenizer, prompts: list, max_new_tokens: int, reference_context
+) -> tuple[float, float]:
+    """Sample one response per prompt from `model`; return (mean sequence KL to the reference, mean
+    response length). KL uses the k1 estimator sum_t log p(y_t) - log q(y_t) on the policy's own samples
+    (unbiased for KL(p||q)); `reference_context()` is a context manager under which `model` computes the
+    reference (e.g. peft's disable_adapter), or None when a separate reference model is passed instead."""
+    import torch
+
+    from rlhf.rollout import generate, sequence_logprobs
+    from rlhf.stages.generate import encode_prompt
+
+    was_training = model.training
+    model.eval()
+    try:
+        ids = [encode_prompt(tokenizer, p) for p in prompts]
+        batch = generate(model, tokenizer, ids, max_new_tokens=max_new_tokens, do_sample=True)
+        with torch.no_grad():
+            logp = sequence_logprobs(model, batch)
+            with reference_context():
+                ref = sequence_logprobs(model, batch)
+        mask = batch.response_mask
+        kl = ((logp - ref) * mask).sum(1).mean().item()
+        return kl, mask.sum(1).float().mean().item()
+    finally:
+        model.train(was_training)

@@ -1,0 +1,194 @@
+"""PPO on the tiny model with a programmatic reward (fraction of the word "marker" in the response)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import WORDS, write_jsonl
+
+from rlhf.config import load_config
+from rlhf.errors import ConfigError, TrainingError
+from rlhf.stages import ppo
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    rows = [{"id": f"p{i}", "prompt": f"{WORDS[i % 7]} {w}"} for i, w in enumerate(WORDS[:30])]
+    rows.append({"id": "long-one", "prompt": " ".join(["tree"] * 80)})
+    return write_jsonl(tmp_path / "prompts.jsonl", rows)
+
+
+def overrides(tmp_path, model, prompts, name, **extra):
+    over = {
+        "run.output_root": str(tmp_path / "runs"),
+        "run.name": name,
+        "model.name": model,
+        "model.lora": "null",
+        "reward.model": "null",
+        "reward.function": "rewards:marker_fraction",
+        "reward.missing_eos_penalty": "null",
+        "data.prompts": prompts,
+        "data.max_prompt_length": 32,
+        "generation.max_new_tokens": 8,
+        "ppo.steps": 4,
+        "ppo.rollout_batch_size": 8,
+        "ppo.minibatch_size": 4,
+        "ppo.learning_rate": 1e-2,
+        "ppo.save_steps": 0,
+        "ppo.kl_coef": 0.05,
+        "ppo.vf_coef": 0.5,
+    }
+    over.update(extra)
+    return [f"{k}={v}" for k, v in over.items()]
+
+
+def cfg_for(*args, **extra):
+    return load_config(ppo.PPOStageConfig, None, overrides(*args, **extra))
+
+
+def weights(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path).state_dict()
+
+
+@pytest.fixture(autouse=True)
+def _tests_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+
+
+def test_ppo_learns_the_programmatic_reward(tmp_path, tiny_model_dir, prompts):
+    run = ppo.run(
+        cfg_for(
+            tmp_path,
+            tiny_model_dir,
+            prompts,
+            "learns",
+            **{"ppo.steps": 30, "ppo.rollout_batch_size": 16, "ppo.minibatch_size": 8},
+        )
+    )
+    m = [r for r in run.read_metrics() if "reward" in r]
+    assert len(m) == 30
+    first = sum(r["reward"] for r in m[:5]) / 5
+    last = sum(r["reward"] for r in m[-5:]) / 5
+    assert first < 0.1 and last > first + 0.3, (first, last)
+    assert max(r["kl"] for r in m) < 15.0  # nats per response, held by the KL penalty
+    assert {"time/generation", "time/scoring", "time/optimisation", "loss/value", "clipfrac"} <= set(m[0])
+    manifest = run.read_manifest()
+    prompts_acct = manifest["data"]["prompts"]
+    assert prompts_acct["rows_in"] == 31 and prompts_acct["rejected_examples"][0]["id"] == "long-one"
+    assert manifest["result"]["reference"] == "frozen copy"
+
+
+def test_lora_ppo_uses_the_disabled_adapter_as_reference(tmp_path, tiny_model_dir, prompts):
+    lora = {"model.lora.r": 4, "model.lora.alpha": 8, "model.lora.dropout": 0.0, "save": "merged"}
+    run = ppo.run(cfg_for(tmp_path, tiny_model_dir, prompts, "lora", **{"ppo.steps": 2, **lora}))
+    before, after = weights(tiny_model_dir), weights(run.model_dir)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all("proj" in k for k in changed)  # LoRA targets the projections only
+    assert run.read_manifest()["result"]["reference"] == "adapter disabled (no copy)"
+    kls = [r["kl"] for r in run.read_metrics() if "kl" in r]
+    assert kls[0] == pytest.approx(0.0, abs=1e-6)  # the first rollout: policy == reference
+
+
+def _wait_for(path: Path, proc, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        if path.exists():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {path} appeared:\n{proc.stdout.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not appear in {timeout} s")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_exactly(tmp_path, tiny_model_dir, prompts):
+    extra = {"ppo.steps": 8, "ppo.save_steps": 2, "value.mode": "separate", "ppo.save_total_limit": "null"}
+    straight = ppo.run(cfg_for(tmp_path, tiny_model_dir, prompts, "straight", **extra))
+
+    args = overrides(tmp_path, tiny_model_dir, prompts, "killed", **extra)
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlhf", "ppo", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run_dir = tmp_path / "runs" / "killed"
+    _wait_for(run_dir / "checkpoints" / "checkpoint-4" / "COMPLETE", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "COMPLETED").exists()
+
+    resumed = ppo.run(cfg_for(tmp_path, tiny_model_dir, prompts, "killed", **extra), resume=True)
+    a, b = weights(straight.model_dir), weights(resumed.model_dir)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    ra = [r["reward"] for r in straight.read_metrics()]
+    rb = [r["reward"] for r in resumed.read_metrics()]
+    assert ra == pytest.approx(rb, abs=1e-6) and len(rb) == 8
+
+
+def test_nan_reward_halts_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, prompts):
+    import rewards
+
+    rewards.CALLS = 0
+    cfg = cfg_for(
+        tmp_path,
+        tiny_model_dir,
+        prompts,
+        "nan",
+        **{"reward.function": "rewards:nan_from_third_call", "ppo.save_steps": 1},
+    )
+    with pytest.raises(
+        TrainingError, match=r"reward \(rewards:nan_from_third_call\) was not finite .* PPO step 3"
+    ):
+        ppo.run(cfg)
+    run_dir = tmp_path / "runs" / "nan"
+    assert (run_dir / "checkpoints" / "checkpoint-2" / "COMPLETE").exists()
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_drift_stop_exports_the_best_checkpoint(tmp_path, tiny_model_dir, prompts):
+    extra = {"ppo.steps": 6, "ppo.save_steps": 1, "drift.max_kl": 0.01, "drift.action": "stop"}
+    run = ppo.run(cfg_for(tmp_path, tiny_model_dir, prompts, "drift", **extra))
+    result = run.read_manifest()["result"]
+    assert result["drift"]["stopped"] and result["steps"] == 2  # step 1: policy == reference, KL 0
+    assert result["drift"]["restored_checkpoint"].endswith("checkpoint-1")
+    assert "drift.max_kl" in result["drift"]["alarms"][0]["alarm"]
+    from safetensors.torch import load_file
+
+    saved = load_file(str(run.checkpoints / "checkpoint-1" / "model.safetensors"))
+    exported = weights(run.model_dir)
+    for k, v in saved.items():
+        if k.startswith("policy.") and k[7:] in exported:
+            torch.testing.assert_close(exported[k[7:]], v, rtol=0, atol=0)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="exactly one of 'reward.model'"):
+        load_config(ppo.PPOStageConfig, None, ["reward.function=a:b"])
+    with pytest.raises(ConfigError, match="multiple of 'ppo.minibatch_size'"):
+        load_config(ppo.PPOStageConfig, None, ["ppo.rollout_batch_size=6", "ppo.minibatch_size=4"])
+
+
+def test_missing_reward_model_says_how_to_make_one(tmp_path, tiny_model_dir, prompts):
+    cfg = cfg_for(
+        tmp_path,
+        tiny_model_dir,
+        prompts,
+        "norm",
+        **{"reward.function": "null", "reward.model": str(tmp_path / "nope")},
+    )
+    with pytest.raises(ConfigError, match="rlhf reward --config configs/reward.yaml"):
+        ppo.run(cfg)
