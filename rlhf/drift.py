@@ -122,12 +122,12 @@ def best_checkpoint(checkpoints: Path, last_ok_step: int, marker: str) -> Path |
 
 
 def sample_drift(
-    model, tokenizer, prompts: list, max_new_tokens: int, reference_context
-) -> tuple[float, float]:
+    model, tokenizer, prompts: list, max_new_tokens: int, reference=None, synced_gpus: bool = False
+) -> tuple[float | None, float]:
     """Sample one response per prompt from `model`; return (mean sequence KL to the reference, mean
-    response length). KL uses the k1 estimator sum_t log p(y_t) - log q(y_t) on the policy's own samples
-    (unbiased for KL(p||q)); `reference_context()` is a context manager under which `model` computes the
-    reference (e.g. peft's disable_adapter), or None when a separate reference model is passed instead."""
+    response length in tokens). KL uses the k1 estimator sum_t log p(y_t) - log q(y_t) on the policy's own
+    samples (unbiased for KL(p||q)). The reference is `reference` (a frozen model) or, when None, `model`
+    with its LoRA adapter disabled; with neither (precomputed reference log-probs) the KL is None."""
     import torch
 
     from rlhf.rollout import generate, sequence_logprobs
@@ -137,13 +137,20 @@ def sample_drift(
     model.eval()
     try:
         ids = [encode_prompt(tokenizer, p) for p in prompts]
-        batch = generate(model, tokenizer, ids, max_new_tokens=max_new_tokens, do_sample=True)
+        batch = generate(
+            model, tokenizer, ids, max_new_tokens=max_new_tokens, do_sample=True, synced_gpus=synced_gpus
+        )
         with torch.no_grad():
             logp = sequence_logprobs(model, batch)
-            with reference_context():
-                ref = sequence_logprobs(model, batch)
+            if reference is not None:
+                ref = sequence_logprobs(reference, batch)
+            elif hasattr(model, "disable_adapter"):
+                with model.disable_adapter():
+                    ref = sequence_logprobs(model, batch)
+            else:
+                ref = None
         mask = batch.response_mask
-        kl = ((logp - ref) * mask).sum(1).mean().item()
+        kl = None if ref is None else ((logp - ref) * mask).sum(1).mean().item()
         return kl, mask.sum(1).float().mean().item()
     finally:
         model.train(was_training)

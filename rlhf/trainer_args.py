@@ -3,7 +3,8 @@
 Keys rlhf owns (output dir, seed, lengths) are refused with the key to use instead; unknown keys fail by
 name with a "did you mean"; TRL's own validation errors come back as ConfigErrors. On a machine without
 CUDA, `use_cpu: true` is added (TRL's bf16 default otherwise refuses to start) — except under DeepSpeed,
-where `use_cpu` makes DeepSpeed and HF disagree on the world size.
+where `use_cpu` makes DeepSpeed and HF disagree on the world size; there `ddp_backend: gloo` is added instead
+(without a backend accelerate counts one process while DeepSpeed counts them all).
 
 Precision: when the config sets neither `bf16` nor `fp16`, bf16 mixed precision is used where the hardware
 does bf16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX) and fp32 elsewhere. Measured on an
@@ -37,6 +38,28 @@ def under_deepspeed() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
+def finish_distributed() -> None:
+    """Destroy the process group a multi-process launch opened (accelerate / DeepSpeed), so each rank exits
+    cleanly; a no-op in a plain run. Call once at the very end of a stage, on every rank."""
+    import sys
+
+    if "torch" not in sys.modules:  # nothing distributed can have started
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def zero3_sharded() -> bool:
+    """ZeRO-3 over several processes: generation must then run in lock-step (synced_gpus)."""
+    return (
+        under_deepspeed()
+        and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+        and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    )
+
+
 def fast_bf16() -> bool:
     """True where bf16 matmuls run natively (not emulated at a large slowdown)."""
     import torch
@@ -61,8 +84,13 @@ def build_trl_config(config_cls, trainer: dict, owned: dict):
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"'trainer.{unknown[0]}' is not an option of trl.{config_cls.__name__}.{hint}")
     kwargs = {**trainer, **owned}
-    if not torch.cuda.is_available() and not under_deepspeed():
-        kwargs.setdefault("use_cpu", True)
+    if not torch.cuda.is_available():
+        if under_deepspeed():
+            # Without a backend accelerate counts 1 process while DeepSpeed counts them all: "train_batch_size
+            # is not equal to micro_batch_per_gpu * gradient_acc_step * world_size 2 != 2 * 1 * 2".
+            kwargs.setdefault("ddp_backend", "gloo")
+        else:
+            kwargs.setdefault("use_cpu", True)
     if "bf16" not in kwargs and "fp16" not in kwargs:
         kwargs["bf16"] = fast_bf16()
     try:

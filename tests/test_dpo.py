@@ -77,3 +77,27 @@ def test_lora_dpo_holds_no_reference_copy(tmp_path, tiny_model_dir, prefs, monke
     assert json.loads(run.manifest_path.read_text())["result"]["reference"] == "adapter disabled (no copy)"
     before, after = weights(tiny_model_dir), weights(run.model_dir)
     assert not all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_drift_guard_logs_kl_and_length(tmp_path, tiny_model_dir, prefs):
+    extra = {
+        "drift.every_steps": 1,
+        "drift.num_prompts": 2,
+        "drift.max_new_tokens": 6,
+        "trainer.max_steps": 2,
+    }
+    run = dpo.run(cfg_for(tmp_path, tiny_model_dir, prefs, "dpo-drift", **extra))
+    drift = [r for r in run.read_metrics() if "drift/kl" in r]
+    assert [r["step"] for r in drift] == [0, 1, 2]
+    assert drift[0]["drift/kl"] == pytest.approx(0.0, abs=1e-5) and drift[0]["drift/length_ratio"] == 1.0
+    assert drift[-1]["drift/kl"] != pytest.approx(0.0, abs=1e-5)  # the policy moved away from the reference
+    assert run.read_manifest()["result"]["drift"]["alarms"] == []
+
+
+def test_drift_stop_ends_training_and_says_why(tmp_path, tiny_model_dir, prefs):
+    extra = {"drift.every_steps": 1, "drift.max_kl": 1e-9, "drift.action": "stop", "trainer.max_steps": 4}
+    run = dpo.run(cfg_for(tmp_path, tiny_model_dir, prefs, "dpo-stop", **extra))
+    result = run.read_manifest()["result"]
+    assert result["global_step"] == 1 and result["drift"]["stopped"]
+    assert "drift.max_kl" in result["drift"]["alarms"][0]["alarm"]
+    assert result["drift"]["restored_checkpoint"] is None  # no checkpoint was saved within bounds

@@ -12,6 +12,9 @@ Choices:
   robust | ...`, also lists with `loss_weights`), `beta`, `precompute_ref_log_probs`, ... work as in TRL.
 - With LoRA the reference model is the same network with the adapter disabled (TRL's PEFT path): no
   second copy of the weights in memory. Without LoRA, TRL keeps a frozen copy (or precomputed log-probs).
+- Drift guard (`drift:`, rlhf/drift.py): every `drift.every_steps` steps a few training prompts are
+  sampled and the KL to the reference and the mean response length logged; alarms warn or stop, and a
+  stop exports the newest checkpoint saved within bounds.
 - Rows are validated like imports and their token length (prompt + longer response, after the chat
   template) is checked against data.max_length: over-long rows are rejected and reported by id, not
   truncated silently.
@@ -23,9 +26,10 @@ import time
 from dataclasses import dataclass, field
 
 from rlhf.config import ConfigError
+from rlhf.drift import DriftSettings
 from rlhf.models import ModelConfig
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at
+from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at, zero3_sharded
 
 RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed", "max_length": "data.max_length"}
 
@@ -50,6 +54,7 @@ class DPOStageConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DPOData = field(default_factory=DPOData)
     save: str = "merged"  # merged | adapter (LoRA)
+    drift: DriftSettings = field(default_factory=DriftSettings)
     trainer: dict = field(default_factory=dict)  # -> trl.DPOConfig(**trainer)
 
     def __post_init__(self):
@@ -96,7 +101,8 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from rlhf.callbacks import RunDirCallback
+    from rlhf.callbacks import DriftCallback, RunDirCallback, restore_best
+    from rlhf.drift import DriftGuard, sample_drift
     from rlhf.models import load_causal_lm, load_tokenizer, lora_config, resolve_model_path, save_model
     from rlhf.stages.sft import load_path
 
@@ -125,6 +131,21 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
         point_tensorboard_at(run_dir.path / "tensorboard")
         model = load_causal_lm(cfg.model.name, cfg.model.dtype)
         callback = RunDirCallback(run_dir)
+        guard = DriftGuard(cfg.drift)
+        probe = [r["prompt"] for r in train_rows[:: max(1, len(train_rows) // cfg.drift.num_prompts)]]
+        drift = DriftCallback(
+            run_dir,
+            guard,
+            measure=lambda m: sample_drift(
+                m,
+                tokenizer,
+                probe[: cfg.drift.num_prompts],
+                cfg.drift.max_new_tokens,
+                trainer.ref_model,
+                synced_gpus=zero3_sharded(),
+            ),
+            every_steps=cfg.drift.every_steps,
+        )
         trainer = DPOTrainer(
             model=model,
             ref_model=None,
@@ -133,12 +154,13 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
             processing_class=tokenizer,
             peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
-            callbacks=[callback],
+            callbacks=[callback, drift],
         )
         checkpoint = run_dir.resume_point(resume)
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=checkpoint)
         seconds = time.perf_counter() - t0
+        restored = restore_best(trainer.model, run_dir, guard) if guard.should_stop else None
         last = {k: v for k, v in callback.last_logs.items() if k.startswith(("rewards/", "logps/", "loss"))}
         outcome = {
             "global_step": trainer.state.global_step,
@@ -148,6 +170,7 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             if cfg.model.lora
             else ("precomputed log-probs" if args.precompute_ref_log_probs else "frozen copy"),
             "last_logged": last,
+            "drift": {**guard.summary(), "restored_checkpoint": restored},
         }
         if run_dir.main:
             outcome["model_kind"] = save_model(
