@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        from rlhf.trainer_args import finish_distributed
+
+        finish_distributed()  # a multi-process launch: tear the process group down on every rank
     return 0
 
 

@@ -13,6 +13,7 @@ AVX2-only CPU: one SmolLM2 LoRA step (8 x 120 tokens) took 176 s under bf16 auto
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
@@ -49,6 +50,24 @@ def finish_distributed() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def gathered_for_save(model, zero3: bool | None = None):
+    """On every rank: under ZeRO-3 gather the partitioned parameters for the moment of a save (a collective
+    call); elsewhere a no-op. Without it the final model.safetensors holds empty (size-0) tensors.
+    `zero3`: whether ZeRO-3 is on (default: ask transformers' DeepSpeed integration)."""
+    if zero3 is None:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        zero3 = is_deepspeed_zero3_enabled()
+    if not zero3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        yield
 
 
 def zero3_sharded() -> bool:
@@ -89,6 +108,8 @@ def build_trl_config(config_cls, trainer: dict, owned: dict):
             # Without a backend accelerate counts 1 process while DeepSpeed counts them all: "train_batch_size
             # is not equal to micro_batch_per_gpu * gradient_acc_step * world_size 2 != 2 * 1 * 2".
             kwargs.setdefault("ddp_backend", "gloo")
+            # transformers refuses bf16 on a CPU without use_cpu ("Your setup doesn't support bf16/gpu").
+            kwargs.setdefault("bf16", False)
         else:
             kwargs.setdefault("use_cpu", True)
     if "bf16" not in kwargs and "fp16" not in kwargs:

@@ -13,15 +13,7 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 import pytest  # noqa: E402
 
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-WORDS = (
-    "the a cat dog sat on mat sun is hot cold blue red green tree river stone bird sings today tomorrow yes no "
-    "please thanks hello world answer question water fire earth wind happy sad big small one two three four "
-    "five six seven eight nine ten apple bread milk tea coffee run walk jump read write good bad marker"
-).split()
+from rlhf.tiny import CHATML, WORDS  # noqa: E402,F401
 
 
 def make_rows(n: int, *, seed: int = 0) -> list[dict]:
@@ -47,39 +39,9 @@ def write_jsonl(path, rows) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from rlhf.tiny import build_tiny_llama
 
-    d = tmp_path_factory.mktemp("tiny-llama")
-    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
-    vocab = {t: i for i, t in enumerate(specials + ["\n", "system", "user", "assistant", "tool"] + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split("\n", behavior="isolated"), pre_tokenizers.WhitespaceSplit()]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<|im_end|>", bos_token=None
-    )
-    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
-    fast.chat_template = CHATML
-    fast.save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        eos_token_id=vocab["<|im_end|>"],
-        bos_token_id=None,
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    return str(d)
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(autouse=True)

@@ -152,3 +152,46 @@ def test_yaml_12_scalars(tmp_path):
         "eval_strategy": "no",
     }
     assert cfg.inner.rate == 2e-3
+
+
+ACCELERATE_YAMLS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
+# What each shipped launch config must say: distributed type, ZeRO stage, offload devices.
+ACCELERATE_EXPECTED = {
+    "ddp": ("MULTI_GPU", None, None),
+    "zero2": ("DEEPSPEED", 2, "none"),
+    "zero3": ("DEEPSPEED", 3, "none"),
+    "zero3_offload": ("DEEPSPEED", 3, "cpu"),
+}
+
+
+def test_every_accelerate_config_is_known():
+    assert {p.stem for p in ACCELERATE_YAMLS} == set(ACCELERATE_EXPECTED)
+
+
+@pytest.mark.parametrize("path", ACCELERATE_YAMLS, ids=lambda p: p.name)
+def test_accelerate_configs(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    load_config_from_file(str(path))  # accelerate's own parser: unknown top-level keys fail
+    text = path.read_text()
+    assert text.startswith(f"# accelerate launch --config_file configs/accelerate/{path.name} -m rlhf ")
+    cfg = yaml.safe_load(text)
+    kind, stage, offload = ACCELERATE_EXPECTED[path.stem]
+    assert cfg["distributed_type"] == kind
+    assert cfg["num_processes"] == 8 and cfg["num_machines"] == 1
+    assert cfg["mixed_precision"] == "no"  # precision comes from trainer.bf16 / trainer.fp16
+    ds = cfg.get("deepspeed_config") or {}
+    # From the training arguments ("auto"): a value here would fight the stage config's trainer mapping.
+    for key in ("gradient_accumulation_steps", "gradient_clipping"):
+        assert key not in cfg and key not in ds, f"{path.name} sets {key}"
+    if kind != "DEEPSPEED":
+        assert not ds
+        return
+    launch_options = {a.dest for a in launch_command_parser()._actions}
+    assert set(ds) <= launch_options, f"unknown deepspeed_config keys {sorted(set(ds) - launch_options)}"
+    assert ds["zero_stage"] == stage
+    assert ds["offload_optimizer_device"] == offload and ds["offload_param_device"] == offload
+    if stage == 3:
+        # Without it the saved weights are ZeRO shards that from_pretrained cannot read.
+        assert ds["zero3_save_16bit_model"] is True and ds["zero3_init_flag"] is True

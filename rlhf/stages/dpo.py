@@ -29,7 +29,13 @@ from rlhf.config import ConfigError
 from rlhf.drift import DriftSettings
 from rlhf.models import ModelConfig
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at, zero3_sharded
+from rlhf.trainer_args import (
+    build_trl_config,
+    check_reserved,
+    gathered_for_save,
+    point_tensorboard_at,
+    zero3_sharded,
+)
 
 RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed", "max_length": "data.max_length"}
 
@@ -172,10 +178,11 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             "last_logged": last,
             "drift": {**guard.summary(), "restored_checkpoint": restored},
         }
-        if run_dir.main:
-            outcome["model_kind"] = save_model(
-                trainer.model, tokenizer, run_dir.model_dir, merge_lora=cfg.save == "merged"
-            )
+        with gathered_for_save(trainer.model):  # every rank enters: a collective under ZeRO-3
+            if run_dir.main:
+                outcome["model_kind"] = save_model(
+                    trainer.model, tokenizer, run_dir.model_dir, merge_lora=cfg.save == "merged"
+                )
         run_dir.finish(result=outcome, model_dir=str(run_dir.model_dir))
         print(
             f"[rlhf] dpo finished: {trainer.state.global_step} steps in {seconds:.1f} s -> {run_dir.model_dir}",

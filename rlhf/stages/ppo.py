@@ -44,6 +44,7 @@ from rlhf.drift import DriftSettings
 from rlhf.errors import TrainingError
 from rlhf.models import ModelConfig
 from rlhf.runs import CKPT_MARKER, RunDir, RunSettings
+from rlhf.trainer_args import finish_distributed
 
 SCHEDULERS = ("constant", "linear", "cosine")
 STATE_FILE = "rlhf_ppo_state.json"
@@ -51,7 +52,9 @@ STATE_FILE = "rlhf_ppo_state.json"
 
 @dataclass
 class PPOData:
-    prompts: str = "demo:prompts"  # demo:<name> | .jsonl/.json/.parquet | dataset dir | hub id: `prompt` column
+    prompts: str = (
+        "demo:prompts"  # demo:<name> | .jsonl/.json/.parquet | dataset dir | hub id: `prompt` column
+    )
     split: str = "train"
     max_prompt_length: int = 256  # tokens after the chat template; longer prompts are rejected, reported
 
@@ -83,6 +86,7 @@ class ValueSettings:
 @dataclass
 class GenerationSettings:
     max_new_tokens: int = 48
+    do_sample: bool = True  # false: greedy rollouts (deterministic; for debugging and tests)
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -229,7 +233,9 @@ def build_actor_critic(cfg: PPOStageConfig):
             if self.critic is not None:
                 mask = rollout.attention_mask.to(logp.device)
                 out = self.critic(
-                    input_ids=rollout.input_ids.to(logp.device), attention_mask=mask, position_ids=position_ids(mask)
+                    input_ids=rollout.input_ids.to(logp.device),
+                    attention_mask=mask,
+                    position_ids=position_ids(mask),
                 )
                 states = out.last_hidden_state[:, rollout.prompt_width - 1 : -1]
             return logp, self.value_head(states).squeeze(-1).float()
@@ -316,13 +322,20 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
     from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path
     from rlhf.stages.sft import load_path
 
-    accelerator = make_accelerator(cfg)
     run_dir = RunDir.prepare(cfg.run, "ppo", cfg, resume=resume, overwrite=overwrite)
-    accelerator.wait_for_everyone()
     try:
         tokenizer = load_tokenizer(cfg.model.name, padding_side="left")
         prompts, prompt_ids, acct = load_prompts(cfg, tokenizer)
+        # The reward model and the frozen reference load before the Accelerator exists: under ZeRO-3 a model
+        # loaded afterwards would be partitioned without an engine to gather it.
         reward_fn, reward_desc = load_reward(cfg.reward)
+        reference = None
+        if not cfg.model.lora:
+            reference = load_causal_lm(cfg.model.name, cfg.model.dtype).eval().requires_grad_(False)
+        accelerator = make_accelerator(cfg)
+        accelerator.wait_for_everyone()
+        if reference is not None:
+            reference.to(accelerator.device)
         run_dir.record_input("data.prompts", cfg.data.prompts, load_path(cfg.data.prompts))
         run_dir.record_input("model", cfg.model.name, resolve_model_path(cfg.model.name))
         if cfg.reward.model:
@@ -334,10 +347,6 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             f"rejected {acct['rejected_by_reason'] or ''}",
         )
         model = build_actor_critic(cfg)
-        reference = None
-        if not cfg.model.lora:
-            reference = load_causal_lm(cfg.model.name, cfg.model.dtype).eval().requires_grad_(False)
-            reference.to(accelerator.device)
         p = cfg.ppo
         policy_params = [x for n, x in model.named_parameters() if x.requires_grad and not _is_value(n)]
         value_params = [x for n, x in model.named_parameters() if x.requires_grad and _is_value(n)]
@@ -366,7 +375,9 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             start = state["step"]
             kl_ctl.load_state_dict(state["kl_controller"])
             guard.load_state_dict(state["drift"])
-        trainer = _Loop(cfg, accelerator, model, optimizer, scheduler, reference, tokenizer, reward_fn, reward_desc)
+        trainer = _Loop(
+            cfg, accelerator, model, optimizer, scheduler, reference, tokenizer, reward_fn, reward_desc
+        )
         t0 = time.perf_counter()
         step = start
         last: dict = {}
@@ -378,7 +389,9 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
                 + accelerator.process_index * p.rollout_batch_size,
                 p.rollout_batch_size,
             )
-            last = trainer.step(step, [prompts[i] for i in idx], [prompt_ids[i] for i in idx], kl_ctl, run_dir)
+            last = trainer.step(
+                step, [prompts[i] for i in idx], [prompt_ids[i] for i in idx], kl_ctl, run_dir
+            )
             drift_metrics, _ = guard.observe(step, last["kl"], last["response_length"])
             if step % p.logging_steps == 0 or step == p.steps:
                 run_dir.log_metrics({"step": step, **last, **drift_metrics})
@@ -396,7 +409,10 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             if best is not None:
                 accelerator.load_state(str(best))
                 restored = str(best)
-            _say(accelerator, f"[rlhf] ppo stopped by the drift guard; exporting {restored or 'the current policy (no checkpoint was within bounds)'}")
+            _say(
+                accelerator,
+                f"[rlhf] ppo stopped by the drift guard; exporting {restored or 'the current policy (no checkpoint was within bounds)'}",
+            )
         outcome = {
             "steps": step,
             "train_seconds": round(seconds, 2),
@@ -416,7 +432,7 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
         run_dir.fail(f"{type(e).__name__}: {e}")
         raise
     finally:
-        _end_distributed()
+        finish_distributed()
 
 
 def _is_value(name: str) -> bool:
@@ -455,35 +471,33 @@ def _save_checkpoint(accelerator, run_dir: RunDir, step: int, kl_ctl, guard, lim
 
 
 def _save_policy(cfg: PPOStageConfig, accelerator, model, tokenizer, run_dir: RunDir, outcome: dict) -> None:
-    """The policy into runs/<name>/model (merged or adapter). Under ZeRO-3 the weights are gathered first."""
+    """The policy into runs/<name>/model (merged or adapter); under ZeRO-3 every rank gathers it first."""
     from rlhf.models import save_model
+    from rlhf.trainer_args import gathered_for_save
 
+    policy = accelerator.unwrap_model(model).policy
     plugin = accelerator.state.deepspeed_plugin
-    if plugin is not None and plugin.zero_stage == 3:
-        state = accelerator.get_state_dict(model)
+    with gathered_for_save(policy, zero3=plugin is not None and plugin.zero_stage == 3):
         if accelerator.is_main_process:
-            fresh = build_actor_critic(cfg)
-            fresh.load_state_dict(state, strict=False)
-            outcome["model_kind"] = save_model(fresh.policy, tokenizer, run_dir.model_dir, merge_lora=cfg.save == "merged")
-    elif accelerator.is_main_process:
-        policy = accelerator.unwrap_model(model).policy
-        outcome["model_kind"] = save_model(policy, tokenizer, run_dir.model_dir, merge_lora=cfg.save == "merged")
+            outcome["model_kind"] = save_model(
+                policy, tokenizer, run_dir.model_dir, merge_lora=cfg.save == "merged"
+            )
     accelerator.wait_for_everyone()
-
-
-def _end_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 class _Loop:
     """One PPO step at a time: rollout -> score -> evaluate -> optimise. Returns the step's metrics."""
 
-    def __init__(self, cfg, accelerator, model, optimizer, scheduler, reference, tokenizer, reward_fn, reward_desc):
+    def __init__(
+        self, cfg, accelerator, model, optimizer, scheduler, reference, tokenizer, reward_fn, reward_desc
+    ):
         self.cfg, self.acc, self.model, self.opt, self.sched = cfg, accelerator, model, optimizer, scheduler
-        self.reference, self.tok, self.reward_fn, self.reward_desc = reference, tokenizer, reward_fn, reward_desc
+        self.reference, self.tok, self.reward_fn, self.reward_desc = (
+            reference,
+            tokenizer,
+            reward_fn,
+            reward_desc,
+        )
         plugin = accelerator.state.deepspeed_plugin
         self.synced = plugin is not None and plugin.zero_stage == 3 and accelerator.num_processes > 1
 
@@ -518,6 +532,7 @@ class _Loop:
             self.tok,
             prompt_ids,
             max_new_tokens=g.max_new_tokens,
+            do_sample=g.do_sample,
             temperature=g.temperature,
             top_k=g.top_k,
             top_p=g.top_p,
@@ -527,7 +542,9 @@ class _Loop:
         texts = decode_responses(self.tok, rollout)
         raw = [float(x) for x in self.reward_fn(prompts, texts)]
         bad = [i for i, v in enumerate(raw) if not math.isfinite(v)]
-        self._halt_if(bool(bad), f"the reward ({self.reward_desc}) was not finite for {len(bad)} responses", step)
+        self._halt_if(
+            bool(bad), f"the reward ({self.reward_desc}) was not finite for {len(bad)} responses", step
+        )
         scores = torch.tensor(raw, dtype=torch.float32)
         if cfg.reward.clip is not None:
             scores = scores.clamp(-cfg.reward.clip, cfg.reward.clip)
@@ -584,7 +601,7 @@ class _Loop:
             "response_length": mean(mask.sum(1)),
             "ended_fraction": mean(rollout.ended.float()),
             "entropy_estimate": mean(-(old_logp.sum(1))) / max(1e-9, mean(mask.sum(1))),
-            **{k: float(sum(v) / len(v)) for k, v in stats.items()},
+            **{k: self._mean_over_processes(sum(v) / len(v)) for k, v in stats.items()},
             "lr": self.sched.get_last_lr()[0],
             "time/generation": t1 - t0,
             "time/scoring": t2 - t1,
@@ -595,3 +612,8 @@ class _Loop:
 
     def _reduce(self, x):
         return self._sum(x)
+
+    def _mean_over_processes(self, value: float) -> float:
+        import torch
+
+        return self._sum(torch.tensor(value, device=self.acc.device)).item() / self.acc.num_processes

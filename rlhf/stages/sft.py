@@ -27,7 +27,7 @@ from rlhf.config import ConfigError
 from rlhf.data import Accounting, holdout_split, load_rows, normalise_sft_row, validate_rows
 from rlhf.models import ModelConfig, lora_config, resolve_model_path
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at
+from rlhf.trainer_args import build_trl_config, check_reserved, gathered_for_save, point_tensorboard_at
 
 RESERVED_TRAINER_KEYS = {
     "output_dir": "run.output_root and run.name",
@@ -183,10 +183,11 @@ def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -
             metrics = trainer.evaluate()
             run_dir.log_metrics({"step": trainer.state.global_step, **metrics})
             outcome["eval_loss"] = metrics.get("eval_loss")
-        if run_dir.main:
-            outcome["model_kind"] = save_model(
-                trainer.model, tokenizer, run_dir.model_dir, merge_lora=cfg.save == "merged"
-            )
+        with gathered_for_save(trainer.model):  # every rank enters: a collective under ZeRO-3
+            if run_dir.main:
+                outcome["model_kind"] = save_model(
+                    trainer.model, tokenizer, run_dir.model_dir, merge_lora=cfg.save == "merged"
+                )
         run_dir.finish(result=outcome, model_dir=str(run_dir.model_dir))
         print(f"[rlhf] sft finished: {outcome} -> {run_dir.model_dir}", flush=True)
         return run_dir
