@@ -289,12 +289,9 @@ def make_accelerator(cfg: PPOStageConfig):
     from rlhf.trainer_args import fast_bf16, under_deepspeed
 
     bf16 = cfg.ppo.bf16 if cfg.ppo.bf16 is not None else fast_bf16()
-    kwargs = {}
-    if under_deepspeed():
-        from accelerate.utils import DeepSpeedPlugin  # noqa: F401  (configured by `accelerate launch`)
-    else:
+    kwargs = {"mixed_precision": "bf16" if bf16 else "no"}
+    if not under_deepspeed():
         kwargs["cpu"] = not torch.cuda.is_available()
-        kwargs["mixed_precision"] = "bf16" if bf16 else "no"
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from datetime import timedelta
 
