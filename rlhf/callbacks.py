@@ -46,7 +46,9 @@ class DriftCallback(TrainerCallback):
     from `measure(model) -> (kl, mean_length)` every `every_steps` steps. Under `drift.action: stop` an
     alarm ends training; the stage then exports the best checkpoint (`restore_best`)."""
 
-    def __init__(self, run: RunDir, guard, *, measure=None, every_steps: int = 0, kl_key=None, length_key=None):
+    def __init__(
+        self, run: RunDir, guard, *, measure=None, every_steps: int = 0, kl_key=None, length_key=None
+    ):
         self.run, self.guard, self.measure, self.every = run, guard, measure, every_steps
         self.kl_key, self.length_key = kl_key, length_key
 

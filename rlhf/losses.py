@@ -124,7 +124,9 @@ def value_loss(
     n = mask.sum().clamp(min=1) if denom is None else denom
     loss = (per_token * mask).sum() / n
     with torch.no_grad():
-        stats = {"vf_clipfrac": masked_mean(((values - returns) ** 2 < (clipped_v - returns) ** 2).float(), mask)}
+        stats = {
+            "vf_clipfrac": masked_mean(((values - returns) ** 2 < (clipped_v - returns) ** 2).float(), mask)
+        }
     return loss, stats
 
 

@@ -27,7 +27,11 @@ class Rollout:
 
     def select(self, idx: torch.Tensor) -> Rollout:
         return Rollout(
-            self.input_ids[idx], self.attention_mask[idx], self.prompt_width, self.response_mask[idx], self.ended[idx]
+            self.input_ids[idx],
+            self.attention_mask[idx],
+            self.prompt_width,
+            self.response_mask[idx],
+            self.ended[idx],
         )
 
 
@@ -76,7 +80,9 @@ def generate(
     resp = seqs[:, width:]
     is_eos = torch.isin(resp, torch.tensor(eos))
     ended = is_eos.any(1)
-    first = torch.where(ended, is_eos.float().argmax(1), torch.full_like(ended, resp.shape[1], dtype=torch.long))
+    first = torch.where(
+        ended, is_eos.float().argmax(1), torch.full_like(ended, resp.shape[1], dtype=torch.long)
+    )
     pos = torch.arange(resp.shape[1]).unsqueeze(0)
     rmask = (pos <= first.unsqueeze(1)).float()
     resp = torch.where(rmask.bool(), resp, torch.full_like(resp, pad))
