@@ -52,6 +52,24 @@ class DriftCallback(TrainerCallback):
         self.run, self.guard, self.measure, self.every = run, guard, measure, every_steps
         self.kl_key, self.length_key = kl_key, length_key
 
+    STATE_FILE = "rlhf_drift.json"
+
+    def on_save(self, args, state, control, **kwargs):
+        """The guard's state (baseline length, alarms, last step within bounds) goes into the checkpoint."""
+        import json
+
+        ckpt = self.run.checkpoints / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and ckpt.is_dir():
+            (ckpt / self.STATE_FILE).write_text(json.dumps(self.guard.state_dict()) + "\n")
+
+    def resume_from(self, checkpoint: str | None) -> None:
+        import json
+        from pathlib import Path
+
+        saved = Path(checkpoint) / self.STATE_FILE if checkpoint else None
+        if saved is not None and saved.is_file():
+            self.guard.load_state_dict(json.loads(saved.read_text()))
+
     def _observe(self, state, control, kl, length):
         metrics, _ = self.guard.observe(state.global_step, kl, length)
         if metrics and state.is_world_process_zero:

@@ -70,6 +70,17 @@ def gathered_for_save(model, zero3: bool | None = None):
         yield
 
 
+def save_trained(model, tokenizer, run, save: str) -> str | None:
+    """The final model of a TRL stage into run.model_dir (`save`: merged | adapter); every rank calls it
+    (the gather under ZeRO-3 is collective), the main process writes. Returns the kind saved (main only)."""
+    from rlhf.models import save_model
+
+    with gathered_for_save(model):
+        if run.main:
+            return save_model(model, tokenizer, run.model_dir, merge_lora=save == "merged")
+    return None
+
+
 def zero3_sharded() -> bool:
     """ZeRO-3 over several processes: generation must then run in lock-step (synced_gpus)."""
     return (

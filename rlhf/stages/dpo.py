@@ -32,8 +32,8 @@ from rlhf.runs import RunDir, RunSettings
 from rlhf.trainer_args import (
     build_trl_config,
     check_reserved,
-    gathered_for_save,
     point_tensorboard_at,
+    save_trained,
     zero3_sharded,
 )
 
@@ -109,7 +109,7 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
 
     from rlhf.callbacks import DriftCallback, RunDirCallback, restore_best
     from rlhf.drift import DriftGuard, sample_drift
-    from rlhf.models import load_causal_lm, load_tokenizer, lora_config, resolve_model_path, save_model
+    from rlhf.models import load_causal_lm, load_tokenizer, lora_config, resolve_model_path
     from rlhf.stages.sft import load_path
 
     run_dir = RunDir.prepare(cfg.run, "dpo", cfg, resume=resume, overwrite=overwrite)
@@ -163,6 +163,7 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             callbacks=[callback, drift],
         )
         checkpoint = run_dir.resume_point(resume)
+        drift.resume_from(checkpoint)
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=checkpoint)
         seconds = time.perf_counter() - t0
@@ -178,11 +179,7 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             "last_logged": last,
             "drift": {**guard.summary(), "restored_checkpoint": restored},
         }
-        with gathered_for_save(trainer.model):  # every rank enters: a collective under ZeRO-3
-            if run_dir.main:
-                outcome["model_kind"] = save_model(
-                    trainer.model, tokenizer, run_dir.model_dir, merge_lora=cfg.save == "merged"
-                )
+        outcome["model_kind"] = save_trained(trainer.model, tokenizer, run_dir, cfg.save)
         run_dir.finish(result=outcome, model_dir=str(run_dir.model_dir))
         print(
             f"[rlhf] dpo finished: {trainer.state.global_step} steps in {seconds:.1f} s -> {run_dir.model_dir}",

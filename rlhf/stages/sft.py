@@ -27,7 +27,7 @@ from rlhf.config import ConfigError
 from rlhf.data import Accounting, holdout_split, load_rows, normalise_sft_row, validate_rows
 from rlhf.models import ModelConfig, lora_config, resolve_model_path
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import build_trl_config, check_reserved, gathered_for_save, point_tensorboard_at
+from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at, save_trained
 
 RESERVED_TRAINER_KEYS = {
     "output_dir": "run.output_root and run.name",
@@ -138,7 +138,7 @@ def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -
     from datasets import Dataset
 
     from rlhf.callbacks import RunDirCallback
-    from rlhf.models import load_causal_lm, load_tokenizer, save_model
+    from rlhf.models import load_causal_lm, load_tokenizer
 
     build_training_args(
         cfg, RunDir.at(cfg.run), has_eval=False
@@ -183,11 +183,7 @@ def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -
             metrics = trainer.evaluate()
             run_dir.log_metrics({"step": trainer.state.global_step, **metrics})
             outcome["eval_loss"] = metrics.get("eval_loss")
-        with gathered_for_save(trainer.model):  # every rank enters: a collective under ZeRO-3
-            if run_dir.main:
-                outcome["model_kind"] = save_model(
-                    trainer.model, tokenizer, run_dir.model_dir, merge_lora=cfg.save == "merged"
-                )
+        outcome["model_kind"] = save_trained(trainer.model, tokenizer, run_dir, cfg.save)
         run_dir.finish(result=outcome, model_dir=str(run_dir.model_dir))
         print(f"[rlhf] sft finished: {outcome} -> {run_dir.model_dir}", flush=True)
         return run_dir

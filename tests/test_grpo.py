@@ -1,0 +1,192 @@
+"""GRPO and RLOO on the tiny model with a tiny reward model: weights move, the RM scores the decoded
+completions, metrics and prompt accounting land in the run dir; a drift stop exports the best checkpoint;
+a NaN reward and a missing reward model fail clearly."""
+
+import json
+
+import pytest
+import torch
+from conftest import WORDS, write_jsonl
+
+from rlhf.config import load_config
+from rlhf.errors import ConfigError, TrainingError
+from rlhf.scorer import META_FILE, RewardScorer
+from rlhf.stages import grpo
+
+VOCAB = {*WORDS, "system", "user", "assistant", "tool"}
+CLASSES = {"grpo": grpo.GRPOStageConfig, "rloo": grpo.RLOOStageConfig}
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_dir(tiny_model_dir, tmp_path_factory):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    d = tmp_path_factory.mktemp("tiny-rm")
+    torch.manual_seed(1)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    model.score.weight.data.normal_()
+    model.save_pretrained(d)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(d)
+    (d / META_FILE).write_text(json.dumps({"max_length": 64, "norm": {"mean": 0.0, "std": 1.0}}))
+    return str(d)
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    rows = [{"id": f"p{i}", "prompt": " ".join(WORDS[i : i + 4])} for i in range(8)]
+    rows.append({"id": "conv", "prompt": [{"role": "user", "content": "the cat sat"}]})
+    rows.append({"id": "too-long", "prompt": " ".join(["tree"] * 60)})
+    rows.append({"id": "ends-with-assistant", "prompt": [{"role": "assistant", "content": "hello"}]})
+    return write_jsonl(tmp_path / "prompts.jsonl", rows)
+
+
+def cfg_for(tmp_path, algo, model, rm, data, name, **extra):
+    over = {
+        "run.output_root": str(tmp_path / "runs"),
+        "run.name": name,
+        "model.name": model,
+        "model.lora.r": 4,
+        "data.prompts": data,
+        "data.max_prompt_length": 32,
+        "reward.model": rm,
+        "trainer.max_steps": 2,
+        "trainer.num_generations": 4,
+        "trainer.per_device_train_batch_size": 8,
+        "trainer.max_completion_length": 8,
+        "trainer.beta": 0.04,
+        "trainer.learning_rate": 5e-2,
+        "trainer.logging_steps": 1,
+        "trainer.save_strategy": "no",
+        "trainer.activation_checkpointing": False,
+        "trainer.report_to": "none",
+        "trainer.dataloader_num_workers": 0,
+    }
+    over.update(extra)
+    return load_config(CLASSES[algo], None, [f"{k}={v}" for k, v in over.items()])
+
+
+def tensors(path, name):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / name))
+
+
+@pytest.fixture
+def spy_scores(monkeypatch):
+    calls = []
+    original = RewardScorer.score
+
+    def spy(self, prompts, responses, **kw):
+        calls.append((prompts, responses))
+        return original(self, prompts, responses, **kw)
+
+    monkeypatch.setattr(RewardScorer, "score", spy)
+    return calls
+
+
+# GRPO trains a LoRA adapter (reference: adapter disabled); RLOO a full fine-tune (reference: frozen copy)
+SETUPS = {
+    "grpo": ({"save": "adapter"}, "adapter_model.safetensors", "adapter disabled (no copy)"),
+    "rloo": ({"model.lora": "null"}, "model.safetensors", "frozen copy"),
+}
+
+
+def changed(run, tiny_model_dir, algo) -> bool:
+    _, weights_file, _ = SETUPS[algo]
+    after = tensors(run.model_dir, weights_file)
+    if algo == "grpo":  # LoRA B matrices start at zero
+        return any(v.abs().sum() > 0 for k, v in after.items() if "lora_B" in k)
+    from pathlib import Path
+
+    before = tensors(Path(tiny_model_dir), weights_file)
+    return sum(not torch.equal(before[k], after[k]) for k in before) >= len(before) - 1
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_trains_on_reward_model_scores(tmp_path, tiny_model_dir, tiny_rm_dir, prompts, spy_scores, algo):
+    extra, _, reference = SETUPS[algo]
+    run = grpo.run(cfg_for(tmp_path, algo, tiny_model_dir, tiny_rm_dir, prompts, algo, **extra))
+    m = run.read_manifest()
+    assert changed(run, tiny_model_dir, algo)
+    # the RM was called on decoded completions (message lists of text, not token ids), 8 per step
+    assert len(spy_scores) == 2 == m["result"]["reward_calls"] and m["result"]["completions_scored"] == 16
+    for ps, rs in spy_scores:
+        assert len(ps) == len(rs) == 8
+        assert all(isinstance(r, list) and r[-1]["role"] == "assistant" for r in rs)
+        assert all(isinstance(p, list) and p[-1]["role"] == "user" for p in ps)
+        assert all(set(r[-1]["content"].split()) <= VOCAB for r in rs)  # plain decoded words
+    metrics = run.read_metrics()
+    assert any("reward" in r and f"rewards/{grpo.REWARD_NAME}/mean" in r for r in metrics)
+    assert any(grpo.LOG_KL in r and grpo.LOG_LENGTH in r for r in metrics)
+    drift = [r for r in metrics if "drift/kl" in r]
+    assert [r["step"] for r in drift] == [1, 2] and "drift/length_ratio" in drift[-1]
+    acct = m["data"]["prompts"]
+    assert (acct["rows_in"], acct["rows_used"], acct["rows_rejected"]) == (11, 9, 2)
+    rejected = {r["id"]: r["reason"] for r in acct["rejected_examples"]}
+    assert (
+        "data.max_prompt_length 32" in rejected["too-long"] and "last turn" in rejected["ends-with-assistant"]
+    )
+    assert m["result"]["reference"] == reference and m["result"]["algorithm"] == algo
+    assert m["status"] == "completed" and m["inputs"]["reward.model"]["sha256"]
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_drift_stop_exports_best_checkpoint(tmp_path, tiny_model_dir, tiny_rm_dir, prompts, algo):
+    extra, weights_file, _ = SETUPS[algo]
+    extra = {
+        **extra,
+        "drift.max_kl": 1e-9,
+        "drift.action": "stop",
+        "trainer.max_steps": 6,
+        "trainer.save_strategy": "steps",
+        "trainer.save_steps": 1,
+    }
+    run = grpo.run(cfg_for(tmp_path, algo, tiny_model_dir, tiny_rm_dir, prompts, "drift", **extra))
+    result = run.read_manifest()["result"]
+    # step 1 measures the untouched policy (KL 0); step 2 exceeds the tiny bound and stops the run
+    assert result["global_step"] == 2 and result["drift"]["stopped"]
+    alarm = result["drift"]["alarms"][0]
+    assert alarm["step"] == 2 and alarm["action"] == "stop" and "drift.max_kl" in alarm["alarm"]
+    best = run.checkpoints / "checkpoint-1"
+    assert result["restored_checkpoint"] == str(best)
+    exported = tensors(run.model_dir, weights_file)
+    saved_best = tensors(best, weights_file)
+    drifted = tensors(run.checkpoints / "checkpoint-2", weights_file)
+    assert exported.keys() == saved_best.keys()
+    assert all(torch.equal(exported[k], saved_best[k]) for k in exported)
+    assert not all(torch.equal(exported[k], drifted[k]) for k in exported)
+
+
+def test_nan_reward_stops_with_training_error(tmp_path, tiny_model_dir, tiny_rm_dir, prompts, monkeypatch):
+    monkeypatch.setattr(RewardScorer, "score", lambda self, p, r, **kw: [float("nan")] * len(p))
+    cfg = cfg_for(tmp_path, "rloo", tiny_model_dir, tiny_rm_dir, prompts, "nan")
+    with pytest.raises(TrainingError) as e:
+        grpo.run(cfg)
+    msg = str(e.value)
+    assert f"reward model '{tiny_rm_dir}' returned nan at step 1" in msg and "for prompt p" in msg
+    m = json.loads((tmp_path / "runs" / "nan" / "manifest.json").read_text())
+    assert m["status"] == "failed" and "TrainingError" in m["error"]
+
+
+def test_missing_reward_model_and_kl_without_beta(tmp_path, tiny_model_dir, prompts):
+    cfg = cfg_for(tmp_path, "grpo", tiny_model_dir, str(tmp_path / "nope"), prompts, "norm")
+    with pytest.raises(ConfigError, match=r"'reward\.model'.*rlhf reward --config configs/reward\.yaml"):
+        grpo.run(cfg)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="not a reward model directory"):
+        grpo.run(cfg_for(tmp_path, "grpo", tiny_model_dir, str(tmp_path / "file"), prompts, "norm"))
+    with pytest.raises(ConfigError, match=r"'drift\.max_kl' needs trainer\.beta > 0"):
+        grpo.run(
+            cfg_for(
+                tmp_path,
+                "grpo",
+                tiny_model_dir,
+                "x",
+                prompts,
+                "nokl",
+                **{"trainer.beta": 0, "drift.max_kl": 5},
+            )
+        )
+    assert not (tmp_path / "runs").exists()  # config errors write nothing
+    with pytest.raises(ConfigError, match=r"'trainer\.seed' is set by rlhf"):
+        cfg_for(tmp_path, "rloo", tiny_model_dir, "x", prompts, "seed", **{"trainer.seed": 1})
