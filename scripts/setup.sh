@@ -12,11 +12,15 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep 
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "${RLHF_TORCH:-torch==2.13.0}"
 if [ "${1:-}" = "dev" ]; then
   pip install -e ".[dev]"
-  # the browser test drives Debian's chromium (never a downloaded browser build)
-  if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "[setup] installing chromium (apt) for the browser test"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-      || echo "[setup] could not install chromium; the browser test will be skipped" >&2
+  # apt packages the tests need: Debian's chromium for the browser test (never a downloaded browser build),
+  # g++ for the op DeepSpeed compiles on first use on a CPU machine (the DeepSpeed launch tests)
+  missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v g++ >/dev/null || missing+=(g++)
+  if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing ${missing[*]} (apt) for the tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
+      || echo "[setup] could not install ${missing[*]}; the browser / DeepSpeed tests will fail or skip" >&2
   fi
 else
   pip install -e .
