@@ -43,11 +43,19 @@ class RunDirCallback(TrainerCallback):
 class DriftCallback(TrainerCallback):
     """Drift guard for TRL trainers (rlhf/drift.py). Measurements come either from the trainer's own logs
     (`kl_key`: per-token KL, multiplied by the mean length to give nats per response; `length_key`), or
-    from `measure(model) -> (kl, mean_length)` every `every_steps` steps. Under `drift.action: stop` an
+    from `measure(model) -> (kl, mean_length)` at the start and then every `every_steps` steps (None: at
+    each checkpoint save; 0: never). Under `drift.action: stop` an
     alarm ends training; the stage then exports the best checkpoint (`restore_best`)."""
 
     def __init__(
-        self, run: RunDir, guard, *, measure=None, every_steps: int = 0, kl_key=None, length_key=None
+        self,
+        run: RunDir,
+        guard,
+        *,
+        measure=None,
+        every_steps: int | None = None,
+        kl_key=None,
+        length_key=None,
     ):
         self.run, self.guard, self.measure, self.every = run, guard, measure, every_steps
         self.kl_key, self.length_key = kl_key, length_key
@@ -77,13 +85,18 @@ class DriftCallback(TrainerCallback):
         if self.guard.should_stop:
             control.should_training_stop = True
 
+    def _probing(self) -> bool:
+        return self.measure is not None and self.every != 0
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.measure is not None and self.every and state.global_step % self.every == 0:
+        # DefaultFlowCallback runs first, so control.should_save already says whether this step saves
+        due = state.global_step % self.every == 0 if self.every else control.should_save
+        if self._probing() and due:
             kl, length = self.measure(model)
             self._observe(state, control, kl, length)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if self.measure is not None and self.every and self.guard.baseline_length is None:
+        if self._probing() and self.guard.baseline_length is None:
             kl, length = self.measure(model)  # the baseline length of the starting policy
             self._observe(state, control, kl, length)
 

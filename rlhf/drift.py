@@ -10,7 +10,9 @@ are not exported).
 
 Where the numbers come from: PPO measures them on its own rollouts; GRPO/RLOO read TRL's logged per-token
 KL (times the mean completion length) and mean completion length; DPO, which generates nothing, samples
-`num_prompts` training prompts every `every_steps` steps and measures both (`sample_drift`).
+`num_prompts` training prompts at the start and at every checkpoint save (or every `every_steps` steps)
+and measures both (`sample_drift`) — checking at saves costs one probe per checkpoint and is exactly
+what a `stop` needs, since it can only go back to a checkpoint.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class DriftSettings:
     max_kl: float | None = None  # nats per response; null: no KL alarm
     max_length_ratio: float | None = None  # mean length / first measured mean length; null: no alarm
     action: str = "warn"  # warn | stop
-    every_steps: int = 5  # DPO only: how often to sample and measure (0: never)
+    every_steps: int | None = None  # DPO only: sample every N steps; null: at each checkpoint save; 0: never
     num_prompts: int = 4  # DPO only: prompts sampled per measurement
     max_new_tokens: int = 48  # DPO only: response length cap when sampling
 
@@ -40,7 +42,7 @@ class DriftSettings:
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise ConfigError(f"'drift.{key}' must be positive or null, got {value}.")
-        if self.every_steps < 0 or self.num_prompts <= 0 or self.max_new_tokens <= 0:
+        if (self.every_steps or 0) < 0 or self.num_prompts <= 0 or self.max_new_tokens <= 0:
             raise ConfigError(
                 "'drift.every_steps' must be >= 0 and 'drift.num_prompts', 'drift.max_new_tokens' positive."
             )

@@ -80,11 +80,12 @@ def test_lora_dpo_holds_no_reference_copy(tmp_path, tiny_model_dir, prefs, monke
 
 
 def test_drift_guard_logs_kl_and_length(tmp_path, tiny_model_dir, prefs):
-    extra = {
-        "drift.every_steps": 1,
+    extra = {  # default cadence: at the start and at each checkpoint save
         "drift.num_prompts": 2,
         "drift.max_new_tokens": 6,
         "trainer.max_steps": 2,
+        "trainer.save_strategy": "steps",
+        "trainer.save_steps": 1,
     }
     run = dpo.run(cfg_for(tmp_path, tiny_model_dir, prefs, "dpo-drift", **extra))
     drift = [r for r in run.read_metrics() if "drift/kl" in r]

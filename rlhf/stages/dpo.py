@@ -12,8 +12,8 @@ Choices:
   robust | ...`, also lists with `loss_weights`), `beta`, `precompute_ref_log_probs`, ... work as in TRL.
 - With LoRA the reference model is the same network with the adapter disabled (TRL's PEFT path): no
   second copy of the weights in memory. Without LoRA, TRL keeps a frozen copy (or precomputed log-probs).
-- Drift guard (`drift:`, rlhf/drift.py): every `drift.every_steps` steps a few training prompts are
-  sampled and the KL to the reference and the mean response length logged; alarms warn or stop, and a
+- Drift guard (`drift:`, rlhf/drift.py): at the start and at each checkpoint save (or every
+  `drift.every_steps` steps) a few training prompts are sampled and the KL to the reference and the mean response length logged; alarms warn or stop, and a
   stop exports the newest checkpoint saved within bounds.
 - Rows are validated like imports and their token length (prompt + longer response, after the chat
   template) is checked against data.max_length: over-long rows are rejected and reported by id, not
