@@ -112,7 +112,13 @@ def _wait_for(path: Path, proc, timeout=120):
 
 @pytest.mark.slow
 def test_killed_run_resumes_exactly(tmp_path, tiny_model_dir, prompts):
-    extra = {"ppo.steps": 8, "ppo.save_steps": 2, "value.mode": "separate", "ppo.save_total_limit": "null"}
+    extra = {
+        "ppo.steps": 8,
+        "ppo.save_steps": 2,
+        "value.mode": "separate",
+        "ppo.save_total_limit": "null",
+        **{"model.lora.r": 4, "model.lora.alpha": 8, "model.lora.dropout": 0.1},  # dropout: RNG restored too
+    }
     straight = ppo.run(cfg_for(tmp_path, tiny_model_dir, prompts, "straight", **extra))
 
     args = overrides(tmp_path, tiny_model_dir, prompts, "killed", **extra)
@@ -137,6 +143,10 @@ def test_killed_run_resumes_exactly(tmp_path, tiny_model_dir, prompts):
     ra = [r["reward"] for r in straight.read_metrics()]
     rb = [r["reward"] for r in resumed.read_metrics()]
     assert ra == pytest.approx(rb, abs=1e-6) and len(rb) == 8
+    from safetensors.torch import load_file
+
+    saved = load_file(str(run_dir / "checkpoints" / "checkpoint-2" / "model.safetensors"))
+    assert saved and all("lora_" in k or k.startswith("value_head.") for k in saved)  # no frozen base copy
 
 
 def test_nan_reward_halts_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, prompts):

@@ -188,12 +188,13 @@ def load_reward(settings: RewardSettings):
 
 
 def build_actor_critic(cfg: PPOStageConfig):
-    import torch
+    from accelerate.utils import set_seed
     from torch import nn
 
     from rlhf.models import load_causal_lm, lora_config, resolve_model_path
     from rlhf.rollout import forward_responses, position_ids
 
+    set_seed(cfg.run.seed)  # LoRA and value-head initialisation, then the rollouts: reproducible
     policy = load_causal_lm(cfg.model.name, cfg.model.dtype, trainable_adapter=True)
     if cfg.model.lora and not hasattr(policy, "peft_config"):
         from peft import get_peft_model
@@ -240,7 +241,6 @@ def build_actor_critic(cfg: PPOStageConfig):
                 states = out.last_hidden_state[:, rollout.prompt_width - 1 : -1]
             return logp, self.value_head(states).squeeze(-1).float()
 
-    torch.manual_seed(cfg.run.seed)
     return ActorCritic()
 
 
@@ -362,12 +362,13 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             num_training_steps=updates,
         )
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        _checkpoint_trainable_only(accelerator, model)
         kl_ctl = KLController(p.kl_coef, p.kl_target, p.kl_horizon)
         guard = DriftGuard(cfg.drift)
         start = 0
         checkpoint = run_dir.resume_point(resume)
         if checkpoint:
-            accelerator.load_state(checkpoint)
+            accelerator.load_state(checkpoint, strict=False)
             state = json.loads((run_dir.checkpoints / checkpoint.split("/")[-1] / STATE_FILE).read_text())
             start = state["step"]
             kl_ctl.load_state_dict(state["kl_controller"])
@@ -404,7 +405,7 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
 
             best = best_checkpoint(run_dir.checkpoints, guard.last_ok_step, CKPT_MARKER)
             if best is not None:
-                accelerator.load_state(str(best))
+                accelerator.load_state(str(best), strict=False)
                 restored = str(best)
             _say(
                 accelerator,
@@ -447,6 +448,23 @@ def _progress(step: int, total: int, m: dict) -> str:
         f"loss {m['loss/policy']:.4f}/{m['loss/value']:.4f} "
         f"({m['time/generation']:.2f}+{m['time/scoring']:.2f}+{m['time/optimisation']:.2f} s)"
     )
+
+
+def _checkpoint_trainable_only(accelerator, model) -> None:
+    """Checkpoints hold the trainable weights only (with LoRA: the adapters and the value head, not a copy of
+    the frozen base, which is reloaded from model.name on resume). DeepSpeed keeps its own engine format."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return
+    names = {n for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+    names |= {f"module.{n}" for n in names}  # DDP-wrapped state dicts
+
+    def keep_trainable(models, weights, output_dir):
+        for i, w in enumerate(weights):
+            weights[i] = {k: v for k, v in w.items() if k in names}
+
+    accelerator.register_save_state_pre_hook(keep_trainable)
 
 
 def _save_checkpoint(accelerator, run_dir: RunDir, step: int, kl_ctl, guard, limit: int | None) -> None:
