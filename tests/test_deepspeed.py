@@ -186,12 +186,13 @@ def ppo_plain(setup):
     return logged
 
 
-@pytest.mark.parametrize(("config", "procs"), [("zero2", 2), ("zero3", 1)])
+@pytest.mark.parametrize(("config", "procs"), [("zero2", 2), ("zero3", 1), ("zero3", 2)])
 def test_ppo_under_deepspeed_matches_plain(setup, ppo_plain, config, procs):
-    logged = ppo_launch(setup, f"ppo-{config}", 8 // procs, ACCELERATE_CONFIGS / f"{config}.yaml", procs)
+    name = f"ppo-{config}-{procs}"  # ZeRO-3 over 2 processes: generation runs in lock-step (synced_gpus)
+    logged = ppo_launch(setup, name, 8 // procs, ACCELERATE_CONFIGS / f"{config}.yaml", procs)
     diff = max(abs(a[k] - b[k]) for a, b in zip(logged, ppo_plain, strict=True) for k in PPO_KEYS)
     print(f"PPO {config} {procs}x{8 // procs} vs plain 1x8: max per-step difference {diff:.3g}")
     assert diff < 1e-4
     runs = setup["root"] / "runs"
-    saved, ref = state_dict(runs / f"ppo-{config}" / "model"), state_dict(runs / "ppo-plain" / "model")
+    saved, ref = state_dict(runs / name / "model"), state_dict(runs / "ppo-plain" / "model")
     assert max((saved[k] - ref[k]).abs().max().item() for k in ref) < 1e-3  # ZeRO-3: gathered, loadable
