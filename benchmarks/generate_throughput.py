@@ -26,15 +26,16 @@ def main() -> None:
     a = ap.parse_args()
 
     from rlhf.data import load_rows
+    from rlhf.generation import SamplingSettings, generate_texts
     from rlhf.models import SMOLLM2, load_causal_lm, load_tokenizer
-    from rlhf.stages.generate import Sampling, encode_prompt, generate_batched
+    from rlhf.prompts import encode_prompt
 
     tok = load_tokenizer(SMOLLM2, padding_side="left")
     model = load_causal_lm(SMOLLM2).eval()
     model.generation_config.min_new_tokens = a.new_tokens  # equal work on both sides
     prompts = [r["prompt"] for r in load_rows("demo:prompts", what="prompts").rows[: a.prompts]]
     enc = [encode_prompt(tok, p) for p in prompts]
-    sampling = Sampling(max_new_tokens=a.new_tokens, temperature=0.8, top_p=0.95)
+    sampling = SamplingSettings(max_new_tokens=a.new_tokens, temperature=0.8, top_p=0.95)
     print(
         f"model {SMOLLM2}, {len(enc)} prompts x {a.k} samples x {a.new_tokens} new tokens, "
         f"prompt lengths {min(map(len, enc))}..{max(map(len, enc))}, batch {a.batch_size}",
@@ -42,8 +43,7 @@ def main() -> None:
     )
 
     def batched() -> int:
-        _, n = generate_batched(model, tok, enc, a.k, sampling, a.batch_size)
-        return n
+        return generate_texts(model, tok, enc, sampling, n=a.k, batch_size=a.batch_size).new_tokens
 
     def naive() -> int:
         n = 0

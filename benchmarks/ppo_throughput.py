@@ -52,7 +52,7 @@ def main() -> None:
             "model.lora": "null",
             "reward.model": model,
             "data.prompts": str(prompts),
-            "generation.max_new_tokens": a.new_tokens,
+            "sampling.max_new_tokens": a.new_tokens,
             "ppo.steps": a.steps,
             "ppo.rollout_batch_size": a.batch,
             "ppo.minibatch_size": a.batch,

@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/sft_throughput.py [--steps 6] [--rounds 2]
 
 Both sides: SmolLM2-135M-Instruct (the built-in alias, already converted), LoRA r=16 on all linear layers,
-the demo SFT data as prompt/completion (loss on completions), batch 4, max_length 512, fp32 (the
-platform's default on CPUs without native bf16), gradient checkpointing, the same seed. Each side runs in
+the demo SFT data as prompt/completion (loss on completions), batch 4, max_length 512, the precision rlhf
+picks on this machine (fp32, or bf16 mixed precision where bf16 is native), gradient checkpointing, the
+same seed. Each side runs in
 its own fresh process, alternated round by round; throughput = non-padding tokens seen by the trainer /
 wall time of trainer.train(). Prints each measurement, then `ratio rlhf/raw_trl <x>` (goal >= 0.95).
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import alternate
+
+from rlhf.trainer_args import fast_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(batch=4, max_length=512, lr=2e-4, r=16, alpha=32, dropout=0.05, seed=42)
@@ -40,7 +43,7 @@ def run_rlhf(steps: int, out: str) -> dict:
             f"trainer.learning_rate={s['lr']}",
             "trainer.save_strategy=no",
             "trainer.logging_steps=1",
-            "trainer.bf16=false",
+            f"trainer.bf16={str(fast_bf16()).lower()}",
             "trainer.warmup_steps=0",
             "trainer.lr_scheduler_type=linear",
             f"run.seed={s['seed']}",
@@ -76,7 +79,7 @@ def run_raw(steps: int, out: str) -> dict:
         max_length=s["max_length"],
         save_strategy="no",
         logging_steps=1,
-        bf16=False,
+        bf16=fast_bf16(),
         use_cpu=True,
         gradient_checkpointing=True,
         seed=s["seed"],

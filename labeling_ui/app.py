@@ -21,7 +21,12 @@ import gradio as gr
 
 from labeling_ui import handlers
 from labeling_ui.handlers import LETTERS, PAIRWISE_LABELS, View
+from rlhf.errors import RlhfError
+from rlhf.preferences import save_preferences
+from rlhf.runs import RunDir, RunSettings
+from rlhf.store.export import ExportSettings, export_project
 from rlhf.store.judgements import MAX_CANDIDATES
+from rlhf.store.quality import project_stats
 
 KEYBOARD_JS = """
 <script>
@@ -65,6 +70,7 @@ class AppSettings:
     lockout_s: int = 300
     arena: bool = False  # reveal each candidate's model after the vote
     title: str = "rlhf labeling"
+    runs_root: str = "runs"  # where the Admin tab's Export writes its run directories
 
 
 class LoginGuard:
@@ -99,35 +105,6 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
     # as many candidate slots as the project's largest item (fewer components -> less work per event)
     n_slots = min(MAX_CANDIDATES, max(2, store.max_candidates(settings.project)))
     n_sliders = n_slots if task == "likert" else 0
-
-    def outputs_for(view: View, state: dict) -> list:
-        state = {"item_id": view.item_id, "token": uuid.uuid4().hex}
-        if len(view.candidates_md) > n_slots:
-            view.message = (
-                f"This item has {len(view.candidates_md)} responses but the app was started for at "
-                f"most {n_slots}: restart `rlhf label` to judge it (or skip it)."
-            )
-        slots = []
-        for i in range(n_slots):
-            text = view.candidates_md[i] if i < len(view.candidates_md) else ""
-            slots.append(gr.update(value=text, visible=i < len(view.candidates_md)))
-        sliders = [
-            gr.update(visible=i < len(view.candidate_ids), value=4, label=f"Score for {LETTERS[i]} (1-7)")
-            for i in range(n_sliders)
-        ]
-        return [
-            state,
-            view.prompt_md if not view.done else "",
-            view.progress_md,
-            f"**{view.message}**" if view.message else "",
-            *slots,
-            *sliders,
-            gr.update(value=None),
-            gr.update(value=""),
-            gr.update(value=""),
-            gr.update(value=False),
-            gr.update(value=""),
-        ]
 
     with gr.Blocks(title=settings.title) as app:
         state = gr.State({"item_id": None, "token": ""})
@@ -179,29 +156,44 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
                 submit_btn = gr.Button("Submit (Enter)", variant="primary", elem_id="submit")
                 skip_reason = gr.Textbox(label="Skip reason", elem_id="skip_reason", scale=2)
                 skip_btn = gr.Button("Skip", elem_id="skip")
-        view_outputs = [
-            state,
-            prompt,
-            progress,
-            status,
-            *slots,
-            *sliders,
-            choice,
-            order,
-            rationale,
-            flag,
-            skip_reason,
-        ]
+        # what an assessor fills in for one item: cleared when the next item shows, kept on a refusal
+        inputs = [choice, order, rationale, flag, skip_reason]
+        view_outputs = [state, prompt, progress, status, *slots, *sliders, *inputs]
+
+        def show(view: View) -> dict:
+            """A View -> updates of the view's components (a new submit token with every item)."""
+            if len(view.candidates_md) > n_slots:
+                view.message = (
+                    f"This item has {len(view.candidates_md)} responses but the app was started for at "
+                    f"most {n_slots}: restart `rlhf label` to judge it (or skip it)."
+                )
+            n = len(view.candidates_md)
+            updates = {
+                state: {"item_id": view.item_id, "token": uuid.uuid4().hex},
+                prompt: view.prompt_md if not view.done else "",
+                progress: view.progress_md,
+                status: f"**{view.message}**" if view.message else "",
+                choice: gr.update(value=None),
+                order: gr.update(value=""),
+                rationale: gr.update(value=""),
+                flag: gr.update(value=False),
+                skip_reason: gr.update(value=""),
+            }
+            for i, slot in enumerate(slots):
+                updates[slot] = gr.update(value=view.candidates_md[i] if i < n else "", visible=i < n)
+            for i, slider in enumerate(sliders):
+                updates[slider] = gr.update(
+                    visible=i < len(view.candidate_ids), value=4, label=f"Score for {LETTERS[i]} (1-7)"
+                )
+            return updates
 
         def on_load(st, request: gr.Request):
             user = _user(request)
-            return [
-                *outputs_for(handlers.next_view(store, settings.project, user), st),
-                gr.update(
-                    visible=store.role(user) == "admin"
-                ),  # the Admin tab; its handlers re-check the role
-                f"Logged in as **{user}**",
-            ]
+            return {
+                **show(handlers.next_view(store, settings.project, user)),
+                admin_tab: gr.update(visible=store.role(user) == "admin"),  # its handlers re-check the role
+                whoami: f"Logged in as **{user}**",
+            }
 
         def on_submit(request: gr.Request, st, ch, od, rat, fl, e_of, e_text, *scores):
             user = _user(request)
@@ -219,22 +211,21 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
                 edit_of=e_of,
                 edit_text=e_text or "",
             )
-            if settings.arena and view.message.startswith("Saved.") and st.get("item_id") is not None:
-                view.message = view.message.replace(
-                    "Saved.", "Saved. " + reveal(store, settings.project, user, st["item_id"]) + ".", 1
-                )
-            outs = [*outputs_for(view, st), gr.update(value=None), gr.update(value="")]
-            if view.message.startswith(
-                "Not saved"
-            ):  # keep the item, the token and the inputs: a retry stays idempotent
-                outs[0] = st
-                outs[-7:] = [gr.update()] * 7
-            return outs
+            if view.outcome == "saved" and settings.arena and st.get("item_id") is not None:
+                view.message += " " + reveal(store, settings.project, user, st["item_id"]) + "."
+            updates = show(view)
+            if (
+                view.outcome == "refused"
+            ):  # the same item: keep its token and the inputs (a retry is idempotent)
+                updates[state] = st
+                for component in inputs:
+                    updates.pop(component)
+                return updates
+            return {**updates, edit_of: gr.update(value=None), edit_text: gr.update(value="")}
 
         def on_skip(st, reason, request: gr.Request):
-            return outputs_for(
-                handlers.skip(store, settings.project, _user(request), st.get("item_id"), reason), st
-            )
+            view = handlers.skip(store, settings.project, _user(request), st.get("item_id"), reason)
+            return show(view)
 
         admin_tab = _admin_tab(store, settings)
         app.load(on_load, [state], [*view_outputs, admin_tab, whoami], api_name="load")
@@ -250,6 +241,20 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
     return app
 
 
+def export_to_run(store, project: str, runs_root: str) -> RunDir:
+    """The Admin tab's Export: the project's majority preferences into a new run directory (a unique name
+    per click, so two clicks in the same second never collide)."""
+    name = f"export-{project}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    settings = ExportSettings()
+    config = {"store": store.target, "project": project, **vars(settings)}
+    with RunDir.prepare(RunSettings(name=name, output_root=runs_root), "export", config) as run:
+        rows, accounting = export_project(store, project, settings)
+        outputs = save_preferences(rows, run.path) if rows else {}
+        run.update_manifest(accounting=accounting, store=store.target, project=project)
+        run.finish(outputs=outputs)
+    return run
+
+
 def reveal(store, project: str, username: str, item_id: int) -> str:
     """Arena: which model wrote which response, in the order this assessor saw them (only after the vote)."""
     sources = store.candidate_sources(item_id)
@@ -260,8 +265,6 @@ def reveal(store, project: str, username: str, item_id: int) -> str:
 
 
 def _admin_tab(store, settings: AppSettings) -> gr.Tab:
-    from rlhf.stages.stats import project_stats
-
     def require_admin(request: gr.Request) -> str:
         user = _user(request)
         if store.role(user) != "admin":
@@ -297,19 +300,10 @@ def _admin_tab(store, settings: AppSettings) -> gr.Tab:
 
     def export(request: gr.Request):
         require_admin(request)
-        from rlhf.config import load_config
-        from rlhf.stages import export as export_stage
-
-        cfg = load_config(
-            export_stage.ExportStageConfig,
-            None,
-            [
-                f"store={store.target}",
-                f"project={settings.project}",
-                f"run.name=export-{time.strftime('%Y%m%d-%H%M%S')}",
-            ],
-        )
-        run = export_stage.run(cfg)
+        try:
+            run = export_to_run(store, settings.project, settings.runs_root)
+        except RlhfError as e:
+            return f"Not exported: {e}"
         acct = run.read_manifest()["accounting"]
         return f"Exported {acct['pairs_out']} pairs from {acct['items_exported']} items to `{run.path}`."
 
@@ -317,7 +311,7 @@ def _admin_tab(store, settings: AppSettings) -> gr.Tab:
         require_admin(request)
         try:
             store.add_user(name or "", password or "", role=role)
-        except Exception as e:  # noqa: BLE001 - shown to the admin
+        except RlhfError as e:
             return f"Not added: {e}"
         return f"Added {role} '{name}'."
 
@@ -325,20 +319,26 @@ def _admin_tab(store, settings: AppSettings) -> gr.Tab:
         require_admin(request)
         try:
             store.set_disabled(name or "")
-        except Exception as e:  # noqa: BLE001
+        except RlhfError as e:
             return f"Not disabled: {e}"
         return f"Disabled '{name}'."
 
     with gr.Tab("Admin", visible=False) as tab:
         gr.Markdown("Admins only: queue, assessors, activity, export and users.")
         refresh_btn = gr.Button("Refresh", elem_id="admin_refresh")
-        queue = gr.Dataframe(headers=["items", "leased now", "annotations", "skips", "alpha"], label="Queue")
+        queue = gr.Dataframe(
+            headers=["items", "leased now", "annotations", "skips", "alpha"],
+            label="Queue",
+            elem_id="admin_queue",
+        )
         people = gr.Dataframe(
             headers=["assessor", "annotations", "agree w/ majority", "gold accuracy", "per hour"],
             label="Assessors",
         )
-        recent = gr.Dataframe(headers=["time", "assessor", "item", "flagged"], label="Recent activity")
-        users = gr.Dataframe(headers=["user", "role", "status"], label="Users")
+        recent = gr.Dataframe(
+            headers=["time", "assessor", "item", "flagged"], label="Recent activity", elem_id="admin_recent"
+        )
+        users = gr.Dataframe(headers=["user", "role", "status"], label="Users", elem_id="admin_users")
         refresh_btn.click(refresh, None, [queue, people, recent, users], api_name="admin_refresh")
         export_btn = gr.Button("Export preferences", elem_id="admin_export")
         export_out = gr.Markdown()

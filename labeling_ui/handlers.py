@@ -1,7 +1,8 @@
 """What the labeling app does, as plain functions over the store — no Gradio here, so they are testable.
 
 Every function takes the *server-side* identity (the logged-in username from the session, never from a
-form field) and returns a `View`: what the assessor sees next, plus a status message. The store enforces
+form field) and returns a `View`: what the assessor sees next, a status message, and a typed `outcome`
+(shown / saved / refused / skipped) that the UI maps to updates — it never parses the message. The store enforces
 the rules (assignment, leases, one judgement per item, validation), so a crafted call to any endpoint can
 neither submit for another assessor nor for an item not leased to the caller.
 """
@@ -9,6 +10,7 @@ neither submit for another assessor nor for an item not leased to the caller.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from labeling_ui.render import render_prompt, safe_markdown
 from rlhf.errors import RlhfError
@@ -28,6 +30,7 @@ class View:
     progress: dict = field(default_factory=dict)
     message: str = ""
     done: bool = False  # no more items for this assessor
+    outcome: Literal["shown", "saved", "refused", "skipped"] = "shown"  # what the last action did
 
     @property
     def progress_md(self) -> str:
@@ -129,9 +132,11 @@ def submit(
         )
     except RlhfError as e:
         view = next_view(store, project, username)
-        view.message = f"Not saved: {e}"
+        view.message, view.outcome = f"Not saved: {e}", "refused"
         return view
-    return next_view(store, project, username, message="Saved.")
+    view = next_view(store, project, username, message="Saved.")
+    view.outcome = "saved"
+    return view
 
 
 def skip(store, project: str, username: str, item_id: int | None, reason: str) -> View:
@@ -141,6 +146,8 @@ def skip(store, project: str, username: str, item_id: int | None, reason: str) -
         store.skip(project, username, int(item_id), reason)
     except RlhfError as e:
         view = next_view(store, project, username)
-        view.message = f"Not skipped: {e}"
+        view.message, view.outcome = f"Not skipped: {e}", "refused"
         return view
-    return next_view(store, project, username, message="Skipped.")
+    view = next_view(store, project, username, message="Skipped.")
+    view.outcome = "skipped"
+    return view

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from rlhf.drift import best_checkpoint
 from rlhf.errors import TrainingError
 from rlhf.runs import CKPT_MARKER, RunDir
 
@@ -64,16 +71,11 @@ class DriftCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         """The guard's state (baseline length, alarms, last step within bounds) goes into the checkpoint."""
-        import json
-
         ckpt = self.run.checkpoints / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and ckpt.is_dir():
             (ckpt / self.STATE_FILE).write_text(json.dumps(self.guard.state_dict()) + "\n")
 
     def resume_from(self, checkpoint: str | None) -> None:
-        import json
-        from pathlib import Path
-
         saved = Path(checkpoint) / self.STATE_FILE if checkpoint else None
         if saved is not None and saved.is_file():
             self.guard.load_state_dict(json.loads(saved.read_text()))
@@ -111,18 +113,35 @@ class DriftCallback(TrainerCallback):
 def restore_best(model, run: RunDir, guard) -> str | None:
     """After a drift stop: load the weights of the best checkpoint (newest complete one saved while within
     bounds) into `model`, so the stage exports those rather than the drifted ones. Returns its path."""
-    from rlhf.drift import best_checkpoint
-
     ckpt = best_checkpoint(run.checkpoints, guard.last_ok_step, CKPT_MARKER)
     if ckpt is None:
         return None
-    from safetensors.torch import load_file
-
     if hasattr(model, "peft_config"):
-        from peft import set_peft_model_state_dict
-
         set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
     else:
         state = load_file(str(ckpt / "model.safetensors"))
         model.load_state_dict(state, strict=False)
     return str(ckpt)
+
+
+@dataclass
+class Trained:
+    result: object  # transformers' TrainOutput
+    seconds: float  # wall time of train()
+    restored: str | None  # the checkpoint exported after a drift stop, or None
+
+
+def train(trainer, run: RunDir, *, resume: bool, drift: DriftCallback | None = None) -> Trained:
+    """The TRL stages' training step: resume from the newest complete checkpoint (with the drift guard's
+    state), train, time it, and after a drift stop load the best checkpoint's weights for export."""
+    checkpoint = run.resume_point(resume)
+    if drift is not None:
+        drift.resume_from(checkpoint)
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - t0
+    restored = None
+    if drift is not None and drift.guard.should_stop:
+        restored = restore_best(trainer.model, run, drift.guard)
+        run.say(f"drift stop: exporting {restored or 'the final weights (no checkpoint was within bounds)'}")
+    return Trained(result, seconds, restored)

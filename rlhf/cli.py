@@ -15,6 +15,10 @@ import sys
 import tempfile
 import traceback
 
+from rlhf.config import load_config
+from rlhf.distributed import finish_distributed
+from rlhf.errors import RlhfError
+
 # stage -> (module, config class, one-line help)
 STAGES = {
     "sft": (
@@ -95,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser(
         "score", help="score responses with a reward model, or its accuracy on preferences"
     )
-    score.add_argument("--model", required=True, help="reward model directory (runs/<name>/model)")
+    score.add_argument(
+        "--model",
+        required=True,
+        help="a reward model: an `rlhf reward` run dir (runs/<name>) or its model/ dir",
+    )
     score.add_argument(
         "--input", required=True, help="jsonl/json/parquet: chosen+rejected, or prompt+response"
     )
@@ -112,15 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from rlhf.errors import RlhfError
-
     if args.stage == "users" and args.action != "list" and not args.username:
         parser.error(f"rlhf users {args.action} needs a USERNAME")
     try:
+        # lazy: a stage module (and torch, transformers, trl behind it) loads only once chosen, so that
+        # `rlhf --help` and the store commands start instantly
         if args.stage in COMMANDS:
             return importlib.import_module(COMMANDS[args.stage]).main(args)
-        from rlhf.config import load_config
-
         module_name, config_cls, _ = STAGES[args.stage]
         module = importlib.import_module(module_name)
         cfg = load_config(getattr(module, config_cls), args.config, args.overrides)
@@ -144,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        from rlhf.trainer_args import finish_distributed
-
         finish_distributed()  # a multi-process launch: tear the process group down on every rank
     return 0
 

@@ -15,13 +15,21 @@ tokenizer's chat template then formats them, as it would at inference).
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+from datasets import DatasetDict, load_dataset, load_from_disk
+
 from rlhf.errors import DataError
+from rlhf.runs import declared_output
+
+# outputs of a run directory that hold rows, in the order they are looked for
+ROW_OUTPUTS = ("preferences", "rows", "prompts")
 
 DEMO_DIR = Path(__file__).parent / "demo"
 ROLES = ("system", "user", "assistant", "tool")
@@ -54,6 +62,7 @@ class Accounting:
     rows_in: int
     rows_kept: int
     rejected: list[Rejection]
+    kept_ids: list[str] = field(default_factory=list)  # the ids of the kept rows, in order
 
     def summary(self) -> dict:
         return {
@@ -82,11 +91,24 @@ def demo_path(name: str) -> Path:
     return p
 
 
+def source_path(source: str) -> Path | None:
+    """The local file or directory behind a data source (for hashing and reading), None for hub ids. A run
+    directory stands for the rows it declares (e.g. an export's preferences)."""
+    if source.startswith("demo:"):
+        return demo_path(source[5:])
+    p = Path(source).expanduser()
+    declared = declared_output(p, *ROW_OUTPUTS)
+    if declared is not None:
+        return declared
+    return p if p.exists() else None
+
+
 def load_rows(source: str, *, what: str, split: str = "train") -> Rows:
     """Read all rows of `source`; `what` names the config key for error messages (e.g. 'data.train')."""
     if source.startswith("demo:"):
         return _read_file(demo_path(source[5:]), source, what)
     p = Path(source).expanduser()
+    p = declared_output(p, *ROW_OUTPUTS) or p
     if p.is_file():
         if p.suffix.lower() not in _FILE_KINDS:
             raise DataError(
@@ -107,8 +129,6 @@ def load_rows(source: str, *, what: str, split: str = "train") -> Rows:
 def _read_file(p: Path, source: str, what: str) -> Rows:
     suffix = p.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         try:
             rows = pq.read_table(p).to_pylist()
         except Exception as e:  # noqa: BLE001 - any parse failure is the file's fault
@@ -151,8 +171,6 @@ def _row_id(row: dict, fallback: str) -> str:
 
 
 def _pick_split(ds: Any, source: str, what: str, split: str):
-    from datasets import DatasetDict
-
     if isinstance(ds, DatasetDict):
         if split not in ds:
             raise DataError(
@@ -163,8 +181,6 @@ def _pick_split(ds: Any, source: str, what: str, split: str):
 
 
 def _read_saved_dataset(p: Path, source: str, what: str, split: str) -> Rows:
-    from datasets import load_from_disk
-
     try:
         ds = _pick_split(load_from_disk(str(p)), source, what, split)
     except FileNotFoundError:
@@ -177,8 +193,6 @@ def _read_saved_dataset(p: Path, source: str, what: str, split: str) -> Rows:
 
 
 def _read_hub_dataset(source: str, what: str, split: str) -> Rows:
-    from datasets import load_dataset
-
     try:
         ds = _pick_split(load_dataset(source, split=split), source, what, split)
     except DataError:
@@ -195,8 +209,6 @@ def _read_hub_dataset(source: str, what: str, split: str) -> Rows:
 
 def holdout_split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
     """(train, held out): a seeded random `fraction` of the rows (at least one) held out, order kept."""
-    import random
-
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     held = set(order[: max(1, round(len(rows) * fraction))])
@@ -266,6 +278,7 @@ def validate_rows(
 ) -> tuple[list[dict], Accounting]:
     """Normalise every row, reject bad or over-long ones with reasons. Raises if nothing usable is left."""
     kept: list[dict] = []
+    kept_ids: list[str] = []
     rejected = list(rows.unreadable)
     for rid, row in zip(rows.ids, rows.rows, strict=True):
         out, reason = normalise(row)
@@ -277,7 +290,8 @@ def validate_rows(
             rejected.append(Rejection(rid, reason or "invalid"))
         else:
             kept.append(out)
-    acct = Accounting(rows_in=rows.count, rows_kept=len(kept), rejected=rejected)
+            kept_ids.append(rid)
+    acct = Accounting(rows_in=rows.count, rows_kept=len(kept), rejected=rejected, kept_ids=kept_ids)
     if rows.count == 0:
         raise DataError(f"{what}: '{rows.source}' holds no rows.")
     if not kept:

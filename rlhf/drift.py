@@ -20,24 +20,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+import torch
 
 from rlhf.errors import ConfigError
-
-ACTIONS = ("warn", "stop")
+from rlhf.generation import SamplingSettings, sample, sequence_logprobs
+from rlhf.prompts import encode_prompt
 
 
 @dataclass
 class DriftSettings:
     max_kl: float | None = None  # nats per response; null: no KL alarm
     max_length_ratio: float | None = None  # mean length / first measured mean length; null: no alarm
-    action: str = "warn"  # warn | stop
+    action: Literal["warn", "stop"] = "warn"
     every_steps: int | None = None  # DPO only: sample every N steps; null: at each checkpoint save; 0: never
     num_prompts: int = 4  # DPO only: prompts sampled per measurement
     max_new_tokens: int = 48  # DPO only: response length cap when sampling
 
     def __post_init__(self):
-        if self.action not in ACTIONS:
-            raise ConfigError(f"'drift.action' must be one of {', '.join(ACTIONS)}; got {self.action!r}.")
         for key in ("max_kl", "max_length_ratio"):
             value = getattr(self, key)
             if value is not None and not value > 0:
@@ -123,6 +124,13 @@ def best_checkpoint(checkpoints: Path, last_ok_step: int, marker: str) -> Path |
     return max(within)[1] if within else None
 
 
+def sequence_kl(logp, ref_logp, mask) -> tuple[float | None, float]:
+    """(mean over sequences of sum_t (log p - log q) on the response tokens, mean response length). The KL
+    is None without reference log-probs. Pure."""
+    kl = None if ref_logp is None else ((logp - ref_logp) * mask).sum(1).mean().item()
+    return kl, mask.sum(1).float().mean().item()
+
+
 def sample_drift(
     model, tokenizer, prompts: list, max_new_tokens: int, reference=None, synced_gpus: bool = False
 ) -> tuple[float | None, float]:
@@ -130,18 +138,12 @@ def sample_drift(
     response length in tokens). KL uses the k1 estimator sum_t log p(y_t) - log q(y_t) on the policy's own
     samples (unbiased for KL(p||q)). The reference is `reference` (a frozen model) or, when None, `model`
     with its LoRA adapter disabled; with neither (precomputed reference log-probs) the KL is None."""
-    import torch
-
-    from rlhf.rollout import generate, sequence_logprobs
-    from rlhf.stages.generate import encode_prompt
-
     was_training = model.training
     model.eval()
     try:
         ids = [encode_prompt(tokenizer, p) for p in prompts]
-        batch = generate(
-            model, tokenizer, ids, max_new_tokens=max_new_tokens, do_sample=True, synced_gpus=synced_gpus
-        )
+        settings = SamplingSettings(max_new_tokens=max_new_tokens)
+        batch = sample(model, tokenizer, ids, settings, synced_gpus=synced_gpus)
         with torch.no_grad():
             logp = sequence_logprobs(model, batch)
             if reference is not None:
@@ -151,8 +153,6 @@ def sample_drift(
                     ref = sequence_logprobs(model, batch)
             else:
                 ref = None
-        mask = batch.response_mask
-        kl = None if ref is None else ((logp - ref) * mask).sum(1).mean().item()
-        return kl, mask.sum(1).float().mean().item()
+        return sequence_kl(logp, ref, batch.response_mask)
     finally:
         model.train(was_training)

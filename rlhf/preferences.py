@@ -19,7 +19,8 @@ parsed as empty messages, not errors: an empty final assistant turn rejects the 
 "empty rejected", an empty earlier turn as "empty content" (the turn is kept by the parser so that the
 reason points at it). Consecutive turns of the same role are kept as they are, as data.py does for SFT.
 
-Everything here is pure except `import_preferences` (reads the source) and `write_jsonl`.
+Everything here is pure except `import_preferences` (reads the source), `write_jsonl` and
+`save_preferences` (the jsonl + datasets dir that export and import write, and reward/DPO read).
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
+
 from rlhf.data import ROLES, Accounting, check_messages, load_rows, validate_rows
+from rlhf.errors import DataError
 
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 # A turn marker starts the text (after leading whitespace) or follows a blank line. "Human:" inside a turn
@@ -301,3 +305,41 @@ def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return p
+
+
+def to_one_format(rows: list[dict]) -> list[dict]:
+    """A dataset needs one type per column: if any prompt is a conversation, make every row conversational."""
+    if not any(isinstance(r["prompt"], list) for r in rows):
+        return rows
+    out = []
+    for r in rows:
+        if isinstance(r["prompt"], list):
+            out.append(r)
+            continue
+        out.append(
+            {
+                **r,
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                "rejected": [{"role": "assistant", "content": r["rejected"]}],
+            }
+        )
+    return out
+
+
+def save_preferences(rows: list[dict], out_dir: Path, *, push_to_hub: str | None = None) -> dict:
+    """Write rows as preferences.jsonl and as a datasets dataset (dataset/); returns the output paths."""
+    rows = to_one_format(rows)
+    jsonl = write_jsonl(rows, out_dir / "preferences.jsonl")
+    ds = Dataset.from_list(rows)
+    ds.save_to_disk(str(out_dir / "dataset"))
+    outputs = {"preferences": jsonl, "dataset": out_dir / "dataset"}
+    if push_to_hub:
+        try:
+            ds.push_to_hub(push_to_hub)
+        except Exception as e:  # noqa: BLE001 - offline / auth: say so, keep the local outputs
+            raise DataError(
+                f"push_to_hub '{push_to_hub}' failed ({type(e).__name__}: {e}); the local copies "
+                f"are in {out_dir}"
+            ) from None
+    return outputs

@@ -8,8 +8,13 @@
   model/                 the final model (full weights, merged LoRA, or adapter)
   COMPLETED              written last: the run finished and its outputs are whole
 
-A finished run is never overwritten without --overwrite; --resume continues an unfinished run from its
-newest *complete* checkpoint. Under a multi-process launch only rank 0 writes here.
+A stage runs inside `with RunDir.prepare(...) as run:` — an exception marks the run failed (and goes on up),
+a clean exit finishes it. `run.finish(outputs={"model": run.model_dir, ...})` **declares** what the run made:
+each output is recorded in the manifest with its exact sha256, and the next stage finds it there
+(`declared_output`): pointing `model.name` at an SFT run, or `reward.model` at a reward run, resolves to
+the declared model — never to a guessed sub-path. A finished run is never overwritten without --overwrite;
+--resume continues an unfinished run from its newest *complete* checkpoint. Under a multi-process launch
+only rank 0 writes here.
 """
 
 from __future__ import annotations
@@ -25,13 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rlhf.config import dump_yaml, to_dict
+from rlhf.distributed import is_main_process
 from rlhf.errors import ConfigError, RunDirError
 
 DONE_MARKER = "COMPLETED"
 CKPT_MARKER = "COMPLETE"
+MANIFEST = "manifest.json"
 _PACKAGES = ("rlhf", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed")
-_FULL_HASH_LIMIT = 256 * 1024 * 1024
+_hash_memo: dict[tuple, str] = {}
 
 
 @dataclass
@@ -45,10 +54,6 @@ class RunSettings:
             raise ConfigError(f"'run.name' must be a plain folder name, got {self.name!r}.")
 
 
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def package_versions() -> dict[str, str | None]:
     out = {}
     for name in _PACKAGES:
@@ -59,25 +64,54 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def file_hash(path: Path) -> str:
+    """sha256 of a whole file (every byte: two checkpoints that differ anywhere hash differently). Memoised
+    in this process by (path, size, mtime, inode), so a file read twice in one run is hashed once."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _hash_memo:
+        with open(path, "rb") as fh:
+            _hash_memo[key] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return _hash_memo[key]
+
+
 def content_hash(path: str | Path) -> str:
-    """sha256 of a file, or of a directory's files (relative names + contents), sorted."""
+    """sha256 of a file, or of a directory's files (relative names + each file's sha256), sorted."""
     p = Path(path)
+    if p.is_file():
+        return file_hash(p)
     h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-    for f in files:
-        if p.is_dir():
-            h.update(str(f.relative_to(p)).encode() + b"\0")
-        size = f.stat().st_size
-        with open(f, "rb") as fh:
-            if size <= _FULL_HASH_LIMIT:
-                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            else:  # very large weights: size + head + tail keeps manifests fast
-                h.update(f"size={size}".encode())
-                h.update(fh.read(1 << 24))
-                fh.seek(-(1 << 24), os.SEEK_END)
-                h.update(fh.read())
+    for f in sorted(f for f in p.rglob("*") if f.is_file()):
+        h.update(str(f.relative_to(p)).encode() + b"\0" + file_hash(f).encode())
     return h.hexdigest()
+
+
+def declared_output(path: str | Path, *names: str) -> Path | None:
+    """When `path` is a run directory (it holds a manifest.json), the first of its declared outputs `names`;
+    None when `path` is not a run directory. A run that has not finished, or declares none of `names`, is
+    an error that says so."""
+    p = Path(path).expanduser()
+    manifest_path = p / MANIFEST
+    if not p.is_dir() or not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"run directory '{path}': its {MANIFEST} is unreadable ({e}).") from None
+    if not (p / DONE_MARKER).exists():
+        raise RunDirError(
+            f"run directory '{path}' ({manifest.get('stage', '?')}) has not finished (status "
+            f"{manifest.get('status', '?')}); finish it with --resume, or point at a finished run."
+        )
+    outputs = manifest.get("outputs") or {}
+    for name in names:
+        if name in outputs:
+            out = Path(outputs[name]["path"])
+            return out if out.is_absolute() else p / out
+    raise RunDirError(
+        f"run directory '{path}' ({manifest.get('stage', '?')}) declares no {' or '.join(names)} output "
+        f"(it declares: {', '.join(outputs) or 'nothing'}); point at the run of a stage that makes one."
+    )
 
 
 class RunDir:
@@ -86,9 +120,20 @@ class RunDir:
         self.checkpoints = path / "checkpoints"
         self.model_dir = path / "model"
         self.metrics_path = path / "metrics.jsonl"
-        self.manifest_path = path / "manifest.json"
+        self.manifest_path = path / MANIFEST
         self.config_path = path / "resolved_config.yaml"
         self.main = is_main_process()
+        self.finished = False
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None:
+            self.fail(f"{exc_type.__name__}: {exc}")
+        elif not self.finished:
+            self.finish()
+        return False
 
     @classmethod
     def at(cls, settings: RunSettings) -> RunDir:
@@ -157,8 +202,6 @@ class RunDir:
     def _check_same_config(self, resolved: str) -> None:
         if not self.config_path.is_file():
             return
-        import yaml
-
         before, now = yaml.safe_load(self.config_path.read_text()), yaml.safe_load(resolved)
         diff = sorted(_diff_keys(before, now))
         if diff:
@@ -167,11 +210,37 @@ class RunDir:
                 f"{', '.join(diff)}. Resume with the same config and overrides, or start a new run.name."
             )
 
-    def finish(self, **fields: Any) -> None:
+    def finish(self, *, outputs: dict[str, str | Path] | None = None, **fields: Any) -> None:
+        """Mark the run completed. `outputs` declares what it made ({name: path}), each recorded with its
+        sha256 so that later stages (and lineage) find and check it."""
+        self.finished = True
         if not self.main:
             return
-        self.update_manifest(status="completed", finished_at=_now(), **fields)
+        declared = {}
+        for name, path in (outputs or {}).items():
+            p = Path(path)
+            declared[name] = {
+                "path": str(p.relative_to(self.path)) if p.is_relative_to(self.path) else str(p.resolve()),
+                "sha256": content_hash(p),
+            }
+        self.update_manifest(status="completed", finished_at=_now(), outputs=declared, **fields)
         (self.path / DONE_MARKER).write_text(_now() + "\n")
+
+    def say(self, text: str) -> None:
+        """A progress or closing line for the user (main process only)."""
+        if self.main:
+            print(f"[rlhf] {text}", flush=True)
+
+    def account(self, stage: str, report: dict[str, dict]) -> None:
+        """Record the data accounting ({source key: summary}) in the manifest and print one line each."""
+        self.update_manifest(data=report)
+        if self.main:
+            for what, summary in report.items():
+                print(accounting_line(f"{stage} {what}", summary), flush=True)
+
+    def output(self, name: str) -> Path:
+        """The path of a declared output of this (finished) run."""
+        return declared_output(self.path, name)
 
     def fail(self, error: str) -> None:
         if self.main and self.manifest_path.exists():
@@ -253,6 +322,21 @@ class RunDir:
             return
         keep = [r for r in self.read_metrics() if r.get("step", 0) <= step]
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+
+def accounting_line(what: str, s: dict) -> str:
+    """One line for a data accounting summary (rows in = used + rejected + not used), plus the first few
+    rejected rows with their reasons."""
+    used = s.get("rows_used", s.get("rows_trained", s.get("rows_kept")))
+    line = f"[rlhf] {what}: {s['rows_in']} rows in, {used} used, {s['rows_rejected']} rejected"
+    if s.get("rejected_by_reason"):
+        line += " (" + ", ".join(f"{k}: {v}" for k, v in s["rejected_by_reason"].items()) + ")"
+    for key, label in (("rows_not_used_limit", "not used (limit)"), ("rows_held_out_for_eval", "held out")):
+        if s.get(key):
+            line += f", {s[key]} {label}"
+    for r in s.get("rejected_examples", [])[:5]:
+        line += f"\n        - {r['id']}: {r['reason']}"
+    return line
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

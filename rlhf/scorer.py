@@ -14,6 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rlhf.models import resolve_model_path
+
 META_FILE = "rlhf_reward.json"
 ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
@@ -55,16 +60,16 @@ def response_fits(tokenizer, response, max_length: int) -> bool:
     return len(tokenizer(text, add_special_tokens=True)["input_ids"]) + 4 <= max_length
 
 
+def read_reward_meta(model_dir: str | Path) -> dict:
+    """The reward model's rlhf_reward.json (formatting, max length, normalisation), or {} without one."""
+    meta_path = Path(model_dir) / META_FILE
+    return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+
 class RewardScorer:
     def __init__(self, model_dir: str, *, batch_size: int = 16, device: str | None = None):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from rlhf.models import resolve_model_path
-
         path = resolve_model_path(model_dir)
-        meta_path = Path(path) / META_FILE
-        self.meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        self.meta = read_reward_meta(path)
         self.max_length = int(self.meta.get("max_length", 512))
         self.norm = self.meta.get("norm")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -77,8 +82,6 @@ class RewardScorer:
         self.batch_size = batch_size
 
     def score(self, prompts: list, responses: list, *, normalize: bool = False) -> list[float]:
-        import torch
-
         ids = [
             encode_pair(self.tokenizer, p, r, self.max_length)[0]
             for p, r in zip(prompts, responses, strict=True)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
     "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -18,10 +22,6 @@ WORDS = (
 
 def build_tiny_llama(directory) -> str:
     """Save the tiny model and its tokenizer into `directory`; returns the path."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]

@@ -13,13 +13,16 @@ AVX2-only CPU: one SmolLM2 LoRA step (8 x 120 tokens) took 176 s under bf16 auto
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import os
 from pathlib import Path
 
+import torch
+
+from rlhf.distributed import gathered_for_save, under_deepspeed
 from rlhf.errors import ConfigError
+from rlhf.models import save_model
 
 _USER_TENSORBOARD_DIR = os.environ.get("TENSORBOARD_LOGGING_DIR")
 
@@ -35,65 +38,17 @@ def check_reserved(trainer: dict, reserved: dict[str, str]) -> None:
             raise ConfigError(f"'trainer.{key}' is set by rlhf; use {ours} instead.")
 
 
-def under_deepspeed() -> bool:
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-
-
-def finish_distributed() -> None:
-    """Destroy the process group a multi-process launch opened (accelerate / DeepSpeed), so each rank exits
-    cleanly; a no-op in a plain run. Call once at the very end of a stage, on every rank."""
-    import sys
-
-    if "torch" not in sys.modules:  # nothing distributed can have started
-        return
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-@contextlib.contextmanager
-def gathered_for_save(model, zero3: bool | None = None):
-    """On every rank: under ZeRO-3 gather the partitioned parameters for the moment of a save (a collective
-    call); elsewhere a no-op. Without it the final model.safetensors holds empty (size-0) tensors.
-    `zero3`: whether ZeRO-3 is on (default: ask transformers' DeepSpeed integration)."""
-    if zero3 is None:
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
-        zero3 = is_deepspeed_zero3_enabled()
-    if not zero3:
-        yield
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-        yield
-
-
 def save_trained(model, tokenizer, run, save: str) -> str | None:
     """The final model of a TRL stage into run.model_dir (`save`: merged | adapter); every rank calls it
     (the gather under ZeRO-3 is collective), the main process writes. Returns the kind saved (main only)."""
-    from rlhf.models import save_model
-
     with gathered_for_save(model):
         if run.main:
             return save_model(model, tokenizer, run.model_dir, merge_lora=save == "merged")
     return None
 
 
-def zero3_sharded() -> bool:
-    """ZeRO-3 over several processes: generation must then run in lock-step (synced_gpus)."""
-    return (
-        under_deepspeed()
-        and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
-        and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    )
-
-
 def fast_bf16() -> bool:
     """True where bf16 matmuls run natively (not emulated at a large slowdown)."""
-    import torch
-
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:
@@ -105,8 +60,6 @@ def fast_bf16() -> bool:
 
 def build_trl_config(config_cls, trainer: dict, owned: dict):
     """`trainer` (user keys) + `owned` (set by rlhf) -> config_cls(**...)."""
-    import torch
-
     valid = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(trainer) - valid)
     if unknown:

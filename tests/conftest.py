@@ -77,3 +77,13 @@ def store(store_target):
     s = Store(store_target)
     yield s
     s.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """accelerate keeps one AcceleratorState per process (a real run makes one Accelerator); the tests run
+    many stages with different precisions in one process, so each starts from a clean state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield

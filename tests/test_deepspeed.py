@@ -153,8 +153,8 @@ def ppo_launch(setup, name, rollout_per_process, config_yaml=None, num_processes
         "reward.function": "rewards:marker_fraction",
         "reward.missing_eos_penalty": 0.5,
         "data.prompts": prompts,
-        "generation.max_new_tokens": 6,
-        "generation.do_sample": False,  # greedy: the same rollouts whatever the process layout
+        "sampling.max_new_tokens": 6,
+        "sampling.do_sample": False,  # greedy: the same rollouts whatever the process layout
         "ppo.steps": STEPS,
         "ppo.rollout_batch_size": rollout_per_process,
         "ppo.minibatch_size": rollout_per_process,

@@ -31,6 +31,7 @@ def cfg_for(tmp_path, model, data, name, **extra):
         "trainer.save_strategy": "no",
         "trainer.gradient_checkpointing": False,
         "trainer.report_to": "none",
+        "trainer.bf16": False,  # fp32 on every CPU; bf16 is tested on its own
         "trainer.dataloader_num_workers": 0,
     }
     over.update(extra)
@@ -102,3 +103,17 @@ def test_drift_stop_ends_training_and_says_why(tmp_path, tiny_model_dir, prefs):
     assert result["global_step"] == 1 and result["drift"]["stopped"]
     assert "drift.max_kl" in result["drift"]["alarms"][0]["alarm"]
     assert result["drift"]["restored_checkpoint"] is None  # no checkpoint was saved within bounds
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_dpo_first_loss_is_log2_and_training_moves_the_weights(tmp_path, tiny_model_dir, prefs, bf16):
+    """The same run in fp32 and under bf16 mixed precision (what rlhf picks by itself on a GPU or an
+    AVX512-BF16 CPU): at step 1 policy == reference, so the sigmoid loss is ln 2 — exactly in fp32, within
+    bf16 rounding under autocast — and the weights move."""
+    extra = {"trainer.bf16": bf16, "trainer.loss_type": "sigmoid"}
+    run = dpo.run(cfg_for(tmp_path, tiny_model_dir, prefs, f"dpo-{bf16}", **extra))
+    losses = [r["loss"] for r in run.read_metrics() if "loss" in r]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert losses[0] == pytest.approx(0.6931, abs=0.02 if bf16 else 1e-3)
+    before, after = weights(tiny_model_dir), weights(run.model_dir)
+    assert sum(not torch.equal(before[k], after[k]) for k in before) >= len(before) - 1

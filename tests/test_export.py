@@ -1,8 +1,10 @@
 import pytest
 
-from rlhf.stages.export import ExportStageConfig, gold_failures, to_one_format, top_choice
+from rlhf.preferences import to_one_format
+from rlhf.stages.export import ExportStageConfig
 from rlhf.store.export import ExportSettings, export_rows
 from rlhf.store.judgements import JudgementError, preferences, values
+from rlhf.store.quality import gold_failures, top_choice
 
 
 def item(iid, k=3, prompt="p", gold=None):

@@ -35,15 +35,15 @@ def gen_cfg(tmp_path, model, store, **extra):
         "run.output_root": str(tmp_path / "runs"),
         "run.name": "gen",
         "policies": f"[{model}, {model}]",
-        "prompts": prompts,
+        "data.prompts": prompts,
         "store": store,
         "k": 4,
         "project.task": "ranking",
         "project.overlap": 2,
         "sampling.max_new_tokens": 6,
         "batch_size": 2,
-        "max_prompt_length": 40,
-        "limit": "null",
+        "data.max_prompt_length": 40,
+        "data.limit": "null",
     }
     over.update(extra)
     return load_config(generate.GenerateStageConfig, None, [f"{k}={v}" for k, v in over.items()])

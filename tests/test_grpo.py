@@ -59,6 +59,7 @@ def cfg_for(tmp_path, algo, model, rm, data, name, **extra):
         "trainer.save_strategy": "no",
         "trainer.activation_checkpointing": False,
         "trainer.report_to": "none",
+        "trainer.bf16": False,  # fp32 on every CPU; bf16 is tested on its own
         "trainer.dataloader_num_workers": 0,
     }
     over.update(extra)
@@ -163,7 +164,8 @@ def test_nan_reward_stops_with_training_error(tmp_path, tiny_model_dir, tiny_rm_
     with pytest.raises(TrainingError) as e:
         grpo.run(cfg)
     msg = str(e.value)
-    assert f"reward model '{tiny_rm_dir}' returned nan at step 1" in msg and "for prompt p" in msg
+    assert f"reward ({tiny_rm_dir}) was not finite for 8 of 8 responses at step 1" in msg
+    assert "(first: prompt p" in msg and "value nan" in msg
     m = json.loads((tmp_path / "runs" / "nan" / "manifest.json").read_text())
     assert m["status"] == "failed" and "TrainingError" in m["error"]
 

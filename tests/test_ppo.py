@@ -1,4 +1,9 @@
-"""PPO on the tiny model with a programmatic reward (fraction of the word "marker" in the response)."""
+"""PPO on the tiny model with a programmatic reward (fraction of the word "marker" in the response).
+
+Precision: every run here states it. The default is fp32 (`ppo.bf16=false`), whatever the CPU offers, so
+exact claims (KL 0 on the first rollout, resume == straight run) hold to 1e-6; the `bf16` tests run the
+same paths under bf16 mixed precision — what rlhf picks by itself on a GPU or an AVX512-BF16 CPU — with
+tolerances that fit bf16."""
 
 import json
 import os
@@ -37,7 +42,7 @@ def overrides(tmp_path, model, prompts, name, **extra):
         "reward.missing_eos_penalty": "null",
         "data.prompts": prompts,
         "data.max_prompt_length": 32,
-        "generation.max_new_tokens": 8,
+        "sampling.max_new_tokens": 8,
         "ppo.steps": 4,
         "ppo.rollout_batch_size": 8,
         "ppo.minibatch_size": 4,
@@ -45,6 +50,7 @@ def overrides(tmp_path, model, prompts, name, **extra):
         "ppo.save_steps": 0,
         "ppo.kl_coef": 0.05,
         "ppo.vf_coef": 0.5,
+        "ppo.bf16": "false",  # fp32 unless a test says otherwise
     }
     over.update(extra)
     return [f"{k}={v}" for k, v in over.items()]
@@ -65,22 +71,25 @@ def _tests_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(TESTS))
 
 
-def test_ppo_learns_the_programmatic_reward(tmp_path, tiny_model_dir, prompts):
-    run = ppo.run(
-        cfg_for(
-            tmp_path,
-            tiny_model_dir,
-            prompts,
-            "learns",
-            **{"ppo.steps": 30, "ppo.rollout_batch_size": 16, "ppo.minibatch_size": 8},
-        )
-    )
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_ppo_learns_the_programmatic_reward(tmp_path, tiny_model_dir, prompts, bf16):
+    # kl_coef 0.02: measured over 3 seeds x both precisions, the mean reward of the last 5 steps rose by
+    # 0.66..0.93 from < 0.05 (with 0.05, 4 of 6 runs never found the rewarded word): a clear margin for 0.4
+    extra = {
+        "ppo.steps": 30,
+        "ppo.rollout_batch_size": 16,
+        "ppo.minibatch_size": 8,
+        "ppo.kl_coef": 0.02,
+        "ppo.bf16": bf16,
+    }
+    run = ppo.run(cfg_for(tmp_path, tiny_model_dir, prompts, "learns", **extra))
     m = [r for r in run.read_metrics() if "reward" in r]
     assert len(m) == 30
     first = sum(r["reward"] for r in m[:5]) / 5
     last = sum(r["reward"] for r in m[-5:]) / 5
-    assert first < 0.1 and last > first + 0.3, (first, last)
-    assert max(r["kl"] for r in m) < 15.0  # nats per response, held by the KL penalty
+    assert first < 0.1 and last > first + 0.4, (first, last)
+    # bounded by the penalty: measured peaks 16..28 nats; a policy that always says "marker" is near 36
+    assert max(r["kl"] for r in m) < 34.0
     assert {"time/generation", "time/scoring", "time/optimisation", "loss/value", "clipfrac"} <= set(m[0])
     manifest = run.read_manifest()
     prompts_acct = manifest["data"]["prompts"]
@@ -88,15 +97,20 @@ def test_ppo_learns_the_programmatic_reward(tmp_path, tiny_model_dir, prompts):
     assert manifest["result"]["reference"] == "frozen copy"
 
 
-def test_lora_ppo_uses_the_disabled_adapter_as_reference(tmp_path, tiny_model_dir, prompts):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_lora_ppo_uses_the_disabled_adapter_as_reference(tmp_path, tiny_model_dir, prompts, bf16):
     lora = {"model.lora.r": 4, "model.lora.alpha": 8, "model.lora.dropout": 0.0, "save": "merged"}
-    run = ppo.run(cfg_for(tmp_path, tiny_model_dir, prompts, "lora", **{"ppo.steps": 2, **lora}))
+    run = ppo.run(
+        cfg_for(tmp_path, tiny_model_dir, prompts, "lora", **{"ppo.steps": 2, "ppo.bf16": bf16, **lora})
+    )
     before, after = weights(tiny_model_dir), weights(run.model_dir)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed and all("proj" in k for k in changed)  # LoRA targets the projections only
     assert run.read_manifest()["result"]["reference"] == "adapter disabled (no copy)"
     kls = [r["kl"] for r in run.read_metrics() if "kl" in r]
-    assert kls[0] == pytest.approx(0.0, abs=1e-6)  # the first rollout: policy == reference
+    # the first rollout: policy == reference (LoRA B = 0). fp32: exactly; bf16 autocast rounds the two
+    # forwards differently (9.4e-4 nats measured on an AVX512-BF16 CPU): a bound that fits bf16
+    assert kls[0] == pytest.approx(0.0, abs=0.05 if bf16 else 1e-6)
 
 
 def _wait_for(path: Path, proc, timeout=120):
@@ -138,6 +152,7 @@ def test_killed_run_resumes_exactly(tmp_path, tiny_model_dir, prompts):
 
     resumed = ppo.run(cfg_for(tmp_path, tiny_model_dir, prompts, "killed", **extra), resume=True)
     a, b = weights(straight.model_dir), weights(resumed.model_dir)
+    assert a and a.keys() == b.keys()  # the comparison below covers every parameter of the policy
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     ra = [r["reward"] for r in straight.read_metrics()]

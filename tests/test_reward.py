@@ -52,6 +52,7 @@ def cfg_for(tmp_path, model, data, **extra):
         "trainer.save_strategy": "no",
         "trainer.gradient_checkpointing": False,
         "trainer.report_to": "none",
+        "trainer.bf16": False,  # fp32 on every CPU; bf16 is tested on its own
         "trainer.dataloader_num_workers": 0,
         "trainer.warmup_steps": 0,
     }

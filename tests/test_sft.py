@@ -32,6 +32,7 @@ def overrides(tmp_path, model_dir, data, name="run", **extra):
         "trainer.save_steps": 3,
         "trainer.gradient_checkpointing": False,
         "trainer.report_to": "none",
+        "trainer.bf16": False,  # fp32 on every CPU; bf16 is tested on its own
         "trainer.dataloader_num_workers": 0,
     }
     base.update(extra)

@@ -13,9 +13,13 @@ longer than max_length tokens.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from rlhf.config import ConfigError
+from rlhf.data import source_path
+from rlhf.models import load_tokenizer
+from rlhf.preferences import import_preferences, save_preferences
 from rlhf.runs import RunDir, RunSettings
 
 
@@ -38,15 +42,7 @@ class ImportStageConfig:
 
 
 def run(cfg: ImportStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
-    import json
-
-    from rlhf.models import load_tokenizer
-    from rlhf.preferences import import_preferences
-    from rlhf.stages.export import save_preferences
-    from rlhf.stages.sft import load_path
-
-    run_dir = RunDir.prepare(cfg.run, "import", cfg, resume=resume, overwrite=overwrite)
-    try:
+    with RunDir.prepare(cfg.run, "import", cfg, resume=resume, overwrite=overwrite) as run_dir:
         tok = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
         kept, acct = import_preferences(
             cfg.source,
@@ -56,22 +52,15 @@ def run(cfg: ImportStageConfig, *, resume: bool = False, overwrite: bool = False
             as_chat=cfg.as_chat,
             split=cfg.split,
         )
-        run_dir.record_input("source", cfg.source, load_path(cfg.source))
+        run_dir.record_input("source", cfg.source, source_path(cfg.source))
         outputs = save_preferences(kept, run_dir.path)
-        with open(run_dir.path / "rejected.jsonl", "w") as f:
+        outputs["rejected"] = run_dir.path / "rejected.jsonl"
+        with open(outputs["rejected"], "w") as f:
             for r in acct.rejected:
                 f.write(json.dumps(vars(r)) + "\n")
-        run_dir.update_manifest(accounting=acct.summary(), outputs=outputs)
-        run_dir.finish()
-        s = acct.summary()
-        print(
-            f"[rlhf] import: {s['rows_in']} rows in, {s['rows_kept']} kept, {s['rows_rejected']} rejected "
-            f"{s['rejected_by_reason'] or ''} -> {run_dir.path}",
-            flush=True,
-        )
-        for r in acct.rejected[:10]:
-            print(f"        - {r.id}: {r.reason}", flush=True)
+        summary = acct.summary()
+        run_dir.update_manifest(accounting=summary)
+        run_dir.account("import", {"source": summary})
+        run_dir.finish(outputs=outputs)
+        run_dir.say(f"import: {summary['rows_kept']} preference rows -> {outputs['preferences']}")
         return run_dir
-    except BaseException as e:
-        run_dir.fail(f"{type(e).__name__}: {e}")
-        raise

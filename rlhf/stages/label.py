@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from labeling_ui.app import KEYBOARD_JS, AppSettings, LoginGuard, build_app
 from rlhf.config import ConfigError
 from rlhf.runs import RunSettings
+from rlhf.store.service import Store, StoreError
 
 
 @dataclass
@@ -37,14 +39,9 @@ class LabelStageConfig:
 
 
 def launch(cfg: LabelStageConfig, *, block: bool = True):
-    from labeling_ui.app import KEYBOARD_JS, AppSettings, LoginGuard, build_app
-    from rlhf.store.service import Store
-
     store = Store(cfg.store)
     store.project(cfg.project)  # a missing project fails here, by name
     if not store.list_users():
-        from rlhf.store.service import StoreError
-
         raise StoreError(
             f"no users in {cfg.store}: add one first with `rlhf users add NAME --store {cfg.store}`"
         )

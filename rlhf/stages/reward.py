@@ -23,11 +23,23 @@ Choices:
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 
+import torch
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification
+from trl import RewardConfig, RewardTrainer
+
+from rlhf.callbacks import RunDirCallback
 from rlhf.config import ConfigError
-from rlhf.models import MINILM, ModelConfig
+from rlhf.data import holdout_split, load_rows, source_path, validate_rows
+from rlhf.models import MINILM, ModelConfig, load_tokenizer, lora_config, resolve_model_path, torch_dtype
+from rlhf.preferences import normalise_preference_row
+from rlhf.rm_metrics import accuracy
+from rlhf.rm_report import build_report, write_html
 from rlhf.runs import RunDir, RunSettings
+from rlhf.scorer import META_FILE, RewardScorer, encode_pair, response_fits
 from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at
 
 RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed", "max_length": "data.max_length"}
@@ -72,8 +84,6 @@ class RewardStageConfig:
 
 
 def normalise(row: dict, as_chat: bool):
-    from rlhf.preferences import normalise_preference_row
-
     out, reason = normalise_preference_row(row, as_chat=as_chat)
     if out is not None:
         out.update({k: row[k] for k in META_COLUMNS if row.get(k) is not None})
@@ -82,8 +92,6 @@ def normalise(row: dict, as_chat: bool):
 
 def tokenize_pairs(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], dict]:
     """Rows -> {chosen_ids, rejected_ids, margin?}; rows whose response cannot fit are rejected."""
-    from rlhf.scorer import encode_pair, response_fits
-
     out, rejected, truncated = [], [], 0
     for r in rows:
         if not (
@@ -111,12 +119,6 @@ def tokenize_pairs(rows: list[dict], tokenizer, max_length: int) -> tuple[list[d
 def train_model(
     cfg: RewardStageConfig, tokenizer, train: list[dict], eval_rows: list[dict], output_dir: str, callbacks=()
 ):
-    from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification
-    from trl import RewardConfig, RewardTrainer
-
-    from rlhf.models import lora_config, resolve_model_path, torch_dtype
-
     args = build_trl_config(
         RewardConfig,
         cfg.trainer,
@@ -143,23 +145,13 @@ def train_model(
 
 
 def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
-    from trl import RewardConfig
-
-    from rlhf.callbacks import RunDirCallback
-    from rlhf.data import holdout_split, load_rows, validate_rows
-    from rlhf.models import load_tokenizer, resolve_model_path
-    from rlhf.rm_report import build_report, write_html
-    from rlhf.scorer import META_FILE, RewardScorer
-    from rlhf.stages.sft import load_path
-
     owned = {
         "output_dir": str(RunDir.at(cfg.run).checkpoints),
         "seed": cfg.run.seed,
         "max_length": cfg.data.max_length,
     }
     build_trl_config(RewardConfig, cfg.trainer, owned)  # bad trainer keys fail before anything is written
-    run_dir = RunDir.prepare(cfg.run, "reward", cfg, resume=resume, overwrite=overwrite)
-    try:
+    with RunDir.prepare(cfg.run, "reward", cfg, resume=resume, overwrite=overwrite) as run_dir:
         d = cfg.data
         tokenizer = load_tokenizer(cfg.model.name)
         if tokenizer.eos_token is None and tokenizer.sep_token is not None:
@@ -177,22 +169,19 @@ def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False
             train_rows, eval_rows = holdout_split(rows, d.eval_fraction, cfg.run.seed)
         train_tok, train_len = tokenize_pairs(train_rows, tokenizer, d.max_length)
         eval_tok, eval_len = tokenize_pairs(eval_rows, tokenizer, d.max_length)
-        accounting = {
-            "train": {
-                **acct.summary(),
-                **train_len,
-                "rows_trained": len(train_tok),
-                "rows_held_out": len(eval_rows) if not d.eval else 0,
-            },
-            "eval": {**eval_len, "pairs": len(eval_tok)},
+        train_acct = {
+            **acct.summary(),
+            **train_len,
+            "rows_trained": len(train_tok),
+            "rows_held_out": len(eval_rows) if not d.eval else 0,
         }
-        run_dir.record_input("data.train", d.train, load_path(d.train))
+        run_dir.record_input("data.train", d.train, source_path(d.train))
         run_dir.record_input("model", cfg.model.name, resolve_model_path(cfg.model.name))
-        run_dir.update_manifest(data=accounting)
-        print(
-            f"[rlhf] reward data: {acct.rows_in} rows in, {len(train_tok)} train pairs, {len(eval_tok)} eval pairs, "
-            f"{acct.summary()['rows_rejected']} rejected, {train_len['rows_truncated_left']} cut from the left",
-            flush=True,
+        run_dir.account("reward", {"train": train_acct})
+        run_dir.update_manifest(data={"train": train_acct, "eval": {**eval_len, "pairs": len(eval_tok)}})
+        run_dir.say(
+            f"reward: {len(train_tok)} train pairs, {len(eval_tok)} eval pairs, "
+            f"{train_len['rows_truncated_left']} cut from the left"
         )
         point_tensorboard_at(run_dir.path / "tensorboard")
         model, trainer = train_model(
@@ -214,9 +203,7 @@ def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False
         std = (sum((x - mean) ** 2 for x in all_r) / max(1, len(all_r) - 1)) ** 0.5
         meta["norm"] = {"mean": mean, "std": std, "reference": "held-out responses", "n": len(all_r)}
         (run_dir.model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
-        swapped = None
-        if cfg.report.swap_check:
-            swapped = swap_check(cfg, tokenizer, train_tok, eval_tok, run_dir)
+        swapped = swap_check(cfg, tokenizer, train_tok, eval_tok, run_dir) if cfg.report.swap_check else None
         report = build_report(
             eval_rows,
             r_c,
@@ -236,26 +223,25 @@ def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False
             "swap_check": report.get("swap_check"),
             "global_step": trainer.state.global_step,
         }
-        run_dir.finish(result=result, model_dir=str(run_dir.model_dir))
+        outputs = {
+            "model": run_dir.model_dir,
+            "report": run_dir.path / "rm_report.html",
+            "report_json": run_dir.path / "rm_report.json",
+        }
+        run_dir.finish(result=result, outputs=outputs)
         lo, hi = report["accuracy"]["ci95"]
-        print(
-            f"[rlhf] reward finished: held-out accuracy {report['accuracy']['value']:.3f} "
-            f"[{lo:.3f}, {hi:.3f}] (longer-wins baseline {report['length']['baseline_accuracy']:.3f}) -> "
-            f"{run_dir.path / 'rm_report.html'}",
-            flush=True,
+        run_dir.say(
+            f"reward finished: held-out accuracy {report['accuracy']['value']:.3f} [{lo:.3f}, {hi:.3f}] "
+            f"(longer-wins baseline {report['length']['baseline_accuracy']:.3f}) -> model {run_dir.model_dir}, "
+            f"report {run_dir.path / 'rm_report.html'}"
         )
         return run_dir
-    except BaseException as e:
-        run_dir.fail(f"{type(e).__name__}: {e}")
-        raise
 
 
 def swap_check(
     cfg: RewardStageConfig, tokenizer, train_tok: list[dict], eval_tok: list[dict], run_dir: RunDir
 ) -> float:
     """Train the same way on swapped labels; return its held-out accuracy (should be well below 0.5)."""
-    import torch
-
     swapped = [{**r, "chosen_ids": r["rejected_ids"], "rejected_ids": r["chosen_ids"]} for r in train_tok]
     model, _ = train_model(cfg, tokenizer, swapped, [], str(run_dir.path / "swap_check"))
     model.eval()
@@ -268,9 +254,5 @@ def swap_check(
         return out
 
     rc, rr = rewards([r["chosen_ids"] for r in eval_tok]), rewards([r["rejected_ids"] for r in eval_tok])
-    import shutil
-
     shutil.rmtree(run_dir.path / "swap_check", ignore_errors=True)
-    from rlhf.rm_metrics import accuracy
-
     return accuracy(rc, rr)

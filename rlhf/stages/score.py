@@ -1,7 +1,7 @@
 """`rlhf score`: score (prompt, response) rows with a reward model, or measure its accuracy on preferences.
 
-    rlhf score --model runs/reward-demo/model --input pairs.jsonl            # chosen/rejected -> accuracy
-    rlhf score --model runs/reward-demo/model --input responses.jsonl --output scored.jsonl [--normalize]
+    rlhf score --model runs/reward-demo --input pairs.jsonl            # chosen/rejected -> accuracy
+    rlhf score --model runs/reward-demo --input responses.jsonl --output scored.jsonl [--normalize]
 
 Rows with `chosen`/`rejected` (TRL format or HH-RLHF) are validated like imports (rejections reported) and
 the held accuracy is printed with its bootstrap 95 % CI. Rows with `prompt`/`response` get a `reward`
@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import sys
 
+from rlhf.data import load_rows, validate_rows
 from rlhf.errors import DataError
+from rlhf.preferences import normalise_preference_row
+from rlhf.rm_metrics import accuracy, bootstrap_ci, pair_correct
+from rlhf.scorer import RewardScorer
 
 
 def main(args) -> int:
-    from rlhf.data import load_rows, validate_rows
-    from rlhf.preferences import normalise_preference_row
-    from rlhf.rm_metrics import accuracy, bootstrap_ci, pair_correct
-    from rlhf.scorer import RewardScorer
-
     rows = load_rows(args.input, what="--input")
     scorer = RewardScorer(args.model, batch_size=args.batch_size)
     columns = {k for r in rows.rows for k in r}

@@ -20,12 +20,16 @@ Choices:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+from typing import Literal
 
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from rlhf.callbacks import RunDirCallback, train
 from rlhf.config import ConfigError
-from rlhf.data import Accounting, holdout_split, load_rows, normalise_sft_row, validate_rows
-from rlhf.models import ModelConfig, lora_config, resolve_model_path
+from rlhf.data import Accounting, holdout_split, load_rows, normalise_sft_row, source_path, validate_rows
+from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
 from rlhf.runs import RunDir, RunSettings
 from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at, save_trained
 
@@ -44,14 +48,12 @@ class SFTData:
     eval: str | None = None  # a separate eval source, or ...
     eval_fraction: float = 0.0  # ... this share of the train rows held out (seeded)
     max_length: int = 512  # tokens, prompt + completion, after the chat template
-    overlength: str = "reject"  # reject | truncate
+    overlength: Literal["reject", "truncate"] = "reject"
     as_chat: bool = True  # wrap plain-string prompt/completion rows in the chat template
-    loss_on: str = "completion"  # completion | all
+    loss_on: Literal["completion", "all"] = "completion"
     limit: int | None = None  # keep only the first N valid rows (quick runs)
 
     def __post_init__(self):
-        _choice("data.overlength", self.overlength, ("reject", "truncate"))
-        _choice("data.loss_on", self.loss_on, ("completion", "all"))
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ConfigError(f"'data.eval_fraction' must be in [0, 1), got {self.eval_fraction}.")
         if self.eval and self.eval_fraction:
@@ -65,23 +67,15 @@ class SFTStageConfig:
     run: RunSettings = field(default_factory=lambda: RunSettings(name="sft"))
     model: ModelConfig = field(default_factory=ModelConfig)
     data: SFTData = field(default_factory=SFTData)
-    save: str = "merged"  # merged (LoRA folded into full weights) | adapter
+    save: Literal["merged", "adapter"] = "merged"  # merged: LoRA folded into full weights
     trainer: dict = field(default_factory=dict)  # -> trl.SFTConfig(**trainer)
 
     def __post_init__(self):
-        _choice("save", self.save, ("merged", "adapter"))
         check_reserved(self.trainer, RESERVED_TRAINER_KEYS)
-
-
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"'{key}' must be one of {', '.join(choices)}; got {value!r}.")
 
 
 def build_training_args(cfg: SFTStageConfig, run: RunDir, *, has_eval: bool):
     """cfg.trainer + the keys rlhf owns -> trl.SFTConfig."""
-    from trl import SFTConfig
-
     owned = dict(
         output_dir=str(run.checkpoints),
         seed=cfg.run.seed,
@@ -135,28 +129,17 @@ def prepare_data(cfg: SFTStageConfig, tokenizer) -> tuple[list[dict], list[dict]
 
 
 def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
-    from datasets import Dataset
-
-    from rlhf.callbacks import RunDirCallback
-    from rlhf.models import load_causal_lm, load_tokenizer
-
-    build_training_args(
-        cfg, RunDir.at(cfg.run), has_eval=False
-    )  # bad trainer keys fail before anything is written
-    run_dir = RunDir.prepare(cfg.run, "sft", cfg, resume=resume, overwrite=overwrite)
-    try:
+    build_training_args(cfg, RunDir.at(cfg.run), has_eval=False)  # bad trainer keys: before anything
+    with RunDir.prepare(cfg.run, "sft", cfg, resume=resume, overwrite=overwrite) as run_dir:
         tokenizer = load_tokenizer(cfg.model.name)
         train_rows, eval_rows, report = prepare_data(cfg, tokenizer)
-        _print_accounting(report)
-        run_dir.record_input("data.train", cfg.data.train, load_path(cfg.data.train))
+        run_dir.account("sft", report)
+        run_dir.record_input("data.train", cfg.data.train, source_path(cfg.data.train))
         run_dir.record_input("model", cfg.model.name, resolve_model_path(cfg.model.name))
-        run_dir.update_manifest(data=report)
 
         args = build_training_args(cfg, run_dir, has_eval=bool(eval_rows))
         point_tensorboard_at(run_dir.path / "tensorboard")
         model = load_causal_lm(cfg.model.name, cfg.model.dtype)
-        from trl import SFTTrainer
-
         callback = RunDirCallback(run_dir)
         trainer = SFTTrainer(
             model=model,
@@ -167,10 +150,8 @@ def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -
             peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
             callbacks=[callback],
         )
-        checkpoint = run_dir.resume_point(resume)
-        t0 = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        train_seconds = time.perf_counter() - t0
+        trained = train(trainer, run_dir, resume=resume)
+        result, train_seconds = trained.result, trained.seconds
         outcome = {
             "global_step": trainer.state.global_step,
             "train_loss": result.training_loss,
@@ -184,31 +165,9 @@ def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -
             run_dir.log_metrics({"step": trainer.state.global_step, **metrics})
             outcome["eval_loss"] = metrics.get("eval_loss")
         outcome["model_kind"] = save_trained(trainer.model, tokenizer, run_dir, cfg.save)
-        run_dir.finish(result=outcome, model_dir=str(run_dir.model_dir))
-        print(f"[rlhf] sft finished: {outcome} -> {run_dir.model_dir}", flush=True)
+        run_dir.finish(result=outcome, outputs={"model": run_dir.model_dir})
+        run_dir.say(
+            f"sft finished: {outcome['global_step']} steps in {train_seconds:.0f} s, train loss "
+            f"{outcome['train_loss']:.4f} -> model {run_dir.model_dir}"
+        )
         return run_dir
-    except BaseException as e:
-        run_dir.fail(f"{type(e).__name__}: {e}")
-        raise
-
-
-def load_path(source: str):
-    """The local file behind a data source (for hashing), or None for hub ids."""
-    from pathlib import Path
-
-    from rlhf.data import demo_path
-
-    if source.startswith("demo:"):
-        return demo_path(source[5:])
-    p = Path(source).expanduser()
-    return p if p.exists() else None
-
-
-def _print_accounting(report: dict) -> None:
-    for split, acct in report.items():
-        line = f"[rlhf] data.{split}: {acct['rows_in']} rows in, {acct['rows_kept']} valid"
-        if acct["rows_rejected"]:
-            line += f", {acct['rows_rejected']} rejected {acct['rejected_by_reason']}"
-            for r in acct["rejected_examples"][:5]:
-                line += f"\n        - {r['id']}: {r['reason']}"
-        print(line, flush=True)

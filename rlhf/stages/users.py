@@ -9,23 +9,20 @@ from __future__ import annotations
 import getpass
 import sys
 
+from rlhf.store.service import Store, StoreError
+
 
 def _password(args) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
     first = getpass.getpass(f"password for {args.username}: ")
     if getpass.getpass("again: ") != first:
-        from rlhf.store.service import StoreError
-
         raise StoreError("the two passwords differ; nothing was changed")
     return first
 
 
 def main(args) -> int:
-    from rlhf.store.service import Store
-
-    store = Store(args.store)
-    try:
+    with Store(args.store) as store:
         if args.action == "list":
             users = store.list_users()
             for u in users:
@@ -41,6 +38,4 @@ def main(args) -> int:
         elif args.action in ("disable", "enable"):
             store.set_disabled(args.username, args.action == "disable")
             print(f"'{args.username}' {args.action}d")
-    finally:
-        store.close()
     return 0

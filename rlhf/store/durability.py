@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import time
 import uuid
 
+from rlhf.store.service import Store
+
 
 def _child(target: str, project: str, user: str, wfd: int) -> None:
-    from rlhf.store.service import Store
-
     store = Store(target)
     out = os.fdopen(wfd, "w", buffering=1)
     while True:
@@ -59,8 +60,6 @@ def crash_loop(
 
 def check_sqlite(path: str, k: int) -> dict:
     """integrity_check, annotations whose value count is not k, done assignments without annotation."""
-    import sqlite3
-
     con = sqlite3.connect(path)
     try:
         return {

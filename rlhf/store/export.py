@@ -9,26 +9,47 @@ scores every pair with different scores. Then, per item:
 An edit-to-improve adds the pair (edited text > the candidate it was edited from).
 Assessors can be excluded (e.g. those who failed gold items). Gold items are left out unless asked.
 Accounting: items_in = items_exported + sum(items_dropped by reason); pairs dropped are counted too.
+`export_project` is the glue both `rlhf export` and the app's Export button use: it reads the project from
+a store, leaves out failing assessors, and calls `export_rows`.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
+from rlhf.errors import ConfigError
 from rlhf.store import judgements
-
-AGGREGATES = ("majority", "per_vote")
-PAIRINGS = ("all_pairs", "best_vs_others")
+from rlhf.store.quality import gold_failures
 
 
 @dataclass
 class ExportSettings:
-    aggregate: str = "majority"  # majority | per_vote
-    pairs: str = "all_pairs"  # all_pairs | best_vs_others (k-wise rankings)
+    aggregate: Literal["majority", "per_vote"] = "majority"
+    pairs: Literal["all_pairs", "best_vs_others"] = "all_pairs"  # for k-wise rankings
     margin: bool = False  # add a `margin` column from the vote split
     include_gold: bool = False
     exclude_assessors: list[str] = field(default_factory=list)
+    exclude_gold_below: float | None = None  # e.g. 0.7: drop assessors under 70 % gold accuracy
+
+    def __post_init__(self):
+        if self.exclude_gold_below is not None and not 0 <= self.exclude_gold_below <= 1:
+            raise ConfigError(f"'exclude_gold_below' must be in [0, 1], got {self.exclude_gold_below}.")
+
+
+def export_project(store, project: str, settings: ExportSettings) -> tuple[list[dict], dict]:
+    """A store's project -> (preference rows, accounting with the excluded assessors and why)."""
+    task = store.project(project).task
+    items, anns = store.items(project), store.annotations(project)
+    excluded = dict.fromkeys(settings.exclude_assessors, "listed in exclude_assessors")
+    if settings.exclude_gold_below is not None:
+        for who, acc in gold_failures(items, anns, settings.exclude_gold_below).items():
+            excluded[who] = f"gold accuracy {acc:.2f} < {settings.exclude_gold_below}"
+    effective = replace(settings, exclude_assessors=sorted(excluded))
+    rows, accounting = export_rows(items, anns, task, effective)
+    accounting["excluded_assessors"] = excluded
+    return rows, accounting
 
 
 def _as_messages(prompt, text: str):

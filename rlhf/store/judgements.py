@@ -12,10 +12,14 @@ number of tied pairs — the unit that export aggregates.
 from __future__ import annotations
 
 from itertools import combinations
+from typing import Literal, get_args
 
 from rlhf.errors import RlhfError
 
-TASKS = ("pairwise", "ranking", "likert")
+Task = Literal["pairwise", "ranking", "likert"]
+Rationale = Literal["off", "optional", "required"]
+Priority = Literal["random", "fifo"]
+TASKS, RATIONALE, PRIORITIES = get_args(Task), get_args(Rationale), get_args(Priority)
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")
 LIKERT_MIN, LIKERT_MAX = 1, 7
 MAX_CANDIDATES = 8  # per item: what one screen can show side by side

@@ -1,0 +1,204 @@
+"""Generation: one sampling settings type, one batched sampling loop, one end-of-sequence rule, and the
+log-probs of sampled responses. Used by `rlhf generate`, PPO rollouts, the drift probes and comparison.
+
+- Prompts (token ids) are left-padded into a batch and generated with the KV cache; many prompts are sorted
+  by length first so a batch wastes little padding (`generate_texts`).
+- The EOS rule: a response ends at its first EOS token (any of the model's generation-config EOS ids or the
+  tokenizer's). The EOS is part of the response (`response_mask` is 1 on it, so PPO learns to stop) but not
+  of its text; everything after it is padding. A response that never reaches EOS has `ended = False`.
+- Log-probs are recomputed with explicit position ids (left padding would otherwise shift the positions
+  against those used while generating) and at the sampling temperature, so the "old" log-probs of PPO
+  match the distribution sampled from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlhf.errors import ConfigError
+
+
+@dataclass
+class SamplingSettings:
+    max_new_tokens: int = 128
+    do_sample: bool = True  # false: greedy (deterministic)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"'max_new_tokens' must be at least 1, got {self.max_new_tokens}.")
+        if self.do_sample and self.temperature <= 0:
+            raise ConfigError("'temperature' must be > 0 when sampling (or set do_sample=false).")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"'top_p' must be in (0, 1], got {self.top_p}.")
+        if self.top_k < 0 or self.repetition_penalty <= 0:
+            raise ConfigError("'top_k' must be >= 0 and 'repetition_penalty' positive.")
+
+    def generate_kwargs(self) -> dict:
+        kwargs = dict(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            repetition_penalty=self.repetition_penalty,
+        )
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
+        return kwargs
+
+
+@dataclass
+class Rollout:
+    input_ids: torch.Tensor  # B x (P + R): left-padded prompt, then the response, padded on the right
+    attention_mask: torch.Tensor  # B x (P + R)
+    prompt_width: int  # P
+    response_mask: torch.Tensor  # B x R float: 1 on response tokens (EOS included)
+    ended: torch.Tensor  # B bool: the response reached EOS within max_new_tokens
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.input_ids[:, self.prompt_width :]
+
+    def select(self, idx: torch.Tensor) -> Rollout:
+        return Rollout(
+            self.input_ids[idx],
+            self.attention_mask[idx],
+            self.prompt_width,
+            self.response_mask[idx],
+            self.ended[idx],
+        )
+
+
+@dataclass
+class Generated:
+    """`generate_texts` output: per prompt, its samples as (text, ended_with_eos); new tokens generated."""
+
+    samples: list[list[tuple[str, bool]]]
+    new_tokens: int
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
+
+
+def cut_at_eos(
+    responses: torch.Tensor, eos: list[int], pad: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The EOS rule on generated tokens (B x R): (responses with everything after the first EOS set to
+    `pad`, response mask 1 up to and including the first EOS, ended). Pure."""
+    is_eos = torch.isin(responses, torch.tensor(eos, dtype=responses.dtype))
+    ended = is_eos.any(1)
+    first = torch.where(
+        ended, is_eos.float().argmax(1), torch.full_like(ended, responses.shape[1], dtype=torch.long)
+    )
+    pos = torch.arange(responses.shape[1]).unsqueeze(0)
+    mask = (pos <= first.unsqueeze(1)).float()
+    return torch.where(mask.bool(), responses, torch.full_like(responses, pad)), mask, ended
+
+
+def sample(
+    model, tokenizer, prompts: list[list[int]], settings: SamplingSettings, *, n: int = 1, synced_gpus=False
+) -> Rollout:
+    """`n` responses per prompt (token ids in), as one batch; rows are prompt-major (prompt i's samples
+    are rows i*n .. i*n+n-1)."""
+    pad = tokenizer.pad_token_id
+    eos = eos_ids(model, tokenizer)
+    ids, mask = left_pad(prompts, pad)
+    device = next(model.parameters()).device
+    kwargs = settings.generate_kwargs()
+    kwargs.update(pad_token_id=pad, eos_token_id=eos, num_return_sequences=n)
+    if synced_gpus:
+        kwargs["synced_gpus"] = True
+    with torch.no_grad():
+        seqs = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True, **kwargs
+        ).cpu()
+    width = ids.shape[1]
+    resp, rmask, ended = cut_at_eos(seqs[:, width:], eos, pad)
+    if n > 1:
+        ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+    return Rollout(
+        input_ids=torch.cat([ids, resp], 1),
+        attention_mask=torch.cat([mask, rmask.long()], 1),
+        prompt_width=width,
+        response_mask=rmask,
+        ended=ended,
+    )
+
+
+def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
+    """The text of each response, without its EOS."""
+    out = []
+    lengths = rollout.response_mask.sum(1).long() - rollout.ended.long()
+    for toks, n in zip(rollout.responses.tolist(), lengths.tolist(), strict=True):
+        out.append(tokenizer.decode(toks[:n], skip_special_tokens=True).strip())
+    return out
+
+
+def generate_texts(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    settings: SamplingSettings,
+    *,
+    n: int = 1,
+    batch_size: int = 8,
+    progress=None,
+) -> Generated:
+    """`n` samples for each prompt, prompts batched after sorting them by length."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[tuple[str, bool]]] = [[] for _ in prompts]
+    new_tokens = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        rollout = sample(model, tokenizer, [prompts[i] for i in idx], settings, n=n)
+        new_tokens += int(rollout.response_mask.sum().item())
+        texts = decode_responses(tokenizer, rollout)
+        for row, (text, ended) in enumerate(zip(texts, rollout.ended.tolist(), strict=True)):
+            out[idx[row // n]].append((text, bool(ended)))
+        if progress is not None:
+            progress.update(len(idx))
+    return Generated(out, new_tokens)
+
+
+# -- log-probs of sampled responses ------------------------------------------------------------------------
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def forward_responses(
+    model, rollout: Rollout, *, temperature: float = 1.0, hidden: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs of the response tokens (B x R) and, when asked, the last hidden states at the
+    positions that predict them (B x R x H: the states a value head reads)."""
+    device = next(model.parameters()).device
+    ids = rollout.input_ids.to(device)
+    mask = rollout.attention_mask.to(device)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), output_hidden_states=hidden
+    )
+    P = rollout.prompt_width
+    logits = out.logits[:, P - 1 : -1].float() / temperature
+    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, P:].unsqueeze(-1)).squeeze(-1)
+    states = out.hidden_states[-1][:, P - 1 : -1] if hidden else None
+    return logp, states
+
+
+def sequence_logprobs(model, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
+    return forward_responses(model, rollout, temperature=temperature)[0]

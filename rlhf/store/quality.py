@@ -1,0 +1,90 @@
+"""Quality of a labeling project's judgements, computed from plain item and annotation dicts (as
+`Store.items` / `Store.annotations` return them) — used by `rlhf stats`, `rlhf export` and the app's Admin tab.
+
+- `top_choice`: the candidate a judgement puts strictly on top (None when tied at the top).
+- `gold_failures`: assessors whose gold accuracy (top choice vs the gold 'best' candidate) is below a bar.
+- `project_stats`: Krippendorff's alpha over all judgements — ordinal for rankings and Likert (unit = item x
+  candidate, value = rank or score), nominal for pairwise (unit = item, value = the winning candidate, or
+  tie / both bad); per assessor: agreement with the leave-one-out majority, gold accuracy, throughput.
+The arithmetic lives in `rlhf.agreement` (pure, hand-checked). No I/O here.
+"""
+
+from __future__ import annotations
+
+from rlhf import agreement
+
+
+def top_choice(annotation: dict) -> int | None:
+    """The candidate a judgement puts strictly on top, or None (tie at the top)."""
+    vals = annotation["values"]
+    best = max(vals.values()) if annotation["kind"] == "likert" else min(vals.values())
+    tops = [c for c, v in vals.items() if v == best]
+    return tops[0] if len(tops) == 1 else None
+
+
+def gold_answers(items: list[dict], annotations: list[dict]) -> tuple[dict, list[tuple]]:
+    """({gold item id: position of the gold 'best' candidate}, [(assessor, item id, position of their top
+    choice or None)] for the judgements of gold items)."""
+    gold = {
+        it["id"]: it["gold"]["best"]
+        for it in items
+        if it["is_gold"] and isinstance(it["gold"], dict) and "best" in it["gold"]
+    }
+    position = {c["id"]: i for it in items for i, c in enumerate(it["candidates"])}
+    answers = [
+        (a["assessor"], a["item_id"], position.get(top_choice(a)))
+        for a in annotations
+        if a["item_id"] in gold
+    ]
+    return gold, answers
+
+
+def gold_failures(items: list[dict], annotations: list[dict], threshold: float) -> dict:
+    """{assessor: gold accuracy} for the assessors under `threshold`."""
+    gold, answers = gold_answers(items, annotations)
+    acc = agreement.gold_accuracy([a for a in answers if a[2] is not None], gold)
+    return {
+        who: r["accuracy"]
+        for who, r in acc.items()
+        if r["accuracy"] is not None and r["accuracy"] < threshold
+    }
+
+
+def project_stats(items: list[dict], annotations: list[dict], task: str) -> dict:
+    units: dict = {}
+    if task == "pairwise":
+        for a in annotations:
+            top = top_choice(a)
+            choice = a["payload"].get("choice")
+            units.setdefault(a["item_id"], {})[a["assessor"]] = top if top is not None else choice
+        level = "nominal"
+    else:
+        for a in annotations:
+            for cand, value in a["values"].items():
+                units.setdefault((a["item_id"], cand), {})[a["assessor"]] = value
+        level = "ordinal"
+    tops: dict = {}
+    for a in annotations:
+        tops.setdefault(a["item_id"], {})[a["assessor"]] = top_choice(a)
+    gold, answers = gold_answers(items, annotations)
+    with_majority = agreement.agreement_with_majority(tops)
+    gold_acc = agreement.gold_accuracy(answers, gold)
+    speed = agreement.throughput((a["assessor"], a["created_at"].timestamp()) for a in annotations)
+    assessors = sorted({a["assessor"] for a in annotations})
+    return {
+        "task": task,
+        "items": len(items),
+        "annotations": len(annotations),
+        "alpha": {"level": level, "value": agreement.krippendorff_alpha(units, level)},
+        "assessors": {
+            who: {
+                "annotations": speed[who]["annotations"],
+                "agreement_with_majority": with_majority.get(who, {}).get("rate"),
+                "compared_with_majority": with_majority.get(who, {}).get("compared", 0),
+                "gold_seen": gold_acc.get(who, {}).get("gold_seen", 0),
+                "gold_accuracy": gold_acc.get(who, {}).get("accuracy"),
+                "per_hour": speed[who]["per_hour"],
+            }
+            for who in assessors
+        },
+    }
