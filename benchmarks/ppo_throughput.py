@@ -2,8 +2,8 @@
 
     python benchmarks/ppo_throughput.py [--steps 24] [--batch 4] [--new-tokens 24]
 
-The tiny random Llama (rlhf/tiny.py) is the policy, and the same network with a fresh score head is the
-reward model, scored through RewardScorer on decoded text — so the figures measure the PPO machinery
+The tiny random Llama (rlhf/tiny.py) is the policy, and the same network with a fresh score head (and
+the rlhf_reward.json every rlhf reward model carries) is the reward model, scored through RewardScorer on decoded text — so the figures measure the PPO machinery
 (rollout, scoring, log-prob/value passes, GAE, ppo_epochs x minibatches, logging), not model FLOPs.
 `rlhf ppo` runs as users run it (run dir, metrics, drift guard, a checkpoint at the end). The first two
 steps are warm-up and left out. Goal: <= 0.5 s per step at batch 4 x 24 new tokens on 2 CPU cores.
@@ -34,11 +34,12 @@ def main() -> None:
 
     from rlhf.config import load_config
     from rlhf.stages import ppo
-    from rlhf.tiny import WORDS, build_tiny_llama
+    from rlhf.tiny import WORDS, build_tiny_llama, build_tiny_reward_model
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_llama(Path(tmp) / "tiny")
+        rm = build_tiny_reward_model(Path(tmp) / "tiny-rm", model)
         prompts = Path(tmp) / "prompts.jsonl"
         prompts.write_text(
             "".join(
@@ -50,7 +51,7 @@ def main() -> None:
             "run.name": "bench",
             "model.name": model,
             "model.lora": "null",
-            "reward.model": model,
+            "reward.model": rm,
             "data.prompts": str(prompts),
             "sampling.max_new_tokens": a.new_tokens,
             "ppo.steps": a.steps,

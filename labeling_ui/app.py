@@ -21,12 +21,22 @@ import gradio as gr
 
 from labeling_ui import handlers
 from labeling_ui.handlers import LETTERS, PAIRWISE_LABELS, View
+from labeling_ui.render import plain_markdown, safe_markdown
+from labeling_ui.sessions import SessionGuard
 from rlhf.errors import RlhfError
 from rlhf.preferences import save_preferences
 from rlhf.runs import RunDir, RunSettings
 from rlhf.store.export import ExportSettings, export_project
 from rlhf.store.judgements import MAX_CANDIDATES
 from rlhf.store.quality import project_stats
+
+# long texts scroll inside their own box, so the controls below stay in reach
+CSS = """
+[id^="cand_"] { max-height: 60vh; overflow-y: auto; }
+#prompt { max-height: 45vh; overflow-y: auto; }
+"""
+# Gradio routes an app without file components does not need: refused (404) once the app runs
+CLOSED_ROUTES = ("/gradio_api/upload", "/gradio_api/upload_progress", "/upload")
 
 KEYBOARD_JS = """
 <script>
@@ -93,13 +103,10 @@ class LoginGuard:
         return False
 
 
-def _user(request: gr.Request) -> str:
-    if request is None or not request.username:
-        raise gr.Error("Not logged in.")
-    return request.username
-
-
-def build_app(store, settings: AppSettings) -> gr.Blocks:
+def build_app(store, settings: AppSettings, guard: SessionGuard | None = None) -> gr.Blocks:
+    """The app; `guard` binds sessions to users and ends them when credentials change (label.launch
+    attaches it to the running server)."""
+    guard = guard or SessionGuard(store)
     project = store.project(settings.project)
     task = project.task
     # as many candidate slots as the project's largest item (fewer components -> less work per event)
@@ -113,7 +120,10 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
                 gr.Markdown(f"## {settings.title} — project *{project.name}* ({task})")
                 whoami = gr.Markdown(elem_id="whoami")
             with gr.Accordion("Guidelines", open=True):
-                gr.Markdown(project.guidelines or "_No guidelines for this project._", elem_id="guidelines")
+                gr.Markdown(
+                    safe_markdown(project.guidelines) or "_No guidelines for this project._",
+                    elem_id="guidelines",
+                )
             progress = gr.Markdown(elem_id="progress")
             status = gr.Markdown(elem_id="status")
             gr.Markdown("### Prompt")
@@ -160,7 +170,7 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
         inputs = [choice, order, rationale, flag, skip_reason]
         view_outputs = [state, prompt, progress, status, *slots, *sliders, *inputs]
 
-        def show(view: View) -> dict:
+        def show(view: View, user: str) -> dict:
             """A View -> updates of the view's components (a new submit token with every item)."""
             if len(view.candidates_md) > n_slots:
                 view.message = (
@@ -169,7 +179,7 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
                 )
             n = len(view.candidates_md)
             updates = {
-                state: {"item_id": view.item_id, "token": uuid.uuid4().hex},
+                state: {"item_id": view.item_id, "token": uuid.uuid4().hex, "user": user},
                 prompt: view.prompt_md if not view.done else "",
                 progress: view.progress_md,
                 status: f"**{view.message}**" if view.message else "",
@@ -188,15 +198,17 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
             return updates
 
         def on_load(st, request: gr.Request):
-            user = _user(request)
+            user = guard.user(request)
+            guard.check_state(st, user)
             return {
-                **show(handlers.next_view(store, settings.project, user)),
+                **show(handlers.next_view(store, settings.project, user), user),
                 admin_tab: gr.update(visible=store.role(user) == "admin"),  # its handlers re-check the role
-                whoami: f"Logged in as **{user}**",
+                whoami: f"Logged in as **{plain_markdown(user)}**",
             }
 
         def on_submit(request: gr.Request, st, ch, od, rat, fl, e_of, e_text, *scores):
-            user = _user(request)
+            user = guard.user(request)
+            guard.check_state(st, user)
             view = handlers.submit(
                 store,
                 settings.project,
@@ -213,7 +225,7 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
             )
             if view.outcome == "saved" and settings.arena and st.get("item_id") is not None:
                 view.message += " " + reveal(store, settings.project, user, st["item_id"]) + "."
-            updates = show(view)
+            updates = show(view, user)
             if (
                 view.outcome == "refused"
             ):  # the same item: keep its token and the inputs (a retry is idempotent)
@@ -224,10 +236,11 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
             return {**updates, edit_of: gr.update(value=None), edit_text: gr.update(value="")}
 
         def on_skip(st, reason, request: gr.Request):
-            view = handlers.skip(store, settings.project, _user(request), st.get("item_id"), reason)
-            return show(view)
+            user = guard.user(request)
+            guard.check_state(st, user)
+            return show(handlers.skip(store, settings.project, user, st.get("item_id"), reason), user)
 
-        admin_tab = _admin_tab(store, settings)
+        admin_tab = _admin_tab(store, settings, guard)
         app.load(on_load, [state], [*view_outputs, admin_tab, whoami], api_name="load")
         submit_btn.click(
             on_submit,
@@ -239,6 +252,23 @@ def build_app(store, settings: AppSettings) -> gr.Blocks:
     # handlers are thread-safe (one store session per call): serve many assessors at once
     app.queue(default_concurrency_limit=16)
     return app
+
+
+class ClosedRoutes:
+    """ASGI middleware: answer 404 on the routes in `paths` (uploads: the app has no file components, so any
+    logged-in user could otherwise store arbitrary files that are then served back)."""
+
+    def __init__(self, app, paths=CLOSED_ROUTES):
+        self.app, self.paths = app, {p.rstrip("/") for p in paths}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].rstrip("/") in self.paths:
+            await send(
+                {"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]}
+            )
+            await send({"type": "http.response.body", "body": b"Not found: this app takes no uploads."})
+            return
+        await self.app(scope, receive, send)
 
 
 def export_to_run(store, project: str, runs_root: str) -> RunDir:
@@ -264,9 +294,9 @@ def reveal(store, project: str, username: str, item_id: int) -> str:
     )
 
 
-def _admin_tab(store, settings: AppSettings) -> gr.Tab:
+def _admin_tab(store, settings: AppSettings, guard: SessionGuard) -> gr.Tab:
     def require_admin(request: gr.Request) -> str:
-        user = _user(request)
+        user = guard.user(request)
         if store.role(user) != "admin":
             raise gr.Error("Admins only.")
         return user

@@ -45,6 +45,23 @@ _Loader.add_implicit_resolver(  # YAML 1.2 also reads `1e-5` (no dot) as a numbe
 )
 
 
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None):
+    """A numeric config field with a valid range, checked at config load (None always passes):
+    `max_failed_logins: int = bounded(5, ge=1)`."""
+    return dataclasses.field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
+
+
+def check_bounds(f: dataclasses.Field, value: Any, key: str, src: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    ge, gt, le = (f.metadata.get(k) for k in ("ge", "gt", "le"))
+    parts = [f">= {ge}" if ge is not None else None, f"> {gt}" if gt is not None else None]
+    parts.append(f"<= {le}" if le is not None else None)
+    valid = " and ".join(p for p in parts if p)
+    if (ge is not None and value < ge) or (gt is not None and value <= gt) or (le is not None and value > le):
+        raise ConfigError(f"{src}: '{key}' must be {valid}, got {value}.")
+
+
 def read_yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
@@ -59,7 +76,12 @@ def load_config(cls: type, path: str | Path | None, overrides: list[str] | tuple
         if not p.is_file():
             raise ConfigError(f"config file '{path}' not found. Pass an existing YAML file with --config.")
         try:
-            loaded = read_yaml(p.read_text())
+            loaded = read_yaml(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{path}: not a UTF-8 text file (byte 0x{e.object[e.start]:02x} at offset {e.start}); pass a "
+                "YAML config file."
+            ) from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if loaded is None:
@@ -114,6 +136,7 @@ def from_dict(
         full = prefix + name
         src = _source_for(full, override_sources, source)
         kwargs[name] = _convert(hints[name], value, full, src, override_sources, source)
+        check_bounds(fields[name], kwargs[name], full, src)
     try:
         return cls(**kwargs)
     except ConfigError as e:

@@ -51,6 +51,8 @@ class Rows:
     ids: list[str]
     path: Path | None = None
     unreadable: list[Rejection] = field(default_factory=list)
+    blank_lines: int = 0  # skipped, and counted in the accounting
+    renamed_ids: list[dict] = field(default_factory=list)  # repeated ids made unique: {id, renamed, row}
 
     @property
     def count(self) -> int:
@@ -63,15 +65,22 @@ class Accounting:
     rows_kept: int
     rejected: list[Rejection]
     kept_ids: list[str] = field(default_factory=list)  # the ids of the kept rows, in order
+    blank_lines: int = 0  # not rows: skipped, counted here
+    renamed_ids: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict:
-        return {
+        out = {
             "rows_in": self.rows_in,
             "rows_kept": self.rows_kept,
             "rows_rejected": len(self.rejected),
             "rejected_by_reason": dict(Counter(_reason_kind(r.reason) for r in self.rejected)),
             "rejected_examples": [vars(r) for r in self.rejected[:50]],
+            "blank_lines": self.blank_lines,
         }
+        if self.renamed_ids:
+            out["ids_repeated"] = len(self.renamed_ids)
+            out["ids_renamed_examples"] = self.renamed_ids[:50]
+        return out
 
 
 def _reason_kind(reason: str) -> str:
@@ -133,41 +142,119 @@ def _read_file(p: Path, source: str, what: str) -> Rows:
             rows = pq.read_table(p).to_pylist()
         except Exception as e:  # noqa: BLE001 - any parse failure is the file's fault
             raise DataError(f"{what}: '{source}' is not a readable parquet file ({e}).") from None
-        return Rows(source, rows, [_row_id(r, f"row {i}") for i, r in enumerate(rows)], p)
-    text = p.read_text(encoding="utf-8")
-    if suffix == ".json" and text.lstrip().startswith("["):
+        return _make_rows(source, rows, [f"row {i}" for i in range(len(rows))], p)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise DataError(f"{what}: cannot read '{source}' ({e.strerror}).") from None
+    if suffix == ".json" and raw.lstrip().startswith(b"["):
+        return _read_json_array(raw, p, source, what)
+    return _read_jsonl(raw, p, source)
+
+
+def _read_jsonl(raw: bytes, p: Path, source: str) -> Rows:
+    """JSON lines end at "\n" only (a U+2028 or U+0085 inside a string is text, not a line end); a line that
+    is not UTF-8 or not a JSON object is rejected by its number, every other line is read."""
+    lines = raw.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()  # the final newline (or trailing blanks) ends the last line
+    rows, ids, bad, blank = [], [], [], 0
+    for n, data in enumerate(lines, start=1):
+        if not data.strip():
+            blank += 1
+            continue
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{what}: '{source}' is not valid JSON ({e}).") from None
-        rows, ids, bad = [], [], []
-        for i, r in enumerate(data):
-            if isinstance(r, dict):
-                rows.append(r)
-                ids.append(_row_id(r, f"row {i}"))
-            else:
-                bad.append(Rejection(f"row {i}", f"not an object: got {type(r).__name__}"))
-        return Rows(source, rows, ids, p, bad)
-    rows, ids, bad = [], [], []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad.append(
+                Rejection(f"line {n}", f"invalid UTF-8: byte 0x{data[e.start]:02x} at column {e.start + 1}")
+            )
             continue
         try:
             r = json.loads(line)
         except json.JSONDecodeError as e:
-            bad.append(Rejection(f"line {n}", f"invalid JSON: {e.msg}"))
+            bad.append(Rejection(f"line {n}", f"invalid JSON: {e.msg} at column {e.colno}"))
+            continue
+        except RecursionError:
+            bad.append(Rejection(f"line {n}", "invalid JSON: nested too deeply"))
             continue
         if not isinstance(r, dict):
             bad.append(Rejection(f"line {n}", f"not an object: got {type(r).__name__}"))
             continue
+        if _has_undecodable(r):
+            bad.append(Rejection(f"line {n}", "invalid text: an escaped unpaired surrogate (\\udXXX)"))
+            continue
         rows.append(r)
-        ids.append(_row_id(r, f"line {n}"))
-    return Rows(source, rows, ids, p, bad)
+        ids.append(f"line {n}")
+    return _make_rows(source, rows, ids, p, bad, blank)
 
 
-def _row_id(row: dict, fallback: str) -> str:
-    rid = row.get("id")
-    return str(rid) if rid not in (None, "") else fallback
+def _read_json_array(raw: bytes, p: Path, source: str, what: str) -> Rows:
+    """A .json array; bytes that are not UTF-8 spoil only the rows that hold them."""
+    text = raw.decode("utf-8", errors="surrogateescape")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise DataError(
+            f"{what}: '{source}' is not valid JSON ({e}). Fix the file or write it as JSON lines."
+        ) from None
+    if not isinstance(data, list):
+        raise DataError(f"{what}: '{source}' holds a JSON {type(data).__name__}, not a list of rows.")
+    rows, ids, bad = [], [], []
+    for i, r in enumerate(data):
+        if not isinstance(r, dict):
+            bad.append(Rejection(f"row {i}", f"not an object: got {type(r).__name__}"))
+        elif _has_undecodable(r):
+            bad.append(
+                Rejection(f"row {i}", "invalid UTF-8: bytes that are not UTF-8 (or an unpaired surrogate)")
+            )
+        else:
+            rows.append(r)
+            ids.append(f"row {i}")
+    return _make_rows(source, rows, ids, p, bad)
+
+
+def _has_undecodable(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_undecodable(k) or _has_undecodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_undecodable(v) for v in value)
+    return False
+
+
+def _make_rows(
+    source: str, rows: list[dict], fallback_ids: list[str], path=None, bad=None, blank: int = 0
+) -> Rows:
+    """Rows with their report ids: a row's own `id` (normalised to a string, in the row too, so one column
+    has one type) or its position. An id seen before is made unique ("x" -> "x#2") and the renaming said in
+    the accounting: no row is dropped or merged because it shares an id."""
+    ids, seen, renamed = [], {}, []
+    for row, fallback in zip(rows, fallback_ids, strict=True):
+        own = row.get("id")
+        rid = fallback if own is None or (isinstance(own, str) and not own.strip()) else _id_text(own)
+        if rid in seen:
+            seen[rid] += 1
+            new = f"{rid}#{seen[rid]}"
+            while new in seen:
+                seen[rid] += 1
+                new = f"{rid}#{seen[rid]}"
+            renamed.append({"id": rid, "renamed": new, "row": fallback})
+            rid = new
+        seen.setdefault(rid, 1)
+        if own is not None and rid != fallback:
+            row["id"] = rid
+        ids.append(rid)
+    return Rows(source, rows, ids, path, list(bad or []), blank_lines=blank, renamed_ids=renamed)
+
+
+def _id_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)[:200]
 
 
 def _pick_split(ds: Any, source: str, what: str, split: str):
@@ -189,7 +276,7 @@ def _read_saved_dataset(p: Path, source: str, what: str, split: str) -> Rows:
             "directory, or a .jsonl/.json/.parquet file."
         ) from None
     rows = ds.to_list()
-    return Rows(source, rows, [_row_id(r, f"row {i}") for i, r in enumerate(rows)], p)
+    return _make_rows(source, rows, [f"row {i}" for i in range(len(rows))], p)
 
 
 def _read_hub_dataset(source: str, what: str, split: str) -> Rows:
@@ -204,7 +291,7 @@ def _read_hub_dataset(source: str, what: str, split: str) -> Rows:
             "local .jsonl/.json/.parquet file or a saved dataset directory."
         ) from None
     rows = ds.to_list()
-    return Rows(source, rows, [_row_id(r, f"row {i}") for i, r in enumerate(rows)])
+    return _make_rows(source, rows, [f"row {i}" for i in range(len(rows))])
 
 
 def holdout_split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -291,7 +378,14 @@ def validate_rows(
         else:
             kept.append(out)
             kept_ids.append(rid)
-    acct = Accounting(rows_in=rows.count, rows_kept=len(kept), rejected=rejected, kept_ids=kept_ids)
+    acct = Accounting(
+        rows_in=rows.count,
+        rows_kept=len(kept),
+        rejected=rejected,
+        kept_ids=kept_ids,
+        blank_lines=rows.blank_lines,
+        renamed_ids=rows.renamed_ids,
+    )
     if rows.count == 0:
         raise DataError(f"{what}: '{rows.source}' holds no rows.")
     if not kept:

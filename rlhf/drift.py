@@ -24,6 +24,7 @@ from typing import Literal
 
 import torch
 
+from rlhf.config import bounded
 from rlhf.errors import ConfigError
 from rlhf.generation import SamplingSettings, sample, sequence_logprobs
 from rlhf.prompts import encode_prompt
@@ -31,12 +32,16 @@ from rlhf.prompts import encode_prompt
 
 @dataclass
 class DriftSettings:
-    max_kl: float | None = None  # nats per response; null: no KL alarm
-    max_length_ratio: float | None = None  # mean length / first measured mean length; null: no alarm
+    max_kl: float | None = bounded(None, gt=0)  # nats per response; null: no KL alarm
+    max_length_ratio: float | None = bounded(
+        None, gt=0
+    )  # mean length / first measured mean length; null: no alarm
     action: Literal["warn", "stop"] = "warn"
-    every_steps: int | None = None  # DPO only: sample every N steps; null: at each checkpoint save; 0: never
-    num_prompts: int = 4  # DPO only: prompts sampled per measurement
-    max_new_tokens: int = 48  # DPO only: response length cap when sampling
+    every_steps: int | None = bounded(
+        None, ge=0
+    )  # DPO only: sample every N steps; null: at each checkpoint save; 0: never
+    num_prompts: int = bounded(4, ge=1)  # DPO only: prompts sampled per measurement
+    max_new_tokens: int = bounded(48, ge=1)  # DPO only: response length cap when sampling
 
     def __post_init__(self):
         for key in ("max_kl", "max_length_ratio"):

@@ -14,20 +14,22 @@ log-probs of sampled responses. Used by `rlhf generate`, PPO rollouts, the drift
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
+from rlhf.config import bounded
 from rlhf.errors import ConfigError
 
 
 @dataclass
 class SamplingSettings:
-    max_new_tokens: int = 128
+    max_new_tokens: int = bounded(128, ge=1)
     do_sample: bool = True  # false: greedy (deterministic)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-    repetition_penalty: float = 1.0
+    temperature: float = bounded(1.0, ge=0)
+    top_p: float = bounded(1.0, gt=0, le=1)
+    top_k: int = bounded(0, ge=0)  # 0 = off
+    repetition_penalty: float = bounded(1.0, gt=0)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -72,11 +74,17 @@ class Rollout:
         )
 
 
+class Sample(NamedTuple):
+    text: str  # the response, without its EOS
+    ended: bool  # reached EOS within max_new_tokens
+    tokens: int  # response tokens generated (the EOS included)
+
+
 @dataclass
 class Generated:
-    """`generate_texts` output: per prompt, its samples as (text, ended_with_eos); new tokens generated."""
+    """`generate_texts` output: per prompt, its samples; and the new tokens generated in all."""
 
-    samples: list[list[tuple[str, bool]]]
+    samples: list[list[Sample]]
     new_tokens: int
 
 
@@ -161,15 +169,16 @@ def generate_texts(
 ) -> Generated:
     """`n` samples for each prompt, prompts batched after sorting them by length."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[list[tuple[str, bool]]] = [[] for _ in prompts]
+    out: list[list[Sample]] = [[] for _ in prompts]
     new_tokens = 0
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         rollout = sample(model, tokenizer, [prompts[i] for i in idx], settings, n=n)
         new_tokens += int(rollout.response_mask.sum().item())
         texts = decode_responses(tokenizer, rollout)
+        lengths = rollout.response_mask.sum(1).long().tolist()
         for row, (text, ended) in enumerate(zip(texts, rollout.ended.tolist(), strict=True)):
-            out[idx[row // n]].append((text, bool(ended)))
+            out[idx[row // n]].append(Sample(text, bool(ended), lengths[row]))
         if progress is not None:
             progress.update(len(idx))
     return Generated(out, new_tokens)

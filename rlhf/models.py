@@ -25,6 +25,7 @@ import torch
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+from rlhf.config import bounded
 from rlhf.errors import ConfigError, ModelError
 from rlhf.runs import declared_output
 
@@ -41,9 +42,9 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 @dataclass
 class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = bounded(16, ge=1)
+    alpha: int = bounded(32, gt=0)
+    dropout: float = bounded(0.05, ge=0, le=0.99)
     target_modules: list[str] | str = "all-linear"
 
     def __post_init__(self):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlhf.config import bounded
 from rlhf.data import check_messages, load_rows, validate_rows
 from rlhf.errors import ConfigError, DataError
 
@@ -20,8 +21,10 @@ from rlhf.errors import ConfigError, DataError
 class PromptSource:
     prompts: str = "demo:prompts"  # demo:<name> | .jsonl/.json/.parquet | dataset dir | run dir | hub id
     split: str = "train"
-    limit: int | None = None  # first N valid prompts
-    max_prompt_length: int = 256  # tokens after the chat template; longer prompts are rejected, reported
+    limit: int | None = bounded(None, ge=1)  # first N valid prompts
+    max_prompt_length: int = bounded(
+        256, ge=1
+    )  # tokens after the chat template; longer prompts are rejected, reported
 
     def __post_init__(self):
         if self.max_prompt_length < 1:

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhf.config import bounded
 from rlhf.errors import ConfigError, ModelError, TrainingError
 from rlhf.models import ALIASES, resolve_model_path
 from rlhf.scorer import RewardScorer, read_reward_meta
@@ -30,8 +31,8 @@ class RewardSettings:
     model: str | None = "runs/reward"  # an `rlhf reward` run (the reward stage's default run name)
     function: str | None = None  # or "package.module:function": (prompts, responses) -> list[float]
     normalize: bool = True  # standardise with the RM's saved mean/std (rlhf_reward.json)
-    batch_size: int = 16  # RM forward batch
-    clip: float | None = None  # clip scores to [-clip, clip]
+    batch_size: int = bounded(16, ge=1)  # RM forward batch
+    clip: float | None = bounded(None, gt=0)  # clip scores to [-clip, clip]
 
     def __post_init__(self):
         if (self.model is None) == (self.function is None):
@@ -109,7 +110,13 @@ def check_reward(settings: RewardSettings) -> Path | None:
         _import_function(settings.function)
         return None
     path = reward_model_dir(settings.model)
-    if settings.normalize and not read_reward_meta(path).get("norm"):
+    meta = read_reward_meta(path)
+    if not meta:
+        raise ConfigError(
+            f"'reward.model': '{settings.model}' is not a reward model trained by rlhf (no rlhf_reward.json "
+            f"beside its weights, so its score head is untrained or unknown). {HOW_TO_TRAIN}"
+        )
+    if settings.normalize and not meta.get("norm"):
         raise ConfigError(
             f"'reward.normalize' is true but the reward model '{settings.model}' has no normalisation "
             "statistics in rlhf_reward.json. Set reward.normalize=false, or use a reward model trained by "

@@ -331,7 +331,12 @@ def accounting_line(what: str, s: dict) -> str:
     line = f"[rlhf] {what}: {s['rows_in']} rows in, {used} used, {s['rows_rejected']} rejected"
     if s.get("rejected_by_reason"):
         line += " (" + ", ".join(f"{k}: {v}" for k, v in s["rejected_by_reason"].items()) + ")"
-    for key, label in (("rows_not_used_limit", "not used (limit)"), ("rows_held_out_for_eval", "held out")):
+    for key, label in (
+        ("rows_not_used_limit", "not used (limit)"),
+        ("rows_held_out_for_eval", "held out"),
+        ("blank_lines", "blank lines skipped"),
+        ("ids_repeated", "repeated ids renamed (x -> x#2)"),
+    ):
         if s.get(key):
             line += f", {s[key]} {label}"
     for r in s.get("rejected_examples", [])[:5]:

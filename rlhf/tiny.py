@@ -3,11 +3,18 @@ benchmarks that measure overheads (not model speed), and smoke runs on machines 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
@@ -51,4 +58,17 @@ def build_tiny_llama(directory) -> str:
         tie_word_embeddings=True,
     )
     LlamaForCausalLM(cfg).save_pretrained(d)
+    return str(d)
+
+
+def build_tiny_reward_model(directory, base: str, *, seed: int = 1) -> str:
+    """A reward model on the tiny Llama at `base`: a random score head, its tokenizer, and the
+    rlhf_reward.json that marks it as an rlhf reward model (max length 64, norm mean 0 / std 1)."""
+    d = Path(directory)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    model.score.weight.data.normal_()
+    model.save_pretrained(d)
+    AutoTokenizer.from_pretrained(base).save_pretrained(d)
+    (d / "rlhf_reward.json").write_text(json.dumps({"max_length": 64, "norm": {"mean": 0.0, "std": 1.0}}))
     return str(d)

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import os
+import types
+import typing
 from pathlib import Path
 
 import torch
@@ -58,14 +61,102 @@ def fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def build_trl_config(config_cls, trainer: dict, owned: dict):
-    """`trainer` (user keys) + `owned` (set by rlhf) -> config_cls(**...)."""
+# ranges of common TRL / transformers options, checked at config load with the types (TRL checks the rest
+# when the run starts): key -> (lowest, lowest allowed itself?, highest or None)
+RANGES = {
+    "learning_rate": (0, False, None),
+    "num_train_epochs": (0, False, None),
+    "max_steps": (-1, True, None),
+    "per_device_train_batch_size": (1, True, None),
+    "per_device_eval_batch_size": (1, True, None),
+    "gradient_accumulation_steps": (1, True, None),
+    "warmup_steps": (0, True, None),
+    "warmup_ratio": (0, True, 1),
+    "weight_decay": (0, True, None),
+    "max_grad_norm": (0, True, None),
+    "logging_steps": (0, False, None),
+    "save_steps": (0, False, None),
+    "eval_steps": (0, False, None),
+    "save_total_limit": (1, True, None),
+    "dataloader_num_workers": (0, True, None),
+    "adam_beta1": (0, True, 1),
+    "adam_beta2": (0, True, 1),
+    "adam_epsilon": (0, False, None),
+    "beta": (0, True, None),
+    "temperature": (0, False, None),
+    "top_p": (0, False, 1),
+    "num_generations": (2, True, None),
+    "max_completion_length": (1, True, None),
+    "max_prompt_length": (1, True, None),
+}
+
+
+def check_trainer(config_cls, trainer: dict) -> None:
+    """Config-load checks of a `trainer:` mapping against the TRL config class: known keys (with a "did you
+    mean"), each value's type as the class declares it, and the ranges of common options."""
     valid = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(trainer) - valid)
     if unknown:
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"'trainer.{unknown[0]}' is not an option of trl.{config_cls.__name__}.{hint}")
+    hints = typing.get_type_hints(config_cls)
+    for key, value in trainer.items():
+        expected = _type_mismatch(hints.get(key, typing.Any), value)
+        if expected:
+            raise ConfigError(
+                f"'trainer.{key}' must be {expected} (trl.{config_cls.__name__}), got {value!r} "
+                f"({type(value).__name__})."
+            )
+        if key in RANGES and isinstance(value, int | float) and not isinstance(value, bool):
+            lo, inclusive, hi = RANGES[key]
+            if value < lo or (value == lo and not inclusive) or (hi is not None and value > hi):
+                bound = f"{'>=' if inclusive else '>'} {lo}" + (f" and <= {hi}" if hi is not None else "")
+                raise ConfigError(f"'trainer.{key}' must be {bound}, got {value}.")
+
+
+def _type_mismatch(tp, value) -> str | None:
+    """None when `value` fits the declared type `tp`, else a description of what was expected."""
+    origin = typing.get_origin(tp)
+    if tp is typing.Any:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        arms = typing.get_args(tp)
+        enums = [a for a in arms if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and str in arms and isinstance(value, str):  # `SaveStrategy | str`: a str names a member
+            return _type_mismatch(enums[0], value)
+        wants = [_type_mismatch(a, value) for a in arms]
+        return None if any(w is None for w in wants) else " or ".join(dict.fromkeys(wants))
+    if tp is type(None):
+        return None if value is None else "null"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        choices = [m.value for m in tp]
+        return None if value in choices or isinstance(value, tp) else f"one of {', '.join(map(str, choices))}"
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        return None if value in choices else f"one of {', '.join(map(str, choices))}"
+    checks = {
+        bool: (lambda v: isinstance(v, bool), "true or false"),
+        int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+        float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+        str: (lambda v: isinstance(v, str), "a string"),
+        list: (lambda v: isinstance(v, list), "a list"),
+        dict: (lambda v: isinstance(v, dict), "a mapping"),
+    }
+    base = origin or tp
+    if base is list and typing.get_args(tp) and not isinstance(value, list):
+        # TRL takes a single item for a list option too (loss_type: sigmoid -> ["sigmoid"])
+        single = _type_mismatch(typing.get_args(tp)[0], value)
+        return None if single is None else f"a list (or {single})"
+    if base in checks:
+        ok, name = checks[base]
+        return None if ok(value) else name
+    return None  # a type we do not check here: TRL's own validation applies when the run starts
+
+
+def build_trl_config(config_cls, trainer: dict, owned: dict):
+    """`trainer` (user keys) + `owned` (set by rlhf) -> config_cls(**...)."""
+    check_trainer(config_cls, trainer)
     kwargs = {**trainer, **owned}
     if not torch.cuda.is_available():
         if under_deepspeed():

@@ -104,7 +104,7 @@ def test_sft_cross_field_and_reserved_trainer_keys(tmp_path):
         load_config(SFTStageConfig, None, ["trainer.output_dir=/tmp/x"])
     with pytest.raises(ConfigError, match="'data.overlength' must be one of reject, truncate; got 'drop'"):
         load_config(SFTStageConfig, None, ["data.overlength=drop"])
-    with pytest.raises(ConfigError, match="'model.lora.r' must be a positive integer"):
+    with pytest.raises(ConfigError, match="'model.lora.r' must be >= 1, got 0"):
         load_config(SFTStageConfig, None, ["model.lora.r=0"])
 
 

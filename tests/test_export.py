@@ -111,3 +111,22 @@ def test_export_config_checks():
 
     with pytest.raises(ConfigError, match="'aggregate' must be one of majority, per_vote"):
         load_config(ExportStageConfig, None, ["aggregate=mean"])
+
+
+def test_two_admin_exports_in_the_same_second_do_not_collide(tmp_path):
+    from labeling_ui.app import export_to_run
+    from rlhf.store.service import Store
+
+    with Store(str(tmp_path / "e.db")) as s:
+        s.create_project("p", "pairwise")
+        s.add_items("p", [{"external_id": "x", "prompt": "q", "candidates": [{"text": "a"}, {"text": "b"}]}])
+        s.add_user("ann", "password123")
+        lease = s.next_item("p", "ann")
+        s.submit("p", "ann", lease.item_id, {"choice": "A"}, client_token="t")
+        first, second = (export_to_run(s, "p", str(tmp_path / "runs")) for _ in range(2))
+    assert (
+        first.path != second.path
+        and (first.path / "COMPLETED").exists()
+        and (second.path / "COMPLETED").exists()
+    )
+    assert first.output("preferences").read_text() == second.output("preferences").read_text() != ""

@@ -92,9 +92,10 @@ def test_generate_texts_returns_n_samples_per_prompt_in_prompt_order(tiny_model_
     torch.manual_seed(0)
     out = generate_texts(model, tok, prompts, SamplingSettings(max_new_tokens=4), n=3, batch_size=2)
     assert [len(s) for s in out.samples] == [3, 3, 3]
-    assert all(isinstance(t, str) and isinstance(e, bool) for s in out.samples for t, e in s)
+    assert all(isinstance(x.text, str) and isinstance(x.ended, bool) for s in out.samples for x in s)
+    assert sum(x.tokens for s in out.samples for x in s) == out.new_tokens
     assert 0 < out.new_tokens <= 3 * 3 * 4
     greedy = generate_texts(model, tok, prompts, SamplingSettings(max_new_tokens=4, do_sample=False), n=1)
     for ids, samples in zip(prompts, greedy.samples, strict=True):
         alone = sample(model, tok, [ids], SamplingSettings(max_new_tokens=4, do_sample=False))
-        assert samples[0][0] == decode_responses(tok, alone)[0]
+        assert samples[0].text == decode_responses(tok, alone)[0]

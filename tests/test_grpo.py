@@ -10,7 +10,7 @@ from conftest import WORDS, write_jsonl
 
 from rlhf.config import load_config
 from rlhf.errors import ConfigError, TrainingError
-from rlhf.scorer import META_FILE, RewardScorer
+from rlhf.scorer import RewardScorer
 from rlhf.stages import grpo
 
 VOCAB = {*WORDS, "system", "user", "assistant", "tool"}
@@ -19,16 +19,9 @@ CLASSES = {"grpo": grpo.GRPOStageConfig, "rloo": grpo.RLOOStageConfig}
 
 @pytest.fixture(scope="session")
 def tiny_rm_dir(tiny_model_dir, tmp_path_factory):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from rlhf.tiny import build_tiny_reward_model
 
-    d = tmp_path_factory.mktemp("tiny-rm")
-    torch.manual_seed(1)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
-    model.score.weight.data.normal_()
-    model.save_pretrained(d)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(d)
-    (d / META_FILE).write_text(json.dumps({"max_length": 64, "norm": {"mean": 0.0, "std": 1.0}}))
-    return str(d)
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"), tiny_model_dir)
 
 
 @pytest.fixture

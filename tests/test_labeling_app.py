@@ -1,6 +1,7 @@
 """The Gradio app end to end through gradio_client: two logged-in assessors, attribution, auth, forgery."""
 
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -141,3 +142,66 @@ def test_arena_reveals_models_only_after_the_vote(tmp_path):
     finally:
         app.close()
         store.close()
+
+
+def login_cookies(url: str, user: str, password: str = PW):
+    import httpx
+
+    c = httpx.Client(base_url=url, follow_redirects=True)
+    r = c.post("login", data={"username": user, "password": password})
+    assert r.status_code == 200, r.text
+    return c
+
+
+def test_uploads_are_closed(served):
+    url, _ = served
+    c = login_cookies(url, "ann")
+    assert c.get("config").status_code == 200  # logged in
+    r = c.post(
+        "gradio_api/upload", files={"files": ("x.html", b"<script>alert(1)</script>" * 1000, "text/html")}
+    )
+    assert r.status_code in (404, 405), r.status_code
+    assert c.post("upload", files={"files": ("x.html", b"hi", "text/html")}).status_code in (404, 405)
+
+
+def test_session_state_is_bound_to_its_user(served):
+    url, store = served
+    ann, bob = client(url, "ann"), client(url, "bob")
+    ann.predict(api_name="/load")
+    bob.session_hash = ann.session_hash  # bob presents ann's session (its server-side state)
+    with pytest.raises(Exception, match="belongs to another user"):
+        bob.predict(None, "A,B,C", "", False, None, "", api_name="/submit")
+    with pytest.raises(Exception, match="belongs to another user"):
+        bob.predict(api_name="/load")
+    assert store.annotations("demo") == []
+    out = ann.predict(None, "A,B,C", "", False, None, "", api_name="/submit")  # ann's session still works
+    assert "Saved." in out[2]
+
+
+@pytest.mark.parametrize("change", ["set-password", "disable"])
+def test_changed_credentials_end_existing_sessions(served, change):
+    url, store = served
+    ann = client(url, "ann")
+    ann.predict(api_name="/load")
+    raw = login_cookies(url, "ann")
+    assert raw.get("config").status_code == 200
+    if change == "set-password":
+        store.set_password("ann", "a-new-password")
+    else:
+        store.set_disabled("ann")
+    # refused: by the guard at this request ("Your session has ended ...") or, if the background sweep came
+    # first, by Gradio's login check on the revoked token
+    with pytest.raises(Exception):  # noqa: B017 - either refusal is right; nothing may be stored
+        ann.predict(None, "A,B,C", "", False, None, "", api_name="/submit")
+    assert store.annotations("demo") == []
+    deadline = time.time() + 15  # the background sweep ends idle sessions too
+    while raw.get("config").status_code == 200 and time.time() < deadline:
+        time.sleep(0.5)
+    assert raw.get("config").status_code == 401
+    if change == "set-password":
+        with pytest.raises(ValueError):  # the old password no longer works
+            client(url, "ann")
+        from gradio_client import Client
+
+        fresh = Client(url, auth=("ann", "a-new-password"), verbose=False)
+        assert fresh.predict(api_name="/load")[0]

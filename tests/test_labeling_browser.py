@@ -160,3 +160,42 @@ def test_admin_sees_the_admin_tab(tmp_path, browser):
     finally:
         app.close()
         store.close()
+
+
+def test_long_candidates_scroll_in_their_card_and_code_shows_verbatim(tmp_path, browser):
+    from test_labeling_app import free_port
+
+    db = str(tmp_path / "long.db")
+    s = Store(db)
+    s.create_project("demo", "pairwise", priority="fifo")
+    code = "Run this:\n```html\n<script>window.__xss = 4</script>\n```\nand `<b>x</b>` is fine."
+    s.add_items(
+        "demo",
+        [{"external_id": "x", "prompt": "hi", "candidates": [{"text": code}, {"text": "word " * 10_000}]}],
+    )
+    s.add_user("ann", "password123")
+    s.close()
+    port = free_port()
+    app, store = launch(LabelStageConfig(store=db, project="demo", port=port), block=False)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_label("username").fill("ann")
+        page.get_by_label("password").fill("password123")
+        page.get_by_role("button", name="Login").click()
+        page.wait_for_function(
+            "document.querySelector('#cand_B') && document.querySelector('#cand_B').innerText.length > 40000",
+            timeout=30_000,
+        )
+        box = page.locator("#submit").bounding_box()
+        assert box is not None and box["y"] < 2500, box  # 50,000 characters scroll inside their card
+        card = next(k for k in "AB" if "Run this" in page.inner_text(f"#cand_{k}"))
+        shown = page.inner_text(f"#cand_{card} pre")
+        assert (
+            "<script>window.__xss = 4</script>" in shown
+        )  # the code block shows the code, not &lt;script&gt;
+        assert page.inner_text(f"#cand_{card} code >> nth=-1") == "<b>x</b>"
+        assert page.evaluate("window.__xss") is None
+    finally:
+        app.close()
+        store.close()

@@ -3,7 +3,7 @@
 import pytest
 
 from labeling_ui import handlers
-from labeling_ui.render import render_prompt, safe_markdown
+from labeling_ui.render import plain_markdown, render_prompt, safe_markdown
 from rlhf.store.judgements import JudgementError
 from rlhf.store.service import Store
 
@@ -95,6 +95,26 @@ def test_untrusted_text_stays_inert():
     )
     conv = render_prompt([{"role": "user", "content": "hi <b>"}, {"role": "assistant", "content": "yo"}])
     assert "**User:**" in conv and "**Assistant:**" in conv and "&lt;b&gt;" in conv
+
+
+def test_code_renders_faithfully_while_html_outside_code_stays_inert():
+    text = (
+        "Use this:\n```html\n<script>alert('&amp;')</script>\n```\nthen `<b>x</b>` and <b>bold</b> & co.\n"
+        "[click][evil]\n\n[evil]: javascript:alert(1)\n[good]: https://example.org"
+    )
+    out = safe_markdown(text)
+    assert (
+        "```html\n<script>alert('&amp;')</script>\n```" in out
+    )  # code block: verbatim, no &lt; or &amp;amp;
+    assert "`<b>x</b>`" in out  # code span: verbatim
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; co." in out  # outside code: escaped once
+    assert "javascript:" not in out.replace("link definition removed: javascript:", "")
+    assert "[good]: https://example.org" in out
+    # an unterminated fence is closed, so it cannot swallow what follows it on the page
+    assert safe_markdown("```\n<i>x").endswith("\n```")
+    # a fence closes only with the same character, at least as long, alone on its line
+    assert "&lt;u&gt;" in safe_markdown("~~~\ncode\n```\n~~~\n<u>")
+    assert plain_markdown("**<b>eve</b>**") == "\\*\\*\\<b\\>eve\\</b\\>\\*\\*"
 
 
 def test_edit_to_improve_is_a_new_preferred_candidate_never_served(ranking_store):

@@ -147,23 +147,22 @@ def test_response_that_cannot_fit_is_rejected_and_reported(tmp_path, tiny_model_
 
 
 def test_score_cli_accuracy_and_rewards(tmp_path, tiny_model_dir, capsys):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from rlhf.cli import main
+    from rlhf.tiny import build_tiny_reward_model
 
-    d = tmp_path / "rm"
-    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).save_pretrained(d)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(d)
+    d = build_tiny_reward_model(
+        tmp_path / "rm", tiny_model_dir
+    )  # with rlhf_reward.json, as `rlhf score` needs
     pairs = write_jsonl(
         tmp_path / "pairs.jsonl", marker_rows(6) + [{"prompt": "q", "chosen": "a", "rejected": "a"}]
     )
-    assert main(["score", "--model", str(d), "--input", pairs]) == 0
+    assert main(["score", "--model", d, "--input", pairs]) == 0
     out = capsys.readouterr().out
     assert "6 pairs scored (1 rows rejected {'identical responses': 1})" in out and "accuracy" in out
     resp = write_jsonl(tmp_path / "resp.jsonl", [{"prompt": "the cat", "response": "sat on mat"}] * 2)
-    assert main(["score", "--model", str(d), "--input", resp, "--output", str(tmp_path / "o.jsonl")]) == 0
+    assert main(["score", "--model", d, "--input", resp, "--output", str(tmp_path / "o.jsonl")]) == 0
     scored = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert len(scored) == 2 and scored[0]["reward"] == pytest.approx(scored[1]["reward"])
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "x"}])
-    assert main(["score", "--model", str(d), "--input", bad]) == 2
+    assert main(["score", "--model", d, "--input", bad]) == 2
     assert "need 'chosen' and 'rejected'" in capsys.readouterr().err

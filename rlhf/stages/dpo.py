@@ -29,14 +29,20 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from rlhf.callbacks import DriftCallback, RunDirCallback, train
-from rlhf.config import ConfigError
+from rlhf.config import ConfigError, bounded
 from rlhf.data import holdout_split, source_path
 from rlhf.distributed import zero3_sharded
 from rlhf.drift import DriftGuard, DriftSettings, sample_drift
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
 from rlhf.preferences import import_preferences
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at, save_trained
+from rlhf.trainer_args import (
+    build_trl_config,
+    check_reserved,
+    check_trainer,
+    point_tensorboard_at,
+    save_trained,
+)
 
 RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed", "max_length": "data.max_length"}
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -47,8 +53,8 @@ class DPOData:
     train: str = "demo:preferences"  # TRL rows, HH-RLHF transcripts, an export/import run dir
     split: str = "train"
     eval: str | None = None
-    eval_fraction: float = 0.0
-    max_length: int = 512  # prompt + longer response, tokens after the chat template
+    eval_fraction: float = bounded(0.0, ge=0, le=0.99)
+    max_length: int = bounded(512, ge=1)  # prompt + longer response, tokens after the chat template
     as_chat: bool = True
 
     def __post_init__(self):
@@ -67,6 +73,7 @@ class DPOStageConfig:
 
     def __post_init__(self):
         check_reserved(self.trainer, RESERVED)
+        check_trainer(DPOConfig, self.trainer)
 
 
 def prepare_rows(cfg: DPOStageConfig, tokenizer) -> tuple[list[dict], list[dict], dict]:

@@ -34,7 +34,7 @@ class ExportStageConfig(ExportSettings):
 def run(cfg: ExportStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     with (
         RunDir.prepare(cfg.run, "export", cfg, resume=resume, overwrite=overwrite) as run_dir,
-        Store(cfg.store) as store,
+        Store(cfg.store, create=False) as store,
     ):
         rows, accounting = export_project(store, cfg.project, cfg)
         outputs = save_preferences(rows, run_dir.path, push_to_hub=cfg.push_to_hub) if rows else {}

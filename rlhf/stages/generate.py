@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rlhf.config import ConfigError
+from rlhf.config import ConfigError, bounded
 from rlhf.data import source_path
 from rlhf.generation import SamplingSettings, generate_texts
 from rlhf.models import DType, load_causal_lm, load_tokenizer, resolve_model_path
@@ -40,8 +40,8 @@ from rlhf.store.service import Store
 class ProjectSettings:
     name: str = "demo"
     task: Task = "pairwise"
-    overlap: int = 1
-    lease_ttl_s: int = 1800
+    overlap: int = bounded(1, ge=1)
+    lease_ttl_s: int = bounded(1800, ge=1)
     guidelines: str = ""  # Markdown text, or a path to a .md file
     rationale: Rationale = "optional"
     priority: Priority = "random"
@@ -61,8 +61,8 @@ class GenerateStageConfig:
     policies: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct"])
     dtype: DType = "float32"
     data: PromptSource = field(default_factory=lambda: PromptSource(max_prompt_length=512))
-    k: int = 2  # candidates per prompt
-    batch_size: int = 8  # prompts per generate() call
+    k: int = bounded(2, ge=2)  # candidates per prompt
+    batch_size: int = bounded(8, ge=1)  # prompts per generate() call
     sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(temperature=0.8, top_p=0.95))
     store: str = "labels.db"  # SQLite path or postgresql:// URL
     project: ProjectSettings = field(default_factory=ProjectSettings)
@@ -109,10 +109,10 @@ def sample_candidates(
         stats["new_tokens"] += out.new_tokens
         source = {"policy": policy, "policy_index": p, "run": cfg.run.name, "sampling": vars(cfg.sampling)}
         for i, samples in enumerate(out.samples):
-            for slot, (text, eos) in zip(slots, samples, strict=True):
+            for slot, smp in zip(slots, samples, strict=True):
                 candidates[i][slot] = {
-                    "text": text,
-                    "source": {**source, "seed": seed, "ended_with_eos": eos},
+                    "text": smp.text,
+                    "source": {**source, "seed": seed, "ended_with_eos": smp.ended},
                 }
         del model
     return candidates, stats
@@ -123,6 +123,8 @@ def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = Fal
         RunDir.prepare(cfg.run, "generate", cfg, resume=resume, overwrite=overwrite) as run_dir,
         Store(cfg.store) as store,  # a bad store fails before the slow part
     ):
+        if store.created:
+            run_dir.say(f"created a new store at {cfg.store}")
         tokenizers = [load_tokenizer(policy, padding_side="left") for policy in cfg.policies]
         prompts = load_prompts(cfg.data, tokenizers, section="data")
         run_dir.record_input("data.prompts", cfg.data.prompts, source_path(cfg.data.prompts))

@@ -44,7 +44,13 @@ from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config
 from rlhf.prompts import PromptSource, as_messages, encode_prompt, load_prompts
 from rlhf.rewards import Reward, RewardSettings, check_reward, load_reward
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at, save_trained
+from rlhf.trainer_args import (
+    build_trl_config,
+    check_reserved,
+    check_trainer,
+    point_tensorboard_at,
+    save_trained,
+)
 
 RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed"}
 LOG_KL = "kl"  # TRL 1.16: mean per-token KL to the reference (logged only when beta > 0)
@@ -71,6 +77,7 @@ class GRPOStageConfig:
 
     def __post_init__(self):
         check_reserved(self.trainer, RESERVED)
+        check_trainer(TRL_CLASSES[self.algorithm][0], self.trainer)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from rlhf.config import ConfigError
+from rlhf.config import ConfigError, bounded
 from rlhf.data import source_path
 from rlhf.models import load_tokenizer
 from rlhf.preferences import import_preferences, save_preferences
@@ -29,7 +29,9 @@ class ImportStageConfig:
     source: str = ""  # required
     split: str = "train"
     as_chat: bool = True  # wrap plain-string rows as user/assistant turns
-    max_length: int | None = None  # tokens (prompt + longer response), measured with `tokenizer`
+    max_length: int | None = bounded(
+        None, ge=1
+    )  # tokens (prompt + longer response), measured with `tokenizer`
     tokenizer: str | None = None  # model alias / dir / hub id whose tokenizer measures lengths
 
     def __post_init__(self):

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from labeling_ui.app import KEYBOARD_JS, AppSettings, LoginGuard, build_app
-from rlhf.config import ConfigError
+from starlette.middleware import Middleware
+
+from labeling_ui.app import CSS, KEYBOARD_JS, AppSettings, ClosedRoutes, LoginGuard, build_app
+from labeling_ui.sessions import SessionGuard
+from rlhf.config import ConfigError, bounded
 from rlhf.runs import RunSettings
 from rlhf.store.service import Store, StoreError
 
@@ -22,12 +25,12 @@ class LabelStageConfig:
     store: str = "labels.db"
     project: str = "demo"
     host: str = "127.0.0.1"
-    port: int = 7860
+    port: int = bounded(7860, ge=1, le=65535)
     share: bool = False
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
-    max_failed_logins: int = 5
-    lockout_s: int = 300
+    max_failed_logins: int = bounded(5, ge=1)
+    lockout_s: int = bounded(300, ge=1)
     arena: bool = False  # reveal each response's model after the vote
     title: str = "rlhf labeling"
 
@@ -39,12 +42,13 @@ class LabelStageConfig:
 
 
 def launch(cfg: LabelStageConfig, *, block: bool = True):
-    store = Store(cfg.store)
+    store = Store(cfg.store, create=False)
     store.project(cfg.project)  # a missing project fails here, by name
     if not store.list_users():
         raise StoreError(
             f"no users in {cfg.store}: add one first with `rlhf users add NAME --store {cfg.store}`"
         )
+    guard = SessionGuard(store)
     app = build_app(
         store,
         AppSettings(
@@ -54,6 +58,7 @@ def launch(cfg: LabelStageConfig, *, block: bool = True):
             arena=cfg.arena,
             title=cfg.title,
         ),
+        guard,
     )
     app.launch(
         server_name=cfg.host,
@@ -64,10 +69,15 @@ def launch(cfg: LabelStageConfig, *, block: bool = True):
         ssl_certfile=cfg.ssl_certfile,
         ssl_keyfile=cfg.ssl_keyfile,
         head=KEYBOARD_JS,
+        css=CSS,
+        app_kwargs={"middleware": [Middleware(ClosedRoutes)]},
         show_error=True,
-        prevent_thread_lock=not block,
+        prevent_thread_lock=True,
         quiet=not block,
     )
+    guard.attach(app)
+    if block:
+        app.block_thread()
     return app, store
 
 

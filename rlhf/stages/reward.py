@@ -32,7 +32,7 @@ from transformers import AutoModelForSequenceClassification
 from trl import RewardConfig, RewardTrainer
 
 from rlhf.callbacks import RunDirCallback
-from rlhf.config import ConfigError
+from rlhf.config import ConfigError, bounded
 from rlhf.data import holdout_split, load_rows, source_path, validate_rows
 from rlhf.models import MINILM, ModelConfig, load_tokenizer, lora_config, resolve_model_path, torch_dtype
 from rlhf.preferences import normalise_preference_row
@@ -40,7 +40,7 @@ from rlhf.rm_metrics import accuracy
 from rlhf.rm_report import build_report, write_html
 from rlhf.runs import RunDir, RunSettings
 from rlhf.scorer import META_FILE, RewardScorer, encode_pair, response_fits
-from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at
+from rlhf.trainer_args import build_trl_config, check_reserved, check_trainer, point_tensorboard_at
 
 RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed", "max_length": "data.max_length"}
 META_COLUMNS = ("assessor", "slice", "item_id")
@@ -51,8 +51,10 @@ class RewardData:
     train: str = "demo:preferences"
     split: str = "train"
     eval: str | None = None
-    eval_fraction: float = 0.1
-    max_length: int = 256  # tokens of prompt + response after formatting; cut from the left beyond
+    eval_fraction: float = bounded(0.1, ge=0, le=0.99)
+    max_length: int = bounded(
+        256, ge=16
+    )  # tokens of prompt + response after formatting; cut from the left beyond
     as_chat: bool = True
 
     def __post_init__(self):
@@ -64,8 +66,8 @@ class RewardData:
 
 @dataclass
 class ReportSettings:
-    bootstrap: int = 1000
-    bins: int = 10
+    bootstrap: int = bounded(1000, ge=1)
+    bins: int = bounded(10, ge=1)
     swap_check: bool = True  # retrain on swapped labels (doubles training time) and expect accuracy < 0.5
 
 
@@ -79,6 +81,7 @@ class RewardStageConfig:
 
     def __post_init__(self):
         check_reserved(self.trainer, RESERVED)
+        check_trainer(RewardConfig, self.trainer)
         if not self.data.eval and not self.data.eval_fraction:
             raise ConfigError("the QA report needs held-out pairs: set data.eval or data.eval_fraction > 0.")
 

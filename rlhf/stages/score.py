@@ -12,17 +12,41 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from rlhf.data import load_rows, validate_rows
-from rlhf.errors import DataError
+from rlhf.errors import DataError, ModelError, RlhfError
+from rlhf.models import resolve_model_path
 from rlhf.preferences import normalise_preference_row
 from rlhf.rm_metrics import accuracy, bootstrap_ci, pair_correct
-from rlhf.scorer import RewardScorer
+from rlhf.scorer import META_FILE, RewardScorer
+
+
+def check_args(args) -> str:
+    """Everything about the command line that can be wrong, before any model loads; returns the RM dir."""
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.output and Path(args.output).is_dir():
+        raise DataError(f"--output '{args.output}' is a directory; pass a file path (e.g. scored.jsonl).")
+    hint = "pass an `rlhf reward` run (e.g. runs/reward-demo) or its model/ directory"
+    try:
+        path = Path(resolve_model_path(args.model))
+    except RlhfError as e:
+        raise ModelError(f"--model: {e} To score, {hint}.") from None
+    if not path.is_dir():
+        raise ModelError(f"--model '{args.model}': no such directory; {hint}.")
+    if not (path / META_FILE).is_file():
+        raise ModelError(
+            f"--model '{args.model}' is not a reward model trained by rlhf (no {META_FILE} beside its weights, "
+            f"so its score head would be untrained or unknown): {hint}."
+        )
+    return str(path)
 
 
 def main(args) -> int:
+    model_dir = check_args(args)
     rows = load_rows(args.input, what="--input")
-    scorer = RewardScorer(args.model, batch_size=args.batch_size)
+    scorer = RewardScorer(model_dir, batch_size=args.batch_size)
     columns = {k for r in rows.rows for k in r}
     if {"chosen", "rejected"} <= columns:
         pairs, acct = validate_rows(rows, lambda r: normalise_preference_row(r), what="--input")

@@ -27,11 +27,17 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from rlhf.callbacks import RunDirCallback, train
-from rlhf.config import ConfigError
+from rlhf.config import ConfigError, bounded
 from rlhf.data import Accounting, holdout_split, load_rows, normalise_sft_row, source_path, validate_rows
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import build_trl_config, check_reserved, point_tensorboard_at, save_trained
+from rlhf.trainer_args import (
+    build_trl_config,
+    check_reserved,
+    check_trainer,
+    point_tensorboard_at,
+    save_trained,
+)
 
 RESERVED_TRAINER_KEYS = {
     "output_dir": "run.output_root and run.name",
@@ -46,12 +52,12 @@ class SFTData:
     train: str = "demo:sft"  # demo:<name> | .jsonl/.json/.parquet | saved dataset dir | hub id
     split: str = "train"  # split to read from dataset dirs and hub datasets
     eval: str | None = None  # a separate eval source, or ...
-    eval_fraction: float = 0.0  # ... this share of the train rows held out (seeded)
-    max_length: int = 512  # tokens, prompt + completion, after the chat template
+    eval_fraction: float = bounded(0.0, ge=0, le=0.99)  # ... this share of the train rows held out (seeded)
+    max_length: int = bounded(512, ge=1)  # tokens, prompt + completion, after the chat template
     overlength: Literal["reject", "truncate"] = "reject"
     as_chat: bool = True  # wrap plain-string prompt/completion rows in the chat template
     loss_on: Literal["completion", "all"] = "completion"
-    limit: int | None = None  # keep only the first N valid rows (quick runs)
+    limit: int | None = bounded(None, ge=1)  # keep only the first N valid rows (quick runs)
 
     def __post_init__(self):
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -72,6 +78,7 @@ class SFTStageConfig:
 
     def __post_init__(self):
         check_reserved(self.trainer, RESERVED_TRAINER_KEYS)
+        check_trainer(SFTConfig, self.trainer)
 
 
 def build_training_args(cfg: SFTStageConfig, run: RunDir, *, has_eval: bool):

@@ -50,7 +50,7 @@ def table(stats: dict) -> str:
 
 
 def main(args) -> int:
-    with Store(args.store) as store:
+    with Store(args.store, create=False) as store:
         project = store.project(args.project)
         stats = project_stats(store.items(args.project), store.annotations(args.project), project.task)
     print(json.dumps(stats, indent=2, default=str) if args.json else table(stats))

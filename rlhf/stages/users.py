@@ -9,20 +9,40 @@ from __future__ import annotations
 import getpass
 import sys
 
+from rlhf.store.accounts import check_new_password, check_username
 from rlhf.store.service import Store, StoreError
 
 
 def _password(args) -> str:
     if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass(f"password for {args.username}: ")
-    if getpass.getpass("again: ") != first:
+        line = sys.stdin.readline()
+        if not line:
+            raise StoreError("--password-stdin: standard input is empty; pipe the password in (one line).")
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise StoreError(
+            "there is no terminal to ask for the password. Pass it on standard input with --password-stdin, "
+            f"e.g. printf '%s\\n' \"$PASSWORD\" | rlhf users {args.action} {args.username} --password-stdin"
+        )
+    try:
+        first = getpass.getpass(f"password for {args.username}: ")
+        again = getpass.getpass("again: ")
+    except EOFError:
+        raise StoreError("no password was entered; nothing was changed") from None
+    if again != first:
         raise StoreError("the two passwords differ; nothing was changed")
     return first
 
 
 def main(args) -> int:
-    with Store(args.store) as store:
+    password = None
+    if args.action in ("add", "set-password"):  # asked before the store opens: a refusal creates nothing
+        if args.action == "add":
+            check_username(args.username)
+        password = check_new_password(args.username, _password(args))
+    with Store(args.store, create=args.action == "add") as store:
+        if store.created:
+            print(f"created a new store at {args.store}", file=sys.stderr)
         if args.action == "list":
             users = store.list_users()
             for u in users:
@@ -30,10 +50,10 @@ def main(args) -> int:
             if not users:
                 print(f"(no users in {args.store}; add one with `rlhf users add NAME --store {args.store}`)")
         elif args.action == "add":
-            store.add_user(args.username, _password(args), role=args.role)
+            store.add_user(args.username, password, role=args.role)
             print(f"added {args.role} '{args.username}'")
         elif args.action == "set-password":
-            store.set_password(args.username, _password(args))
+            store.set_password(args.username, password)
             print(f"password of '{args.username}' changed")
         elif args.action in ("disable", "enable"):
             store.set_disabled(args.username, args.action == "disable")

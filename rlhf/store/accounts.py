@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import re
 import secrets
 
 from sqlalchemy import select
@@ -13,6 +15,7 @@ from rlhf.store.base import StoreError, now_utc
 from rlhf.store.schema import Assessor
 
 ROLES = ("assessor", "admin")
+USERNAME = re.compile(r"[\w.@+-]{1,64}")  # letters (any script), digits, _ . @ + -: no markup, no spaces
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -32,17 +35,42 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got.hex(), digest)
 
 
+def check_new_password(username: str, password: str) -> str:
+    if len(password) < 8:
+        raise StoreError(f"the password for '{username}' is too short: use at least 8 characters")
+    return password
+
+
+def check_username(username: str) -> str:
+    if not USERNAME.fullmatch(username or ""):
+        raise StoreError(
+            f"username {username!r} is not allowed: use 1 to 64 letters, digits or the characters _ . @ + - "
+            "(no spaces, markup or control characters)"
+        )
+    return username
+
+
+# A user that does not exist still costs one scrypt hash, so a login answers in the same time whether the
+# name exists or not (no username enumeration by timing).
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password("no such user: a dummy password to spend the same time")
+
+
+def stamp(password_hash: str, disabled: bool) -> str:
+    """A short fingerprint of a user's credentials: it changes when the password changes or the account is
+    disabled, so the app can end the sessions opened before (see labeling_ui.app)."""
+    return hashlib.sha256(f"{password_hash}|{disabled}".encode()).hexdigest()[:16]
+
+
 class Accounts:
     """The account half of `Store` (it provides `Session` and `ReadSession`)."""
 
     def add_user(self, username: str, password: str, role: str = "assessor") -> int:
-        username = username.strip()
-        if not username:
-            raise StoreError("a username must not be empty")
+        username = check_username(username)
         if role not in ROLES:
             raise StoreError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-        if len(password) < 8:
-            raise StoreError(f"the password for '{username}' is too short: use at least 8 characters")
+        check_new_password(username, password)
         with self.Session.begin() as s:
             if s.scalar(select(Assessor.id).where(Assessor.username == username)) is not None:
                 raise StoreError(
@@ -62,8 +90,7 @@ class Accounts:
         return user
 
     def set_password(self, username: str, password: str) -> None:
-        if len(password) < 8:
-            raise StoreError(f"the password for '{username}' is too short: use at least 8 characters")
+        check_new_password(username, password)
         with self.Session.begin() as s:
             self._user(s, username).password_hash = hash_password(password)
 
@@ -86,6 +113,13 @@ class Accounts:
         """The user's {username, role} when the password matches and the account is enabled."""
         with self.ReadSession.begin() as s:
             user = s.scalar(select(Assessor).where(Assessor.username == username))
-            if user is None or user.disabled or not check_password(password, user.password_hash):
+            ok = check_password(password, user.password_hash if user is not None else _dummy_hash())
+            if user is None or user.disabled or not ok:
                 return None
             return {"username": user.username, "role": user.role}
+
+    def credentials_stamp(self, username: str) -> str | None:
+        """`stamp` of the user's current credentials; None for an unknown user."""
+        with self.ReadSession.begin() as s:
+            user = s.scalar(select(Assessor).where(Assessor.username == username))
+            return None if user is None else stamp(user.password_hash, user.disabled)

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from rlhf.config import bounded
 from rlhf.errors import ConfigError
 from rlhf.store import judgements
 from rlhf.store.quality import gold_failures
@@ -31,7 +32,9 @@ class ExportSettings:
     margin: bool = False  # add a `margin` column from the vote split
     include_gold: bool = False
     exclude_assessors: list[str] = field(default_factory=list)
-    exclude_gold_below: float | None = None  # e.g. 0.7: drop assessors under 70 % gold accuracy
+    exclude_gold_below: float | None = bounded(
+        None, ge=0, le=1
+    )  # e.g. 0.7: drop assessors under 70 % gold accuracy
 
     def __post_init__(self):
         if self.exclude_gold_below is not None and not 0 <= self.exclude_gold_below <= 1:

@@ -18,15 +18,15 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhf.store import judgements
 from rlhf.store.accounts import ROLES, Accounts, check_password, hash_password
 from rlhf.store.assignment import Assignments, Lease
 from rlhf.store.base import StoreError, now_utc
-from rlhf.store.db import is_sqlite, make_engine
+from rlhf.store.db import check_exists, is_sqlite, make_engine, unreachable
 from rlhf.store.schema import Annotation, Assessor, Assignment, Base, Candidate, Item, Project
 
 __all__ = ["ROLES", "Lease", "Store", "StoreError", "check_password", "hash_password", "now_utc"]
@@ -35,10 +35,26 @@ __all__ = ["ROLES", "Lease", "Store", "StoreError", "check_password", "hash_pass
 class Store(Accounts, Assignments):
     """One labeling store (SQLite file or PostgreSQL URL): accounts, projects, items, assignment, reading."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, *, create: bool = True):
+        """Open the store at `target`. `create=False` (the read-only commands: export, stats, label, users
+        list/...): a store that does not exist yet is an error naming the target, never created by accident.
+        Any failure to reach or read it is a StoreError that names the target and what to check."""
         self.target = target
-        self.engine = make_engine(target)
-        Base.metadata.create_all(self.engine)
+        self.created = False
+        if not create:
+            check_exists(target)
+        try:
+            self.engine = make_engine(target, create_parent=create)
+            existing = set(inspect(self.engine).get_table_names())
+            if not create and not {"projects", "assessors"} <= existing:
+                raise StoreError(
+                    f"store '{target}' holds no rlhf store (no rlhf tables). Point at the store that `rlhf "
+                    "generate` or `rlhf users add` made, or run one of those to create it."
+                )
+            Base.metadata.create_all(self.engine)
+            self.created = not existing
+        except SQLAlchemyError as e:
+            raise StoreError(unreachable(target, e)) from None
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         # reads need no write lock: on SQLite a separate engine opens them with a plain (deferred) BEGIN, so
         # they run beside writers under WAL instead of queueing behind BEGIN IMMEDIATE
