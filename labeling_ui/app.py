@@ -5,8 +5,11 @@
 - Per-session server-side state (`gr.State`) holds the current item id and the submit's client token;
   the store re-checks that the item is leased to the caller, so crafted API calls are refused.
 - Model output is rendered as escaped Markdown (`labeling_ui.render`) with Gradio's sanitizer on too.
-- Keyboard: pairwise A / B / T (tie) / X (both bad); ranking: press candidate letters best-first
-  (Backspace removes the last); Enter (or Ctrl+Enter inside a text box) submits.
+- Judging: pairwise by one click on A / B / Tie / Both bad (keys A, B, T, X); ranking by clicking the
+  answers in order (each card shows its rank; click again to undo) or typing their letters; Likert by a
+  compact 1-7 row per answer; Enter (Ctrl+Enter in a text box) submits (`labeling_ui.assets`).
+- Reading aids: the conversation as chat turns, answers side by side with their own scroll, code rendered,
+  and a word-level difference view of A and B.
 - Admins get an Admin tab: queue status, per-assessor throughput / agreement / gold accuracy, recent
   activity, export, user management. Every admin handler re-checks the role on the server.
 """
@@ -20,57 +23,15 @@ from dataclasses import dataclass
 import gradio as gr
 
 from labeling_ui import handlers
-from labeling_ui.handlers import LETTERS, PAIRWISE_LABELS, View
-from labeling_ui.render import plain_markdown, safe_markdown
+from labeling_ui.admin import admin_tab as build_admin_tab
+from labeling_ui.handlers import LETTERS, PAIRWISE_LABELS, REVIEW_LABELS, View
+from labeling_ui.render import plain_markdown, safe_markdown, word_diff_html
 from labeling_ui.sessions import SessionGuard
-from rlhf.errors import RlhfError
-from rlhf.preferences import save_preferences
-from rlhf.runs import RunDir, RunSettings
-from rlhf.store.export import ExportSettings, export_project
 from rlhf.store.judgements import MAX_CANDIDATES
-from rlhf.store.quality import project_stats
 
-# long texts scroll inside their own box, so the controls below stay in reach
-CSS = """
-[id^="cand_"] { max-height: 60vh; overflow-y: auto; }
-#prompt { max-height: 45vh; overflow-y: auto; }
-"""
 # Gradio routes an app without file components does not need: refused (404) once the app runs
 CLOSED_ROUTES = ("/gradio_api/upload", "/gradio_api/upload_progress", "/upload")
-
-KEYBOARD_JS = """
-<script>
-(() => {
-  const q = (s) => document.querySelector(s);
-  const setText = (el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); };
-  document.addEventListener('keydown', (e) => {
-    const t = e.target;
-    const typing = t && (t.tagName === 'TEXTAREA' || (t.tagName === 'INPUT' && t.type !== 'radio' && t.type !== 'checkbox'));
-    const order = q('#rank_order textarea, #rank_order input');
-    if (e.key === 'Enter' && (!typing || e.ctrlKey || e.metaKey)) {
-      const b = q('#submit'); if (b) { e.preventDefault(); b.click(); } return;
-    }
-    if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
-    const k = e.key.toUpperCase();
-    const choice = q('#choice');
-    if (choice && choice.offsetParent !== null) {
-      const v = {A: 'A', B: 'B', T: 'tie', X: 'both_bad'}[k];
-      const input = v && choice.querySelector(`input[value="${v}"]`);
-      if (input) { input.click(); e.preventDefault(); }
-      return;
-    }
-    if (order && order.offsetParent !== null) {
-      if (e.key === 'Backspace') { setText(order, order.value.split(',').filter(Boolean).slice(0, -1).join(',')); e.preventDefault(); return; }
-      if (/^[A-P]$/.test(k)) {
-        const cur = order.value.split(',').map((x) => x.trim()).filter(Boolean);
-        if (!cur.includes(k)) { cur.push(k); setText(order, cur.join(',')); }
-        e.preventDefault();
-      }
-    }
-  });
-})();
-</script>
-"""
+PICKS = {"A": "A is better (A)", "B": "B is better (B)", "tie": "Tie (T)", "both_bad": "Both bad (X)"}
 
 
 @dataclass
@@ -81,6 +42,9 @@ class AppSettings:
     arena: bool = False  # reveal each candidate's model after the vote
     title: str = "rlhf labeling"
     runs_root: str = "runs"  # where the Admin tab's Export writes its run directories
+    too_fast_ratio: float = (
+        0.25  # Admin tab: median time per judgement below this x the project's -> "too fast"
+    )
 
 
 class LoginGuard:
@@ -111,13 +75,15 @@ def build_app(store, settings: AppSettings, guard: SessionGuard | None = None) -
     task = project.task
     # as many candidate slots as the project's largest item (fewer components -> less work per event)
     n_slots = min(MAX_CANDIDATES, max(2, store.max_candidates(settings.project)))
-    n_sliders = n_slots if task == "likert" else 0
+    n_scores = n_slots if task == "likert" else 0
 
     with gr.Blocks(title=settings.title) as app:
         state = gr.State({"item_id": None, "token": ""})
         with gr.Tab("Label"):
             with gr.Row():
-                gr.Markdown(f"## {settings.title} — project *{project.name}* ({task})")
+                gr.Markdown(
+                    f"## {plain_markdown(settings.title)} — *{plain_markdown(project.name)}*", elem_id="title"
+                )
                 whoami = gr.Markdown(elem_id="whoami")
             with gr.Accordion("Guidelines", open=True):
                 gr.Markdown(
@@ -126,30 +92,44 @@ def build_app(store, settings: AppSettings, guard: SessionGuard | None = None) -
                 )
             progress = gr.Markdown(elem_id="progress")
             status = gr.Markdown(elem_id="status")
-            gr.Markdown("### Prompt")
-            prompt = gr.Markdown(elem_id="prompt")
-            with gr.Row(equal_height=False):
+            prompt = gr.Chatbot(
+                label="Conversation", elem_id="prompt", height="auto", max_height=420, buttons=[]
+            )
+            with gr.Row(equal_height=True):
                 slots = [
                     gr.Markdown(visible=False, elem_id=f"cand_{LETTERS[i]}", container=True)
                     for i in range(n_slots)
                 ]
+            with gr.Row():
+                scores = [
+                    gr.Radio(
+                        list(range(1, 8)),
+                        value=None,
+                        visible=False,
+                        elem_id=f"score_{LETTERS[i]}",
+                        min_width=120,
+                    )
+                    for i in range(n_scores)
+                ]
+            with gr.Row(visible=task == "pairwise"):
+                picks = {k: gr.Button(v, elem_id=f"pick_{k}", elem_classes="pick") for k, v in PICKS.items()}
             choice = gr.Radio(
-                [(v, k) for k, v in PAIRWISE_LABELS.items()],
-                label="Which response is better? (keys: A, B, T = tie, X = both bad)",
-                visible=task == "pairwise",
+                [(v, k) for k, v in (REVIEW_LABELS if task == "review" else PAIRWISE_LABELS).items()],
+                label="May this row be used for training? Say why below.",
+                visible=task == "review",
                 elem_id="choice",
             )
             order = gr.Textbox(
-                label="Ranking, best first — press the letters in order (Backspace undoes)",
-                placeholder="e.g. B,A,C,D",
+                label="Ranking, best first: click the answers in order (click again to undo), or press their letters",
+                placeholder="e.g. B,A,C",
                 visible=task == "ranking",
                 elem_id="rank_order",
             )
             with gr.Row():
-                sliders = [
-                    gr.Slider(1, 7, step=1, value=4, visible=False, elem_id=f"score_{LETTERS[i]}")
-                    for i in range(n_sliders)
-                ]
+                show_diff = gr.Checkbox(
+                    label="Show differences between A and B", elem_id="show_diff", visible=n_slots >= 2
+                )
+            diff_view = gr.HTML(elem_id="diff_view", visible=False)
             rationale = gr.Textbox(
                 label=f"Rationale ({project.rationale})",
                 lines=2,
@@ -163,12 +143,14 @@ def build_app(store, settings: AppSettings, guard: SessionGuard | None = None) -
                 edit_text = gr.Textbox(label="Improved response", lines=4, elem_id="edit_text")
             flag = gr.Checkbox(label="Flag unsafe content", elem_id="flag")
             with gr.Row():
-                submit_btn = gr.Button("Submit (Enter)", variant="primary", elem_id="submit")
+                submit_btn = gr.Button(
+                    "Submit (Enter)", variant="primary", elem_id="submit", visible=task != "pairwise"
+                )
                 skip_reason = gr.Textbox(label="Skip reason", elem_id="skip_reason", scale=2)
                 skip_btn = gr.Button("Skip", elem_id="skip")
         # what an assessor fills in for one item: cleared when the next item shows, kept on a refusal
         inputs = [choice, order, rationale, flag, skip_reason]
-        view_outputs = [state, prompt, progress, status, *slots, *sliders, *inputs]
+        view_outputs = [state, prompt, progress, status, *slots, *scores, *inputs, show_diff, diff_view]
 
         def show(view: View, user: str) -> dict:
             """A View -> updates of the view's components (a new submit token with every item)."""
@@ -179,8 +161,13 @@ def build_app(store, settings: AppSettings, guard: SessionGuard | None = None) -
                 )
             n = len(view.candidates_md)
             updates = {
-                state: {"item_id": view.item_id, "token": uuid.uuid4().hex, "user": user},
-                prompt: view.prompt_md if not view.done else "",
+                state: {
+                    "item_id": view.item_id,
+                    "token": uuid.uuid4().hex,
+                    "user": user,
+                    "texts": view.candidate_texts,
+                },
+                prompt: chat_messages(view.prompt) if not view.done else [],
                 progress: view.progress_md,
                 status: f"**{view.message}**" if view.message else "",
                 choice: gr.update(value=None),
@@ -188,12 +175,16 @@ def build_app(store, settings: AppSettings, guard: SessionGuard | None = None) -
                 rationale: gr.update(value=""),
                 flag: gr.update(value=False),
                 skip_reason: gr.update(value=""),
+                show_diff: gr.update(value=False),
+                diff_view: gr.update(value="", visible=False),
             }
             for i, slot in enumerate(slots):
                 updates[slot] = gr.update(value=view.candidates_md[i] if i < n else "", visible=i < n)
-            for i, slider in enumerate(sliders):
-                updates[slider] = gr.update(
-                    visible=i < len(view.candidate_ids), value=4, label=f"Score for {LETTERS[i]} (1-7)"
+            for i, radio in enumerate(scores):
+                updates[radio] = gr.update(
+                    visible=i < len(view.candidate_ids),
+                    value=None,
+                    label=f"{LETTERS[i]}: 1 (poor) … 7 (excellent)",
                 )
             return updates
 
@@ -206,7 +197,7 @@ def build_app(store, settings: AppSettings, guard: SessionGuard | None = None) -
                 whoami: f"Logged in as **{plain_markdown(user)}**",
             }
 
-        def on_submit(request: gr.Request, st, ch, od, rat, fl, e_of, e_text, *scores):
+        def submit_with(request: gr.Request, st, ch, od, rat, fl, e_of, e_text, *score_values):
             user = guard.user(request)
             guard.check_state(st, user)
             view = handlers.submit(
@@ -217,7 +208,7 @@ def build_app(store, settings: AppSettings, guard: SessionGuard | None = None) -
                 client_token=st.get("token"),
                 choice=ch,
                 order=od,
-                scores=list(scores),
+                scores=list(score_values),
                 rationale=rat or "",
                 flagged_unsafe=bool(fl),
                 edit_of=e_of,
@@ -240,18 +231,54 @@ def build_app(store, settings: AppSettings, guard: SessionGuard | None = None) -
             guard.check_state(st, user)
             return show(handlers.skip(store, settings.project, user, st.get("item_id"), reason), user)
 
-        admin_tab = _admin_tab(store, settings, guard)
+        def on_diff(st, on: bool, request: gr.Request):
+            guard.user(request)
+            texts = (st or {}).get("texts") or []
+            if not on or len(texts) < 2:
+                return gr.update(value="", visible=False)
+            return gr.update(value=word_diff_html(texts[0], texts[1]), visible=True)
+
+        admin_tab = build_admin_tab(store, settings, guard)
         app.load(on_load, [state], [*view_outputs, admin_tab, whoami], api_name="load")
-        submit_btn.click(
-            on_submit,
-            [state, choice, order, rationale, flag, edit_of, edit_text, *sliders],
-            [*view_outputs, edit_of, edit_text],
-            api_name="submit",
-        )
+        judged = [state, choice, order, rationale, flag, edit_of, edit_text, *scores]
+        # the next item must be on screen fast: these calls skip Gradio's queue (no server-sent-events round
+        # trip; the handlers are thread-safe) and its progress overlay
+        fast = {"queue": False, "show_progress": "hidden"}
+        submit_btn.click(submit_with, judged, [*view_outputs, edit_of, edit_text], api_name="submit", **fast)
+        for key, button in picks.items():  # pairwise: one click is the judgement
+            button.click(
+                pick_handler(submit_with, key),
+                judged,
+                [*view_outputs, edit_of, edit_text],
+                api_name=f"pick_{key}",
+                **fast,
+            )
         skip_btn.click(on_skip, [state, skip_reason], view_outputs, api_name="skip")
+        show_diff.change(on_diff, [state, show_diff], diff_view, api_name="diff")
     # handlers are thread-safe (one store session per call): serve many assessors at once
     app.queue(default_concurrency_limit=16)
     return app
+
+
+def pick_handler(submit_with, key: str):
+    """A pairwise button's handler: the submit with its choice fixed (Gradio injects the request by type)."""
+
+    def pick(request: gr.Request, st, _choice, od, rat, fl, e_of, e_text, *score_values):
+        return submit_with(request, st, key, od, rat, fl, e_of, e_text, *score_values)
+
+    return pick
+
+
+def chat_messages(prompt) -> list[dict]:
+    """The prompt as chat turns for gr.Chatbot (each turn's text made safe Markdown)."""
+    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt or [])
+    return [
+        {
+            "role": "assistant" if m.get("role") == "assistant" else "user",
+            "content": safe_markdown(str(m.get("content", ""))),
+        }
+        for m in turns
+    ]
 
 
 class ClosedRoutes:
@@ -271,20 +298,6 @@ class ClosedRoutes:
         await self.app(scope, receive, send)
 
 
-def export_to_run(store, project: str, runs_root: str) -> RunDir:
-    """The Admin tab's Export: the project's majority preferences into a new run directory (a unique name
-    per click, so two clicks in the same second never collide)."""
-    name = f"export-{project}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    settings = ExportSettings()
-    config = {"store": store.target, "project": project, **vars(settings)}
-    with RunDir.prepare(RunSettings(name=name, output_root=runs_root), "export", config) as run:
-        rows, accounting = export_project(store, project, settings)
-        outputs = save_preferences(rows, run.path) if rows else {}
-        run.update_manifest(accounting=accounting, store=store.target, project=project)
-        run.finish(outputs=outputs)
-    return run
-
-
 def reveal(store, project: str, username: str, item_id: int) -> str:
     """Arena: which model wrote which response, in the order this assessor saw them (only after the vote)."""
     sources = store.candidate_sources(item_id)
@@ -292,95 +305,3 @@ def reveal(store, project: str, username: str, item_id: int) -> str:
     return "Revealed: " + "; ".join(
         f"{LETTERS[i]} = {sources[c].get('policy', '?')}" for i, c in enumerate(order)
     )
-
-
-def _admin_tab(store, settings: AppSettings, guard: SessionGuard) -> gr.Tab:
-    def require_admin(request: gr.Request) -> str:
-        user = guard.user(request)
-        if store.role(user) != "admin":
-            raise gr.Error("Admins only.")
-        return user
-
-    def refresh(request: gr.Request):
-        require_admin(request)
-        items, anns = store.items(settings.project), store.annotations(settings.project)
-        assigns = store.assignments(settings.project)
-        st = project_stats(items, anns, store.project(settings.project).task)
-        queue = [
-            [
-                len(items),
-                sum(1 for a in assigns if a["status"] == "leased"),
-                len(anns),
-                sum(1 for a in assigns if a["status"] == "skipped"),
-                st["alpha"]["value"],
-            ]
-        ]
-        people = [
-            [who, s["annotations"], s["agreement_with_majority"], s["gold_accuracy"], s["per_hour"]]
-            for who, s in st["assessors"].items()
-        ]
-        recent = [
-            [str(a["created_at"])[:19], a["assessor"], a["item_id"], "yes" if a["flagged_unsafe"] else ""]
-            for a in anns[-20:][::-1]
-        ]
-        users = [
-            [u["username"], u["role"], "disabled" if u["disabled"] else "active"] for u in store.list_users()
-        ]
-        return queue, people, recent, users
-
-    def export(request: gr.Request):
-        require_admin(request)
-        try:
-            run = export_to_run(store, settings.project, settings.runs_root)
-        except RlhfError as e:
-            return f"Not exported: {e}"
-        acct = run.read_manifest()["accounting"]
-        return f"Exported {acct['pairs_out']} pairs from {acct['items_exported']} items to `{run.path}`."
-
-    def add_user(name, password, role, request: gr.Request):
-        require_admin(request)
-        try:
-            store.add_user(name or "", password or "", role=role)
-        except RlhfError as e:
-            return f"Not added: {e}"
-        return f"Added {role} '{name}'."
-
-    def disable_user(name, request: gr.Request):
-        require_admin(request)
-        try:
-            store.set_disabled(name or "")
-        except RlhfError as e:
-            return f"Not disabled: {e}"
-        return f"Disabled '{name}'."
-
-    with gr.Tab("Admin", visible=False) as tab:
-        gr.Markdown("Admins only: queue, assessors, activity, export and users.")
-        refresh_btn = gr.Button("Refresh", elem_id="admin_refresh")
-        queue = gr.Dataframe(
-            headers=["items", "leased now", "annotations", "skips", "alpha"],
-            label="Queue",
-            elem_id="admin_queue",
-        )
-        people = gr.Dataframe(
-            headers=["assessor", "annotations", "agree w/ majority", "gold accuracy", "per hour"],
-            label="Assessors",
-        )
-        recent = gr.Dataframe(
-            headers=["time", "assessor", "item", "flagged"], label="Recent activity", elem_id="admin_recent"
-        )
-        users = gr.Dataframe(headers=["user", "role", "status"], label="Users", elem_id="admin_users")
-        refresh_btn.click(refresh, None, [queue, people, recent, users], api_name="admin_refresh")
-        export_btn = gr.Button("Export preferences", elem_id="admin_export")
-        export_out = gr.Markdown()
-        export_btn.click(export, None, export_out, api_name="admin_export")
-        with gr.Row():
-            new_name = gr.Textbox(label="username")
-            new_pw = gr.Textbox(label="password", type="password")
-            new_role = gr.Radio(["assessor", "admin"], value="assessor", label="role")
-        add_btn = gr.Button("Add user")
-        dis_name = gr.Textbox(label="username to disable")
-        dis_btn = gr.Button("Disable user")
-        user_out = gr.Markdown()
-        add_btn.click(add_user, [new_name, new_pw, new_role], user_out, api_name="admin_add_user")
-        dis_btn.click(disable_user, dis_name, user_out, api_name="admin_disable_user")
-    return tab

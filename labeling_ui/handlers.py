@@ -14,19 +14,22 @@ from typing import Literal
 
 from labeling_ui.render import render_prompt, safe_markdown
 from rlhf.errors import RlhfError
-from rlhf.store.judgements import JudgementError
+from rlhf.store.judgements import JudgementError, values
 
 LETTERS = "ABCDEFGHIJKLMNOP"
 PAIRWISE_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+REVIEW_LABELS = {"keep": "Keep: fine to train on", "drop": "Drop: must not be learned"}
 
 
 @dataclass
 class View:
     task: str
     item_id: int | None = None
+    prompt: object = None  # the raw prompt: a string or a message list
     prompt_md: str = ""
     candidates_md: list[str] = field(default_factory=list)  # display order, labelled A, B, ...
     candidate_ids: list[int] = field(default_factory=list)
+    candidate_texts: list[str] = field(default_factory=list)  # raw, for the difference view
     progress: dict = field(default_factory=dict)
     message: str = ""
     done: bool = False  # no more items for this assessor
@@ -48,11 +51,13 @@ def next_view(store, project: str, username: str, message: str = "") -> View:
     return View(
         task=task,
         item_id=lease.item_id,
+        prompt=lease.prompt,
         prompt_md=render_prompt(lease.prompt),
         candidates_md=[
             f"### {LETTERS[i]}\n\n{safe_markdown(c['text'])}" for i, c in enumerate(lease.candidates)
         ],
         candidate_ids=[c["id"] for c in lease.candidates],
+        candidate_texts=[c["text"] for c in lease.candidates],
         progress=progress,
         message=message,
     )
@@ -84,6 +89,8 @@ def build_payload(
 ) -> dict:
     if task == "pairwise":
         return {"choice": choice}
+    if task == "review":
+        return {"decision": choice}
     if task == "ranking":
         return {"ranking": parse_ranking(order or "", candidate_ids)}
     scores = list(scores or [])[: len(candidate_ids)]
@@ -134,9 +141,26 @@ def submit(
         view = next_view(store, project, username)
         view.message, view.outcome = f"Not saved: {e}", "refused"
         return view
-    view = next_view(store, project, username, message="Saved.")
+    message = "Saved." + gold_feedback(
+        store.gold_info(int(item_id)), payload, shown, store.project(project).task
+    )
+    view = next_view(store, project, username, message=message)
     view.outcome = "saved"
     return view
+
+
+def gold_feedback(gold: dict | None, payload: dict, shown: list[int], task: str) -> str:
+    """After a gold item: whether the judgement put the expected answer on top, and why (the gold note)."""
+    if gold is None:
+        return ""
+    vals = values(task, payload, shown)
+    best = max(vals.values()) if task == "likert" else min(vals.values())
+    tops = [c for c, v in vals.items() if v == best]
+    letter = LETTERS[shown.index(gold["best"])] if gold["best"] in shown else "?"
+    note = f" {gold['note']}" if gold["note"] else ""
+    if tops == [gold["best"]]:
+        return f" Gold check: you matched the expected answer ({letter}).{note}"
+    return f" Gold check: the expected best answer was {letter}.{note}"
 
 
 def skip(store, project: str, username: str, item_id: int | None, reason: str) -> View:

@@ -11,6 +11,7 @@ links: they must stay text, while Markdown itself (lists, emphasis, code) render
 
 from __future__ import annotations
 
+import difflib
 import html
 import re
 
@@ -87,3 +88,27 @@ def render_prompt(prompt) -> str:
         role = ROLE_NAMES.get(m.get("role"), plain_markdown(str(m.get("role"))))
         parts.append(f"**{role}:**\n\n{safe_markdown(m.get('content', ''))}")
     return "\n\n---\n\n".join(parts)
+
+
+def word_diff_html(a: str, b: str) -> str:
+    """Two near-identical texts side by side, the words that differ marked (removed in A, added in B).
+    Every word is HTML-escaped; only our own <mark>/<div> tags are markup."""
+    wa, wb = re.split(r"(\s+)", a or ""), re.split(r"(\s+)", b or "")
+    left, right = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
+        xs, ys = "".join(wa[i1:i2]), "".join(wb[j1:j2])
+        if op == "equal":
+            left.append(html.escape(xs))
+            right.append(html.escape(ys))
+            continue
+        if xs:
+            left.append(f'<mark class="del">{html.escape(xs)}</mark>')
+        if ys:
+            right.append(f'<mark class="add">{html.escape(ys)}</mark>')
+    return (
+        '<div style="display:flex;gap:12px"><div class="diffcol" style="flex:1"><b>A</b><br>'
+        + "".join(left)
+        + '</div><div class="diffcol" style="flex:1"><b>B</b><br>'
+        + "".join(right)
+        + "</div></div>"
+    )

@@ -53,6 +53,16 @@ STAGES = {
         "PPOStageConfig",
         "PPO against a reward model or function (own trainer on accelerate/DeepSpeed)",
     ),
+    "clean": (
+        "rlhf.stages.clean",
+        "CleanStageConfig",
+        "de-duplicate, filter, decontaminate and screen rows; flagged rows go to a review project",
+    ),
+    "compare": (
+        "rlhf.stages.compare",
+        "CompareStageConfig",
+        "compare checkpoints: reward-model metrics, human agreement, arena battles, leaderboard, report",
+    ),
     "export": (
         "rlhf.stages.export",
         "ExportStageConfig",
@@ -85,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="continue an unfinished run from its newest complete checkpoint",
         )
         p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+        if name == "clean":
+            p.add_argument(
+                "--apply-review", metavar="PROJECT", help="apply the keep/drop decisions of PROJECT"
+            )
+        if name == "compare":
+            p.add_argument("--leaderboard", metavar="PROJECT", help="print the arena leaderboard of PROJECT")
+            p.add_argument("--store", default=os.environ.get("RLHF_STORE", "labels.db"), help=STORE_HELP)
+            p.add_argument("--json", action="store_true", help="with --leaderboard: JSON instead of a table")
     default_store = os.environ.get("RLHF_STORE", "labels.db")
     users = sub.add_parser("users", help="manage assessors and admins of a labeling store")
     users.add_argument("action", choices=["add", "list", "disable", "enable", "set-password"])
@@ -129,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             return importlib.import_module(COMMANDS[args.stage]).main(args)
         module_name, config_cls, _ = STAGES[args.stage]
         module = importlib.import_module(module_name)
+        if getattr(args, "leaderboard", None):
+            return module.leaderboard_command(args)
         cfg = load_config(getattr(module, config_cls), args.config, args.overrides)
+        if getattr(args, "apply_review", None):
+            module.apply_review(cfg, args.apply_review, overwrite=args.overwrite)
+            return 0
         module.run(cfg, resume=args.resume, overwrite=args.overwrite)
     except RlhfError as e:
         print(f"error: {e}", file=sys.stderr)

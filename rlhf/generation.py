@@ -199,11 +199,17 @@ def forward_responses(
     device = next(model.parameters()).device
     ids = rollout.input_ids.to(device)
     mask = rollout.attention_mask.to(device)
+    P, R = rollout.prompt_width, ids.shape[1] - rollout.prompt_width
+    # the LM head only where a response token is predicted (positions P-1 .. end): over a long prompt the
+    # head is most of a small model's forward
     out = model(
-        input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), output_hidden_states=hidden
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=position_ids(mask),
+        output_hidden_states=hidden,
+        logits_to_keep=R + 1,
     )
-    P = rollout.prompt_width
-    logits = out.logits[:, P - 1 : -1].float() / temperature
+    logits = out.logits[:, :-1].float() / temperature
     logp = torch.log_softmax(logits, -1).gather(-1, ids[:, P:].unsqueeze(-1)).squeeze(-1)
     states = out.hidden_states[-1][:, P - 1 : -1] if hidden else None
     return logp, states

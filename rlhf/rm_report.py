@@ -1,12 +1,14 @@
-"""The reward-model QA report: metrics from `rlhf.rm_metrics` gathered into rm_report.json, and an HTML
-page with inline SVG plots (no plotting dependency): the reliability diagram and reward histograms."""
+"""The reward-model QA report: metrics from `rlhf.rm_metrics` gathered into rm_report.json, and a
+self-contained HTML page (`rlhf.report`: matplotlib figures as inline SVG) with the reliability diagram,
+the reward histograms of chosen vs rejected, and flags in words (chance-level accuracy, a failed swap check,
+no better than "longer wins")."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from rlhf import rm_metrics as m
+from rlhf.report import figure, page, svg, table
 
 
 def _text(x) -> str:
@@ -56,92 +58,64 @@ def build_report(
     return report
 
 
-def _svg_reliability(cal: dict, size: int = 260) -> str:
-    pad = 30
-    inner = size - 2 * pad
-
-    def xy(p, f):
-        return pad + p * inner, size - pad - f * inner
-
-    parts = [
-        f'<svg width="{size}" height="{size}" xmlns="http://www.w3.org/2000/svg">',
-        f'<rect x="{pad}" y="{pad}" width="{inner}" height="{inner}" fill="none" stroke="#999"/>',
-        f'<line x1="{pad}" y1="{size - pad}" x2="{size - pad}" y2="{pad}" stroke="#bbb" stroke-dasharray="4"/>',
-    ]
-    pts = [xy(b["mean_p"], b["freq"]) for b in cal["bins"]]
+def plot_reliability(cal: dict) -> str:
+    fig, ax = figure(4.2, 4.0)
+    ax.plot([0, 1], [0, 1], ls="--", color="#999", label="perfect calibration")
+    pts = [(b["mean_p"], b["freq"], b.get("count", 0)) for b in cal["bins"]]
     if pts:
-        parts.append(
-            '<polyline fill="none" stroke="#d62728" stroke-width="2" points="'
-            + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-            + '"/>'
-        )
-        parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#d62728"/>' for x, y in pts]
-    parts.append(
-        f'<text x="{size / 2}" y="{size - 6}" font-size="11" text-anchor="middle">predicted σ(r_a − r_b)</text>'
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="#d62728", label="this reward model")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="predicted P(first preferred) = σ(r_a − r_b)",
+        ylabel="observed frequency",
     )
-    parts.append(
-        f'<text x="10" y="{size / 2}" font-size="11" transform="rotate(-90 10 {size / 2})" '
-        'text-anchor="middle">observed frequency</text></svg>'
-    )
-    return "".join(parts)
+    ax.set_title(f"Reliability diagram (ECE {cal['ece']:.3f})")
+    ax.legend(loc="upper left", fontsize=8)
+    return svg(fig)
 
 
-def _svg_histogram(
-    chosen: list[float], rejected: list[float], width: int = 420, height: int = 200, bins: int = 20
-) -> str:
-    values = chosen + rejected
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-
-    def counts(xs):
-        c = [0] * bins
-        for x in xs:
-            c[min(bins - 1, int((x - lo) / span * bins))] += 1
-        return c
-
-    cc, cr = counts(chosen), counts(rejected)
-    top = max(cc + cr) or 1
-    bw = (width - 20) / bins
-    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
-    for i in range(bins):
-        for c, color, off in ((cc[i], "#2ca02c", 0), (cr[i], "#d62728", bw / 2)):
-            h = c / top * (height - 40)
-            parts.append(
-                f'<rect x="{10 + i * bw + off:.1f}" y="{height - 25 - h:.1f}" width="{bw / 2 - 1:.1f}" '
-                f'height="{h:.1f}" fill="{color}" opacity="0.8"/>'
-            )
-    parts.append(
-        f'<text x="10" y="{height - 8}" font-size="11">{lo:.2f}</text>'
-        f'<text x="{width - 10}" y="{height - 8}" font-size="11" text-anchor="end">{hi:.2f}</text>'
-        f'<text x="{width / 2}" y="14" font-size="11" text-anchor="middle">reward: chosen (green) vs '
-        "rejected (red)</text></svg>"
-    )
-    return "".join(parts)
+def plot_rewards(chosen: list[float], rejected: list[float]) -> str:
+    fig, ax = figure(6.0, 3.2)
+    lo, hi = min(chosen + rejected), max(chosen + rejected)
+    bins = [lo + (hi - lo) * k / 20 for k in range(21)] if hi > lo else 10
+    ax.hist(chosen, bins=bins, alpha=0.6, color="#2ca02c", label=f"chosen (n={len(chosen)})")
+    ax.hist(rejected, bins=bins, alpha=0.6, color="#d62728", label=f"rejected (n={len(rejected)})")
+    ax.set(xlabel="reward (raw score)", ylabel="held-out responses")
+    ax.set_title("Rewards of held-out chosen vs rejected responses")
+    ax.legend(fontsize=8)
+    return svg(fig)
 
 
 def write_html(report: dict, path: Path, *, title: str) -> None:
     acc = report["accuracy"]
     length = report["length"]
+    corr = length["reward_length_correlation"]
     rows = [
         ("Held-out pairs", report["pairs"]),
         ("Pairwise accuracy", f"{acc['value']:.3f}  (95 % CI {acc['ci95'][0]:.3f} – {acc['ci95'][1]:.3f})"),
         ("“Longer answer wins” baseline", f"{length['baseline_accuracy']:.3f}"),
-        (
-            "Correlation of reward with length",
-            "n/a"
-            if length["reward_length_correlation"] is None
-            else f"{length['reward_length_correlation']:.3f}",
-        ),
+        ("Correlation of reward with length", "n/a" if corr is None else f"{corr:.3f}"),
         ("Expected calibration error", f"{report['calibration']['ece']:.3f}"),
     ]
+    flags = []
     if report.get("swap_check"):
         sc = report["swap_check"]
+        verdict = "passed" if sc["passed"] else "FAILED: accuracy does not depend on the labels"
         rows.append(
             (
                 "Swap check (accuracy when trained on swapped labels)",
-                f"{sc['swapped_label_accuracy']:.3f} — {'passed' if sc['passed'] else 'FAILED: accuracy does not depend on the labels'}",
+                f"{sc['swapped_label_accuracy']:.3f} — {verdict}",
             )
         )
+        if not sc["passed"]:
+            flags.append("The swap check failed: a model trained on swapped labels still scores >= 0.5.")
+    if acc["ci95"][0] <= 0.5:
+        flags.append(
+            "The accuracy's 95 % CI includes 0.5: on these pairs the model is not shown to beat chance."
+        )
+    if acc["value"] <= length["baseline_accuracy"]:
+        flags.append("The model is no more accurate than always preferring the longer answer.")
     hc = report.get("human_ceiling")
     ceiling = (
         f"{hc['agreement']:.3f} over {hc['votes_compared']} votes"
@@ -150,22 +124,18 @@ def write_html(report: dict, path: Path, *, title: str) -> None:
     )
     rows.append(("Human–human agreement ceiling", ceiling))
 
-    def table(title_: str, groups: dict) -> str:
-        if not groups:
-            return f"<h2>{title_}</h2><p>The data carries no such column.</p>"
-        body = "".join(
-            f"<tr><td>{html.escape(str(g))}</td><td>{v['pairs']}</td><td>{v['accuracy']:.3f}</td></tr>"
-            for g, v in groups.items()
+    def groups(heading: str, g: dict) -> tuple[str, str]:
+        if not g:
+            return heading, "<p>The data carries no such column.</p>"
+        return heading, table(
+            ["group", "pairs", "accuracy"], [(k, v["pairs"], v["accuracy"]) for k, v in g.items()]
         )
-        return f"<h2>{title_}</h2><table><tr><th>group</th><th>pairs</th><th>accuracy</th></tr>{body}</table>"
 
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}</style>
-</head><body><h1>{html.escape(title)}</h1>
-<table>{"".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)}</table>
-<h2>Calibration (reliability diagram)</h2>{_svg_reliability(report["calibration"])}
-<h2>Reward distributions</h2>{_svg_histogram(report["rewards"]["chosen"], report["rewards"]["rejected"])}
-{table("Accuracy per assessor", report["per_assessor"])}
-{table("Accuracy per slice", report["per_slice"])}
-</body></html>"""
-    Path(path).write_text(page)
+    sections = [
+        ("Summary", table(["", ""], rows)),
+        ("Calibration (reliability diagram)", plot_reliability(report["calibration"])),
+        ("Reward distributions", plot_rewards(report["rewards"]["chosen"], report["rewards"]["rejected"])),
+        groups("Accuracy per assessor", report["per_assessor"]),
+        groups("Accuracy per slice", report["per_slice"]),
+    ]
+    Path(path).write_text(page(title, sections, flags=flags))

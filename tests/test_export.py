@@ -114,7 +114,7 @@ def test_export_config_checks():
 
 
 def test_two_admin_exports_in_the_same_second_do_not_collide(tmp_path):
-    from labeling_ui.app import export_to_run
+    from labeling_ui.admin import export_to_run
     from rlhf.store.service import Store
 
     with Store(str(tmp_path / "e.db")) as s:
@@ -130,3 +130,24 @@ def test_two_admin_exports_in_the_same_second_do_not_collide(tmp_path):
         and (second.path / "COMPLETED").exists()
     )
     assert first.output("preferences").read_text() == second.output("preferences").read_text() != ""
+
+
+def test_items_flagged_unsafe_by_an_assessor_are_left_out_unless_asked():
+    items = [item(1, k=2), item(2, k=2)]
+    flagged = {**vote(1, "ann", {10: 1, 11: 2}, kind="pairwise", choice="A"), "flagged_unsafe": True}
+    anns = [
+        flagged,
+        vote(1, "bob", {10: 1, 11: 2}, kind="pairwise", choice="A"),
+        vote(2, "ann", {20: 2, 21: 1}, kind="pairwise", choice="B"),
+    ]
+    rows, acct = export_rows(items, anns, "pairwise", ExportSettings())
+    assert [r["item_id"] for r in rows] == ["e2"]
+    assert acct["items_dropped"] == {"flagged unsafe by an assessor": 1} and acct["items_in"] == 2
+    rows, acct = export_rows(items, anns, "pairwise", ExportSettings(include_flagged=True))
+    assert len(rows) == 2 and acct["items_dropped"] == {}
+
+
+def test_review_decisions_are_values_not_preferences():
+    assert values("review", {"decision": "keep"}, [7]) == {7: 1.0}
+    with pytest.raises(JudgementError, match="decide keep or drop"):
+        values("review", {"decision": "maybe"}, [7])

@@ -1,21 +1,15 @@
 """The Gradio app end to end through gradio_client: two logged-in assessors, attribution, auth, forgery."""
 
-import socket
 import time
 import urllib.request
 
 import pytest
 
+from labeling_ui.browser import free_port
 from rlhf.stages.label import LabelStageConfig, launch
 from rlhf.store.service import Store
 
 PW = "password123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

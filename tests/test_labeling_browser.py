@@ -9,20 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from labeling_ui.browser import CHROMIUM, FLAGS, free_port, login
 from rlhf.stages.label import LabelStageConfig, launch
 from rlhf.store.service import Store
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 XSS = (
     '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> [tap](javascript:window.__xss=3)'
 )
@@ -43,8 +33,6 @@ def browser():
 
 
 def test_login_rank_with_keyboard_submit_and_xss_stays_text(tmp_path, browser):
-    from test_labeling_app import free_port
-
     db = str(tmp_path / "b.db")
     s = Store(db)
     s.create_project(
@@ -82,11 +70,7 @@ def test_login_rank_with_keyboard_submit_and_xss_stays_text(tmp_path, browser):
     port = free_port()
     app, store = launch(LabelStageConfig(store=db, project="demo", port=port), block=False)
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.get_by_label("username").fill("ann")
-        page.get_by_label("password").fill("password123")
-        page.get_by_role("button", name="Login").click()
+        page = login(browser, port, "ann", {"width": 1280, "height": 1100})
         page.wait_for_selector("#guidelines", timeout=30_000)
         assert "from most to least helpful" in page.inner_text("#guidelines")
         assert page.get_by_role("tab", name="Admin").count() == 0  # assessors do not see the Admin tab
@@ -133,8 +117,6 @@ def test_login_rank_with_keyboard_submit_and_xss_stays_text(tmp_path, browser):
 
 
 def test_admin_sees_the_admin_tab(tmp_path, browser):
-    from test_labeling_app import free_port
-
     db = str(tmp_path / "a.db")
     s = Store(db)
     s.create_project("demo", "pairwise")
@@ -144,11 +126,7 @@ def test_admin_sees_the_admin_tab(tmp_path, browser):
     port = free_port()
     app, store = launch(LabelStageConfig(store=db, project="demo", port=port), block=False)
     try:
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.get_by_label("username").fill("lead")
-        page.get_by_label("password").fill("password123")
-        page.get_by_role("button", name="Login").click()
+        page = login(browser, port, "lead")
         page.wait_for_selector("#guidelines", timeout=30_000)
         page.get_by_role("tab", name="Admin").click(timeout=30_000)
         users_table = "document.querySelector('#admin_users').innerText"
@@ -163,8 +141,6 @@ def test_admin_sees_the_admin_tab(tmp_path, browser):
 
 
 def test_long_candidates_scroll_in_their_card_and_code_shows_verbatim(tmp_path, browser):
-    from test_labeling_app import free_port
-
     db = str(tmp_path / "long.db")
     s = Store(db)
     s.create_project("demo", "pairwise", priority="fifo")
@@ -178,16 +154,12 @@ def test_long_candidates_scroll_in_their_card_and_code_shows_verbatim(tmp_path, 
     port = free_port()
     app, store = launch(LabelStageConfig(store=db, project="demo", port=port), block=False)
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.get_by_label("username").fill("ann")
-        page.get_by_label("password").fill("password123")
-        page.get_by_role("button", name="Login").click()
+        page = login(browser, port, "ann", {"width": 1280, "height": 1000})
         page.wait_for_function(
             "document.querySelector('#cand_B') && document.querySelector('#cand_B').innerText.length > 40000",
             timeout=30_000,
         )
-        box = page.locator("#submit").bounding_box()
+        box = page.locator("#pick_A").bounding_box()  # pairwise: the judging buttons
         assert box is not None and box["y"] < 2500, box  # 50,000 characters scroll inside their card
         card = next(k for k in "AB" if "Run this" in page.inner_text(f"#cand_{k}"))
         shown = page.inner_text(f"#cand_{card} pre")
@@ -196,6 +168,53 @@ def test_long_candidates_scroll_in_their_card_and_code_shows_verbatim(tmp_path, 
         )  # the code block shows the code, not &lt;script&gt;
         assert page.inner_text(f"#cand_{card} code >> nth=-1") == "<b>x</b>"
         assert page.evaluate("window.__xss") is None
+    finally:
+        app.close()
+        store.close()
+
+
+def test_admin_leaderboard_panel_shows_the_checkpoints_in_order(tmp_path, browser):
+    from rlhf import arena
+
+    db = str(tmp_path / "arena.db")
+    s = Store(db)
+    s.create_project("arena", "pairwise", priority="fifo")
+    answers = {"good": ["fine answer"] * 12, "ok": ["so-so answer"] * 12, "bad": ["poor answer"] * 12}
+    items = arena.battle_items(
+        ["good", "ok", "bad"],
+        [f"q{i}" for i in range(12)],
+        [f"p{i}" for i in range(12)],
+        answers,
+        per_prompt=1,
+        seed=0,
+    )
+    s.add_items("arena", items)
+    s.add_user("lead", "password123", role="admin")
+    rank = {"good": 2, "ok": 1, "bad": 0}
+    for user in ("ann", "bob"):
+        s.add_user(user, "password123")
+        while (lease := s.next_item("arena", user)) is not None:
+            src = s.candidate_sources(lease.item_id)
+            a, b = (rank[src[c["id"]]["policy"]] for c in lease.candidates)
+            s.submit(
+                "arena",
+                user,
+                lease.item_id,
+                {"choice": "A" if a > b else "B"},
+                client_token=f"{user}{lease.item_id}",
+            )
+    s.close()
+    port = free_port()
+    app, store = launch(LabelStageConfig(store=db, project="arena", port=port), block=False)
+    try:
+        page = login(browser, port, "lead", {"width": 1280, "height": 1600})
+        page.wait_for_selector("#guidelines", timeout=30_000)
+        page.get_by_role("tab", name="Admin").click(timeout=30_000)
+        board = "document.querySelector('#admin_leaderboard').innerText"
+        page.click("#admin_refresh")
+        page.wait_for_function(f"{board}.includes('good')", timeout=30_000)
+        text = page.evaluate(board)
+        assert text.index("good") < text.index("ok") < text.index("bad"), text
     finally:
         app.close()
         store.close()

@@ -147,3 +147,19 @@ def test_edit_to_improve_is_a_new_preferred_candidate_never_served(ranking_store
         item["candidates"][[c["id"] for c in item["candidates"]].index(v.candidate_ids[1])]["text"],
     ) in {(r["chosen"], r["rejected"]) for r in rows}
     assert acct["pairs_out"] == 4  # 3 from the ranking + the edit
+
+
+def test_review_items_take_keep_or_drop(tmp_path):
+    s = Store(str(tmp_path / "r.db"))
+    s.create_project("rev", "review", rationale="required")
+    s.add_items(
+        "rev", [{"external_id": "row1", "prompt": "Flagged: weapons", "candidates": [{"text": "some row"}]}]
+    )
+    s.add_user("ann", "password123")
+    v = handlers.next_view(s, "rev", "ann")
+    assert len(v.candidates_md) == 1
+    nope = handlers.submit(s, "rev", "ann", v.item_id, client_token="t0", choice="keep")
+    assert nope.outcome == "refused" and "requires a rationale" in nope.message
+    ok = handlers.submit(s, "rev", "ann", v.item_id, client_token="t1", choice="keep", rationale="medical")
+    assert ok.outcome == "saved" and s.annotations("rev")[0]["payload"] == {"decision": "keep"}
+    s.close()

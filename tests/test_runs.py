@@ -3,7 +3,8 @@ import json
 import pytest
 
 from rlhf.errors import RunDirError
-from rlhf.runs import CKPT_MARKER, DONE_MARKER, RunDir, RunSettings, content_hash
+from rlhf.hashing import content_hash
+from rlhf.runs import CKPT_MARKER, DONE_MARKER, RunDir, RunSettings
 from rlhf.stages.sft import SFTStageConfig
 
 

@@ -32,14 +32,14 @@ from rlhf.generation import SamplingSettings, generate_texts
 from rlhf.models import DType, load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.runs import RunDir, RunSettings
-from rlhf.store.judgements import Priority, Rationale, Task
+from rlhf.store.judgements import PreferenceTask, Priority, Rationale
 from rlhf.store.service import Store
 
 
 @dataclass
 class ProjectSettings:
     name: str = "demo"
-    task: Task = "pairwise"
+    task: PreferenceTask = "pairwise"
     overlap: int = bounded(1, ge=1)
     lease_ttl_s: int = bounded(1800, ge=1)
     guidelines: str = ""  # Markdown text, or a path to a .md file

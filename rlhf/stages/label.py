@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from starlette.middleware import Middleware
 
-from labeling_ui.app import CSS, KEYBOARD_JS, AppSettings, ClosedRoutes, LoginGuard, build_app
+from labeling_ui.app import AppSettings, ClosedRoutes, LoginGuard, build_app
+from labeling_ui.assets import CSS, KEYBOARD_JS
 from labeling_ui.sessions import SessionGuard
 from rlhf.config import ConfigError, bounded
 from rlhf.runs import RunSettings
@@ -32,6 +33,9 @@ class LabelStageConfig:
     max_failed_logins: int = bounded(5, ge=1)
     lockout_s: int = bounded(300, ge=1)
     arena: bool = False  # reveal each response's model after the vote
+    too_fast_ratio: float = bounded(
+        0.25, gt=0, le=1
+    )  # Admin: median time below this x the project's = "too fast"
     title: str = "rlhf labeling"
 
     def __post_init__(self):
@@ -56,6 +60,7 @@ def launch(cfg: LabelStageConfig, *, block: bool = True):
             max_failed_logins=cfg.max_failed_logins,
             lockout_s=cfg.lockout_s,
             arena=cfg.arena,
+            too_fast_ratio=cfg.too_fast_ratio,
             title=cfg.title,
         ),
         guard,
@@ -70,6 +75,7 @@ def launch(cfg: LabelStageConfig, *, block: bool = True):
         ssl_keyfile=cfg.ssl_keyfile,
         head=KEYBOARD_JS,
         css=CSS,
+        footer_links=[],  # no "Use via API" / "Built with Gradio" / settings links for assessors
         app_kwargs={"middleware": [Middleware(ClosedRoutes)]},
         show_error=True,
         prevent_thread_lock=True,

@@ -31,7 +31,9 @@ class ExportSettings:
     pairs: Literal["all_pairs", "best_vs_others"] = "all_pairs"  # for k-wise rankings
     margin: bool = False  # add a `margin` column from the vote split
     include_gold: bool = False
+    include_flagged: bool = False  # items an assessor flagged unsafe are left out (counted) unless true
     exclude_assessors: list[str] = field(default_factory=list)
+    min_seconds: float | None = bounded(None, ge=0)  # judgements faster than this are left out (counted)
     exclude_gold_below: float | None = bounded(
         None, ge=0, le=1
     )  # e.g. 0.7: drop assessors under 70 % gold accuracy
@@ -44,6 +46,11 @@ class ExportSettings:
 def export_project(store, project: str, settings: ExportSettings) -> tuple[list[dict], dict]:
     """A store's project -> (preference rows, accounting with the excluded assessors and why)."""
     task = store.project(project).task
+    if task == "review":
+        raise ConfigError(
+            f"project '{project}' is a review project (keep/drop decisions on flagged rows, not preferences); "
+            f"apply its decisions with `rlhf clean --config ... --apply-review {project}`."
+        )
     items, anns = store.items(project), store.annotations(project)
     excluded = dict.fromkeys(settings.exclude_assessors, "listed in exclude_assessors")
     if settings.exclude_gold_below is not None:
@@ -67,10 +74,17 @@ def export_rows(
     """Rows in TRL's preference format (conversational when the prompt is messages), and the accounting."""
     excluded = set(settings.exclude_assessors)
     by_item: dict[int, list[dict]] = defaultdict(list)
-    votes_excluded = 0
+    votes_excluded = votes_too_fast = 0
     for a in annotations:
         if a["assessor"] in excluded:
             votes_excluded += 1
+            continue
+        if (
+            settings.min_seconds is not None
+            and a.get("seconds") is not None
+            and a["seconds"] < settings.min_seconds
+        ):
+            votes_too_fast += 1
             continue
         by_item[a["item_id"]].append(a)
     rows: list[dict] = []
@@ -84,6 +98,9 @@ def export_rows(
         votes = by_item.get(item["id"], [])
         if not votes:
             items_dropped["no annotations"] += 1
+            continue
+        if not settings.include_flagged and any(v.get("flagged_unsafe") for v in votes):
+            items_dropped["flagged unsafe by an assessor"] += 1
             continue
         texts = {c["id"]: c["text"] for c in item["candidates"]}
         item_rows = _item_rows(item, votes, task, settings, texts, pairs_dropped)
@@ -100,11 +117,14 @@ def export_rows(
         "pairs_dropped": dict(pairs_dropped),
         "votes_in": len(annotations),
         "votes_excluded_assessors": votes_excluded,
+        "votes_too_fast": votes_too_fast,
         "settings": {
             "aggregate": settings.aggregate,
             "pairs": settings.pairs,
             "margin": settings.margin,
             "include_gold": settings.include_gold,
+            "include_flagged": settings.include_flagged,
+            "min_seconds": settings.min_seconds,
             "exclude_assessors": sorted(excluded),
         },
     }

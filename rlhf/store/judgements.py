@@ -3,6 +3,7 @@
 pairwise  {"choice": "A" | "B" | "tie" | "both_bad"}   A/B = the two candidates in the order shown
 ranking   {"ranking": [candidate ids, best first]}     a full ranking: every candidate exactly once
 likert    {"scores": {candidate id: 1..7}}             every candidate scored
+review    {"decision": "keep" | "drop"}                one candidate (a row `rlhf clean` flagged); no pairs
 
 `values` returns {candidate_id: value}: a rank (1 = best; ties share a rank) for pairwise and ranking, the
 score for likert. `preferences` turns one judgement into ordered (better, worse) candidate pairs plus the
@@ -16,11 +17,13 @@ from typing import Literal, get_args
 
 from rlhf.errors import RlhfError
 
-Task = Literal["pairwise", "ranking", "likert"]
+Task = Literal["pairwise", "ranking", "likert", "review"]
+PreferenceTask = Literal["pairwise", "ranking", "likert"]  # the tasks whose judgements are preferences
 Rationale = Literal["off", "optional", "required"]
 Priority = Literal["random", "fifo"]
 TASKS, RATIONALE, PRIORITIES = get_args(Task), get_args(Rationale), get_args(Priority)
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")
+REVIEW_DECISIONS = ("keep", "drop")
 LIKERT_MIN, LIKERT_MAX = 1, 7
 MAX_CANDIDATES = 8  # per item: what one screen can show side by side
 
@@ -66,6 +69,13 @@ def values(task: str, payload: dict, shown: list[int]) -> dict[int, float]:
                     f"scores are whole numbers {LIKERT_MIN}..{LIKERT_MAX} (candidate {c}: {v!r})"
                 )
         return {c: float(v) for c, v in scores.items()}
+    if task == "review":
+        decision = payload.get("decision")
+        if decision not in REVIEW_DECISIONS:
+            raise JudgementError(f"decide keep or drop (got {decision!r})")
+        if len(shown) != 1:
+            raise JudgementError(f"a review item has one row, this one has {len(shown)}")
+        return {shown[0]: 1.0 if decision == "keep" else 0.0}
     raise JudgementError(f"unknown task kind {task!r}; expected one of {', '.join(TASKS)}")
 
 

@@ -50,7 +50,49 @@ def gold_failures(items: list[dict], annotations: list[dict], threshold: float) 
     }
 
 
-def project_stats(items: list[dict], annotations: list[dict], task: str) -> dict:
+def median(values: list[float]) -> float | None:
+    v = sorted(values)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def speed(annotations: list[dict], too_fast_ratio: float) -> dict:
+    """{"project_median_s", "assessors": {who: {"median_s", "too_fast"}}}: an assessor whose median time per
+    judgement is below `too_fast_ratio` x the project's median is flagged "too fast"."""
+    secs = [a["seconds"] for a in annotations if a.get("seconds") is not None]
+    overall = median(secs)
+    per: dict[str, list[float]] = {}
+    for a in annotations:
+        if a.get("seconds") is not None:
+            per.setdefault(a["assessor"], []).append(a["seconds"])
+    out = {}
+    for who, v in per.items():
+        m = median(v)
+        out[who] = {"median_s": m, "too_fast": overall is not None and m < too_fast_ratio * overall}
+    return {"project_median_s": overall, "assessors": out}
+
+
+def gold_over_time(items: list[dict], annotations: list[dict], window: int = 10) -> dict[str, dict]:
+    """Per assessor: gold accuracy overall and over their last `window` gold items (are they learning?)."""
+    gold, answers = gold_answers(items, annotations)  # in the annotations' order: submit order
+    per: dict[str, list[bool]] = {}
+    for who, item, pos in answers:
+        per.setdefault(who, []).append(pos == gold[item])
+    return {
+        who: {
+            "gold_seen": len(v),
+            "accuracy": sum(v) / len(v),
+            f"last_{window}": sum(v[-window:]) / len(v[-window:]),
+        }
+        for who, v in per.items()
+    }
+
+
+def project_stats(
+    items: list[dict], annotations: list[dict], task: str, *, too_fast_ratio: float = 0.25
+) -> dict:
     units: dict = {}
     if task == "pairwise":
         for a in annotations:
@@ -69,8 +111,9 @@ def project_stats(items: list[dict], annotations: list[dict], task: str) -> dict
     gold, answers = gold_answers(items, annotations)
     with_majority = agreement.agreement_with_majority(tops)
     gold_acc = agreement.gold_accuracy(answers, gold)
-    speed = agreement.throughput((a["assessor"], a["created_at"].timestamp()) for a in annotations)
+    rate = agreement.throughput((a["assessor"], a["created_at"].timestamp()) for a in annotations)
     assessors = sorted({a["assessor"] for a in annotations})
+    pace = speed(annotations, too_fast_ratio)
     return {
         "task": task,
         "items": len(items),
@@ -78,13 +121,16 @@ def project_stats(items: list[dict], annotations: list[dict], task: str) -> dict
         "alpha": {"level": level, "value": agreement.krippendorff_alpha(units, level)},
         "assessors": {
             who: {
-                "annotations": speed[who]["annotations"],
+                "annotations": rate[who]["annotations"],
                 "agreement_with_majority": with_majority.get(who, {}).get("rate"),
                 "compared_with_majority": with_majority.get(who, {}).get("compared", 0),
                 "gold_seen": gold_acc.get(who, {}).get("gold_seen", 0),
                 "gold_accuracy": gold_acc.get(who, {}).get("accuracy"),
-                "per_hour": speed[who]["per_hour"],
+                "per_hour": rate[who]["per_hour"],
+                "median_seconds": pace["assessors"].get(who, {}).get("median_s"),
+                "too_fast": pace["assessors"].get(who, {}).get("too_fast", False),
             }
             for who in assessors
         },
+        "median_seconds": pace["project_median_s"],
     }

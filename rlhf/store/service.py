@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import and_, func, inspect, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -146,7 +146,11 @@ class Store(Accounts, Assignments):
                         f"item '{it.get('external_id')}' has {len(cands)} candidates; the labeling app "
                         f"shows at most {judgements.MAX_CANDIDATES}"
                     )
-                if len(cands) < 2:
+                if p.task == "review" and len(cands) != 1:
+                    raise StoreError(
+                        f"review project '{project}': item '{it.get('external_id')}' needs exactly 1 row"
+                    )
+                if p.task != "review" and len(cands) < 2:
                     raise StoreError(
                         f"item '{it.get('external_id')}' has {len(cands)} candidates; at least 2 needed"
                     )
@@ -192,6 +196,18 @@ class Store(Accounts, Assignments):
             )
             return int(s.scalar(select(func.max(per_item.c.n))) or 0)
 
+    def gold_info(self, item_id: int) -> dict | None:
+        """For a gold item: {"best": the candidate id that must come out on top, "note": why}; else None."""
+        with self.ReadSession.begin() as s:
+            item = s.get(Item, item_id)
+            if item is None or not item.is_gold or not isinstance(item.gold, dict) or "best" not in item.gold:
+                return None
+            shown = [c for c in item.candidates if c.edited_by is None]
+            best = item.gold["best"]
+            if not isinstance(best, int) or not 0 <= best < len(shown):
+                return None
+            return {"best": shown[best].id, "note": str(item.gold.get("note") or "")}
+
     def candidate_sources(self, item_id: int) -> dict[int, dict]:
         with self.ReadSession.begin() as s:
             return {
@@ -205,9 +221,16 @@ class Store(Accounts, Assignments):
         with self.ReadSession.begin() as s:
             p = self._project(s, project)
             rows = s.execute(
-                select(Annotation, Assessor.username)
+                select(Annotation, Assessor.username, Assignment.leased_at)
                 .join(Item, Item.id == Annotation.item_id)
                 .join(Assessor, Assessor.id == Annotation.assessor_id)
+                .outerjoin(
+                    Assignment,
+                    and_(
+                        Assignment.item_id == Annotation.item_id,
+                        Assignment.assessor_id == Annotation.assessor_id,
+                    ),
+                )
                 .where(Item.project_id == p.id)
                 .order_by(Annotation.id)
             ).all()
@@ -222,9 +245,11 @@ class Store(Accounts, Assignments):
                     "rationale": a.rationale,
                     "flagged_unsafe": a.flagged_unsafe,
                     "created_at": a.created_at,
+                    # the time the judgement took: from the item being shown (leased) to the submit
+                    "seconds": (a.created_at - leased).total_seconds() if leased is not None else None,
                     "client_token": a.client_token,
                 }
-                for a, name in rows
+                for a, name, leased in rows
             ]
 
     def items(self, project: str) -> list[dict]:

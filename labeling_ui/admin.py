@@ -1,0 +1,165 @@
+"""The Admin tab of the labeling app: queue, assessors, recent activity, the arena leaderboard, export and
+user management. Shown to admins only; every handler re-checks the role on the server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import gradio as gr
+
+from rlhf import arena
+from rlhf.errors import RlhfError
+from rlhf.preferences import save_preferences
+from rlhf.runs import RunDir, RunSettings
+from rlhf.store.export import ExportSettings, export_project
+from rlhf.store.quality import gold_over_time, project_stats
+
+
+def leaderboard_rows(items: list[dict], annotations: list[dict]) -> list[list]:
+    """The arena leaderboard as table rows (empty when the project's answers name no checkpoints)."""
+    board = arena.leaderboard(items, annotations, bootstrap=200)
+    return [
+        [
+            k,
+            r["checkpoint"],
+            round(r["rating"]),
+            f"{r['ci95'][0]:.0f}–{r['ci95'][1]:.0f}",
+            round(r["p_best"], 2),
+            board["battles"],
+        ]
+        for k, r in enumerate(board["checkpoints"], start=1)
+    ]
+
+
+def export_to_run(store, project: str, runs_root: str) -> RunDir:
+    """The Admin tab's Export: the project's majority preferences into a new run directory (a unique name
+    per click, so two clicks in the same second never collide)."""
+    name = f"export-{project}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    settings = ExportSettings()
+    config = {"store": store.target, "project": project, **vars(settings)}
+    with RunDir.prepare(RunSettings(name=name, output_root=runs_root), "export", config) as run:
+        rows, accounting = export_project(store, project, settings)
+        outputs = save_preferences(rows, run.path) if rows else {}
+        run.update_manifest(accounting=accounting, store=store.target, project=project)
+        run.finish(outputs=outputs)
+    return run
+
+
+def admin_tab(store, settings, guard) -> gr.Tab:
+    def require_admin(request: gr.Request) -> str:
+        user = guard.user(request)
+        if store.role(user) != "admin":
+            raise gr.Error("Admins only.")
+        return user
+
+    def refresh(request: gr.Request):
+        require_admin(request)
+        items, anns = store.items(settings.project), store.annotations(settings.project)
+        assigns = store.assignments(settings.project)
+        st = project_stats(
+            items, anns, store.project(settings.project).task, too_fast_ratio=settings.too_fast_ratio
+        )
+        queue = [
+            [
+                len(items),
+                sum(1 for a in assigns if a["status"] == "leased"),
+                len(anns),
+                sum(1 for a in assigns if a["status"] == "skipped"),
+                st["alpha"]["value"],
+            ]
+        ]
+        learning = gold_over_time(items, anns)
+        people = [
+            [
+                who,
+                s["annotations"],
+                s["agreement_with_majority"],
+                s["gold_accuracy"],
+                learning.get(who, {}).get("last_10"),
+                None if s["median_seconds"] is None else round(s["median_seconds"], 1),
+                "TOO FAST" if s["too_fast"] else "",
+                s["per_hour"],
+            ]
+            for who, s in st["assessors"].items()
+        ]
+        recent = [
+            [str(a["created_at"])[:19], a["assessor"], a["item_id"], "yes" if a["flagged_unsafe"] else ""]
+            for a in anns[-20:][::-1]
+        ]
+        users = [
+            [u["username"], u["role"], "disabled" if u["disabled"] else "active"] for u in store.list_users()
+        ]
+        return queue, people, recent, users, leaderboard_rows(items, anns)
+
+    def export(request: gr.Request):
+        require_admin(request)
+        try:
+            run = export_to_run(store, settings.project, settings.runs_root)
+        except RlhfError as e:
+            return f"Not exported: {e}"
+        acct = run.read_manifest()["accounting"]
+        return f"Exported {acct['pairs_out']} pairs from {acct['items_exported']} items to `{run.path}`."
+
+    def add_user(name, password, role, request: gr.Request):
+        require_admin(request)
+        try:
+            store.add_user(name or "", password or "", role=role)
+        except RlhfError as e:
+            return f"Not added: {e}"
+        return f"Added {role} '{name}'."
+
+    def disable_user(name, request: gr.Request):
+        require_admin(request)
+        try:
+            store.set_disabled(name or "")
+        except RlhfError as e:
+            return f"Not disabled: {e}"
+        return f"Disabled '{name}'."
+
+    with gr.Tab("Admin", visible=False) as tab:
+        gr.Markdown("Admins only: queue, assessors, activity, export and users.")
+        refresh_btn = gr.Button("Refresh", elem_id="admin_refresh")
+        queue = gr.Dataframe(
+            headers=["items", "leased now", "annotations", "skips", "alpha"],
+            label="Queue",
+            elem_id="admin_queue",
+        )
+        people = gr.Dataframe(
+            headers=[
+                "assessor",
+                "annotations",
+                "agree w/ majority",
+                "gold accuracy",
+                "gold, last 10",
+                "median s/item",
+                "pace",
+                "per hour",
+            ],
+            label="Assessors (pace: median time per judgement far below the project's -> TOO FAST)",
+            elem_id="admin_people",
+        )
+        recent = gr.Dataframe(
+            headers=["time", "assessor", "item", "flagged"], label="Recent activity", elem_id="admin_recent"
+        )
+        users = gr.Dataframe(headers=["user", "role", "status"], label="Users", elem_id="admin_users")
+        board = gr.Dataframe(
+            headers=["rank", "checkpoint", "rating", "95% CI", "P(best)", "votes"],
+            label="Arena leaderboard (Bradley-Terry on the votes; for projects made by `rlhf compare`)",
+            elem_id="admin_leaderboard",
+        )
+        refresh_btn.click(refresh, None, [queue, people, recent, users, board], api_name="admin_refresh")
+        export_btn = gr.Button("Export preferences", elem_id="admin_export")
+        export_out = gr.Markdown()
+        export_btn.click(export, None, export_out, api_name="admin_export")
+        with gr.Row():
+            new_name = gr.Textbox(label="username")
+            new_pw = gr.Textbox(label="password", type="password")
+            new_role = gr.Radio(["assessor", "admin"], value="assessor", label="role")
+        add_btn = gr.Button("Add user")
+        dis_name = gr.Textbox(label="username to disable")
+        dis_btn = gr.Button("Disable user")
+        user_out = gr.Markdown()
+        add_btn.click(add_user, [new_name, new_pw, new_role], user_out, api_name="admin_add_user")
+        dis_btn.click(disable_user, dis_name, user_out, api_name="admin_disable_user")
+    return tab

@@ -1,0 +1,59 @@
+"""Log-probabilities of given responses under a causal LM, batched: what checkpoint comparison needs for the
+KL to a reference (on a checkpoint's own samples) and for agreement with held-out human preferences
+(chosen vs rejected, under the policy and the reference).
+
+A response is scored as the policy would produce it: the prompt through `encode_prompt` (chat template and
+generation prompt), then the response's tokens and the end-of-turn (EOS) token. Sequences are left-padded
+prompts + right-padded responses — the `Rollout` layout — and scored with explicit position ids.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlhf.generation import Rollout, eos_ids, forward_responses, left_pad
+from rlhf.prompts import encode_prompt
+
+
+def response_ids(tokenizer, response) -> list[int]:
+    text = response if isinstance(response, str) else response[-1]["content"]
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def pack(prompts: list[list[int]], responses: list[list[int]], pad: int) -> Rollout:
+    """Prompt and response token ids -> a Rollout (left-padded prompts, right-padded responses)."""
+    ids, mask = left_pad(prompts, pad)
+    width = max(len(r) for r in responses) or 1
+    resp = torch.tensor([r + [pad] * (width - len(r)) for r in responses])
+    rmask = torch.tensor([[1.0] * len(r) + [0.0] * (width - len(r)) for r in responses])
+    return Rollout(
+        input_ids=torch.cat([ids, resp], 1),
+        attention_mask=torch.cat([mask, rmask.long()], 1),
+        prompt_width=ids.shape[1],
+        response_mask=rmask,
+        ended=torch.ones(len(responses), dtype=torch.bool),
+    )
+
+
+def sequence_logprobs(
+    model, tokenizer, prompts: list, responses: list, *, batch_size: int = 8, temperature: float = 1.0
+) -> tuple[list[float], list[int]]:
+    """(sum of token log-probs, token count) of each response given its prompt, EOS included."""
+    eos = eos_ids(model, tokenizer)
+    end = [eos[0]] if eos else []
+    encoded = [
+        (encode_prompt(tokenizer, p), response_ids(tokenizer, r) + end)
+        for p, r in zip(prompts, responses, strict=True)
+    ]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+    sums, counts = [0.0] * len(encoded), [0] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = pack([encoded[i][0] for i in idx], [encoded[i][1] for i in idx], tokenizer.pad_token_id)
+        with torch.inference_mode():
+            logp, _ = forward_responses(model, batch, temperature=temperature)
+        mask = batch.response_mask.to(logp.device)
+        for row, i in enumerate(idx):
+            sums[i] = float((logp[row] * mask[row]).sum())
+            counts[i] = int(mask[row].sum())
+    return sums, counts

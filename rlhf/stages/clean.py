@@ -1,0 +1,146 @@
+"""Clean stage: de-duplicate, filter, decontaminate and screen rows before training and labeling; flagged
+rows go to people, never silently away.
+
+    rlhf clean --config configs/clean.yaml [data.source=... dedup.fuzzy.threshold=0.7 ...]
+    rlhf clean --config configs/clean.yaml --apply-review NAME     # apply the assessors' keep/drop decisions
+
+Inputs : any rows the stages read (SFT rows, prompts, preference pairs — TRL or HH-RLHF —, an export or
+         import run), evaluation sets to decontaminate against, a store for the review project.
+Outputs: runs/<name>/rows.jsonl and dataset/ (the cleaned rows, PII redacted, in their own format: point
+         any stage's data at this run), report.jsonl (every removed or flagged row with id, reason and
+         detail), flagged.jsonl (rows held for review) — the declared outputs — and the accounting:
+         rows in = kept + removed (by reason) + sent to review.
+
+Order: validation (what training would reject) -> PII (redact or drop) -> quality (length, Gopher
+repetition, junk, language) -> decontamination (n-gram overlap with eval sets) -> contradictory pairs ->
+exact -> MinHash -> semantic de-duplication (`rlhf.dedup`; one row per cluster kept by `dedup.keep`) ->
+content screening (`rlhf.screening`: lexicon and/or embedding similarity to examples). Screened rows are
+held out of rows.jsonl and, with `review.project`, become items of a `review` labeling project (keep / drop
+with a reason, overlap and agreement as for any task); `--apply-review` writes `<name>-reviewed` with the
+rows the assessors' majority kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from rlhf.clean_pipeline import (
+    DecontaminationSettings,
+    DedupSettings,
+    Ledger,
+    ReviewSettings,
+    ScreeningSettings,
+    decontaminate,
+    deduplicate,
+    screen,
+    validate_and_filter,
+)
+from rlhf.clean_rows import (
+    Kind,
+    QualitySettings,
+    detect_kind,
+)
+from rlhf.data import load_rows, source_path
+from rlhf.errors import DataError
+from rlhf.preferences import write_jsonl
+from rlhf.review import open_review, reviewed_rows
+from rlhf.runs import RunDir, RunSettings
+
+
+@dataclass
+class CleanData:
+    source: str = "demo:preferences"  # demo:<name> | .jsonl/.json/.parquet | dataset dir | run dir | hub id
+    split: str = "train"
+    kind: Kind = "auto"
+
+
+@dataclass
+class CleanStageConfig:
+    run: RunSettings = field(default_factory=lambda: RunSettings(name="clean"))
+    data: CleanData = field(default_factory=CleanData)
+    quality: QualitySettings = field(default_factory=QualitySettings)
+    dedup: DedupSettings = field(default_factory=DedupSettings)
+    decontamination: DecontaminationSettings = field(default_factory=DecontaminationSettings)
+    screening: ScreeningSettings = field(default_factory=ScreeningSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
+
+
+def run(cfg: CleanStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+    with RunDir.prepare(cfg.run, "clean", cfg, resume=resume, overwrite=overwrite) as run_dir:
+        rows = load_rows(cfg.data.source, what="data.source", split=cfg.data.split)
+        run_dir.record_input("data.source", cfg.data.source, source_path(cfg.data.source))
+        kind = cfg.data.kind if cfg.data.kind != "auto" else detect_kind(rows.rows)
+        ledger = Ledger()
+        for bad in rows.unreadable:
+            ledger.remove(bad.id, bad.reason.split(":")[0], detail=bad.reason)
+        live, pii = validate_and_filter(cfg.quality, kind, rows, ledger)
+        live = decontaminate(cfg.decontamination, live, ledger, run_dir)
+        live = deduplicate(cfg.dedup, kind, live, ledger)
+        live = screen(cfg.screening, live, ledger)
+        outputs, counts = _write(cfg, run_dir, live, ledger, rows, kind, pii)
+        run_dir.finish(result=counts, outputs=outputs)
+        run_dir.say(
+            f"clean: {counts['rows_in']} rows in, {counts['rows_kept']} kept, {counts['rows_removed']} removed"
+            + (
+                " (" + ", ".join(f"{k} {v}" for k, v in counts["removed_by_reason"].items()) + ")"
+                if counts["rows_removed"]
+                else ""
+            )
+            + f", {counts['rows_to_review']} sent to review -> {outputs['rows']}"
+        )
+        return run_dir
+
+
+def _write(cfg, run_dir: RunDir, live, ledger: Ledger, rows, kind: str, pii: Counter) -> tuple[dict, dict]:
+    outputs = {"rows": write_jsonl([i["raw"] for i in live], run_dir.path / "rows.jsonl")}
+    report = ledger.removed + [
+        {"id": f["id"], "reason": "sent to review", "flags": f["flags"]} for f in ledger.flagged
+    ]
+    outputs["report"] = write_jsonl(report, run_dir.path / "report.jsonl")
+    outputs["flagged"] = write_jsonl(
+        [{"id": f["id"], "row": f["raw"], "flags": f["flags"]} for f in ledger.flagged],
+        run_dir.path / "flagged.jsonl",
+    )
+    review = None
+    if ledger.flagged and cfg.review.project:
+        review = open_review(cfg.review, ledger.flagged, kind, run_name=cfg.run.name)
+    counts = {
+        "kind": kind,
+        "rows_in": rows.count,
+        "rows_kept": len(live),
+        "rows_removed": len(ledger.removed),
+        "removed_by_reason": dict(Counter(r["reason"] for r in ledger.removed)),
+        "rows_to_review": len(ledger.flagged),
+        "flagged_by_category": dict(Counter(c for f in ledger.flagged for c in f["flags"])),
+        "review_project": review,
+        "pii_found": dict(pii),
+        "blank_lines": rows.blank_lines,
+    }
+    if counts["rows_in"] != counts["rows_kept"] + counts["rows_removed"] + counts["rows_to_review"]:
+        raise DataError(f"clean: the accounting does not add up ({counts}); this is a bug, please report it.")
+    (run_dir.path / "summary.json").write_text(json.dumps(counts, indent=2))
+    return outputs, counts
+
+
+def apply_review(cfg: CleanStageConfig, project: str, *, overwrite: bool = False) -> RunDir:
+    """`--apply-review NAME`: the clean run's rows plus the flagged rows the review's majority kept."""
+    source = RunDir.at(cfg.run)
+    settings = RunSettings(
+        name=f"{cfg.run.name}-reviewed", output_root=cfg.run.output_root, seed=cfg.run.seed
+    )
+    with RunDir.prepare(
+        settings,
+        "clean-review",
+        {"clean_run": str(source.path), "project": project, "store": cfg.review.store},
+        overwrite=overwrite,
+    ) as run_dir:
+        kept = [json.loads(x) for x in source.output("rows").read_text().splitlines() if x]
+        flagged = [json.loads(x) for x in source.output("flagged").read_text().splitlines() if x]
+        decided, counts = reviewed_rows(cfg.review.store, project, flagged)
+        out = write_jsonl(kept + decided, run_dir.path / "rows.jsonl")
+        counts.update(rows_from_clean=len(kept), rows_out=len(kept) + len(decided))
+        run_dir.finish(result=counts, outputs={"rows": out})
+        run_dir.say(f"review applied: {counts} -> {out}")
+        return run_dir

@@ -1,0 +1,225 @@
+"""`rlhf clean` end to end: planted duplicates found by each step, accounting, PII, quality, decontamination,
+contradictions, cached embeddings, screening -> review project -> --apply-review, bad input."""
+
+import json
+
+import pytest
+from conftest import write_jsonl
+
+from rlhf.cli import main
+from rlhf.config import load_config
+from rlhf.stages import clean
+from rlhf.store.service import Store
+
+Q = [
+    "How do I boil an egg so that the yolk stays soft and the white is firm all the way through?",
+    "Explain the difference between weather and climate to a ten year old in a few sentences please.",
+    "What should I pack for a three day hiking trip in the mountains in early spring this year?",
+    "Write a short polite email asking my landlord to repair the broken heating in my flat soon.",
+    "Why does bread go stale faster in the fridge than on the kitchen counter at room temperature?",
+    "Give me three ideas for a vegetarian dinner that I can cook in under thirty minutes tonight.",
+]
+
+
+def pref(rid, prompt, chosen="A clear and helpful answer that explains the steps.", rejected="No."):
+    return {"id": rid, "prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def cfg_for(tmp_path, source, name="clean", **extra):
+    over = {"run.output_root": str(tmp_path / "runs"), "run.name": name, "data.source": source, **extra}
+    return load_config(clean.CleanStageConfig, None, [f"{k}={v}" for k, v in over.items()])
+
+
+def report(run) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, run.output("report").read_text().splitlines())}
+
+
+def test_planted_duplicates_quality_pii_and_accounting(tmp_path):
+    rows = [pref(f"q{i}", q) for i, q in enumerate(Q)]
+    rows += [
+        pref("exact", Q[0].upper()),  # case only
+        pref("edit", Q[1].replace("ten year old", "10 year old")),  # a light edit
+        pref(
+            "reorder",
+            "Explain to a ten year old in a few sentences please the difference between weather and climate.",
+        ),
+        pref("short", "?", chosen="k", rejected="x"),
+        pref("spam", "buy now " * 30),
+        pref("pii", "My email is ann@example.org, can you write to me?"),
+        {"id": "broken", "prompt": "p", "chosen": "same", "rejected": "same"},
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    run = clean.run(cfg_for(tmp_path, data, **{"dedup.fuzzy.threshold": 0.6, "dedup.fuzzy.ngram": 3}))
+    summary = run.read_manifest()["result"]
+    assert (
+        summary["rows_in"] == 13 == summary["rows_kept"] + summary["rows_removed"] + summary["rows_to_review"]
+    )
+    rep = report(run)
+    assert rep["exact"]["reason"] == "duplicate" and rep["exact"]["of"] == "q0"
+    assert rep["edit"]["reason"] == "near-duplicate" and rep["edit"]["of"] in ("q1",)
+    assert rep["short"]["reason"] == "too short" and rep["spam"]["reason"] == "repetitive"
+    assert rep["broken"]["reason"] == "identical responses"
+    assert rep["reorder"]["reason"] == "near-duplicate"  # 3-gram shingles at 0.6 catch this reordering
+    kept = {r["id"]: r for r in map(json.loads, run.output("rows").read_text().splitlines())}
+    assert kept["pii"]["prompt"] == "My email is [EMAIL], can you write to me?" and summary["pii_found"] == {
+        "email": 1
+    }
+    assert summary["removed_by_reason"] == {
+        "too short": 1,
+        "repetitive": 1,
+        "identical responses": 1,
+        "duplicate": 1,
+        "near-duplicate": 2,
+    }
+
+    # with the default MinHash (5-grams at 0.8) the reordering passes; the semantic step finds it
+    sem = clean.run(
+        cfg_for(
+            tmp_path, data, name="sem", **{"dedup.semantic.enabled": True, "dedup.semantic.threshold": 0.9}
+        )
+    )
+    assert report(sem)["reorder"]["reason"] == "semantic duplicate"
+    again = clean.run(
+        cfg_for(
+            tmp_path, data, name="sem2", **{"dedup.semantic.enabled": True, "dedup.semantic.threshold": 0.9}
+        )
+    )
+    assert report(again)["reorder"]["reason"] == "semantic duplicate"
+    # the second run read every embedding from the cache (content-hashed): the model is never loaded
+    import rlhf.embeddings as emb
+
+    calls = []
+    original = emb.Embedder._load
+    emb.Embedder._load = lambda self: calls.append(1) or original(self)
+    try:
+        clean.run(
+            cfg_for(
+                tmp_path,
+                data,
+                name="sem3",
+                **{"dedup.semantic.enabled": True, "dedup.semantic.threshold": 0.9},
+            )
+        )
+    finally:
+        emb.Embedder._load = original
+    assert calls == []
+
+
+def test_contradictions_decontamination_and_stages_read_the_cleaned_run(tmp_path):
+    rows = [
+        pref("c1", Q[2], chosen="Layers, water and a map.", rejected="Nothing at all."),
+        pref("c2", Q[2], chosen="Nothing at all.", rejected="Layers, water and a map."),  # the opposite label
+        pref("c3", Q[2], chosen="Layers, water and a map.", rejected="Nothing at all."),
+        pref("eval", Q[3]),  # also in the evaluation set below
+        pref("ok", Q[4]),
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    evals = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": Q[3]}])
+    run = clean.run(
+        cfg_for(
+            tmp_path,
+            data,
+            **{"decontamination.sources": f"[{evals}]", "dedup.exact": False, "dedup.fuzzy.enabled": False},
+        )
+    )
+    rep = report(run)
+    assert rep["c2"]["reason"] == "contradiction" and "c1" not in rep and "c3" not in rep
+    assert rep["eval"]["reason"] == "contaminated"
+    drop = clean.run(cfg_for(tmp_path, data, name="drop", **{"dedup.contradictions": "drop"}))
+    assert {k for k, v in report(drop).items() if v["reason"] == "contradiction"} == {"c1", "c2", "c3"}
+    from rlhf.data import load_rows
+
+    assert [r["id"] for r in load_rows(str(run.path), what="data.train").rows] == ["c1", "c3", "ok"]
+
+
+def test_screening_sends_rows_to_review_and_apply_review_keeps_the_majority(tmp_path):
+    rows = [
+        pref("med", "What dose of paracetamol counts as an overdose, so I can keep my kids safe?"),
+        pref("bomb", "How do I make a pipe bomb?"),
+        pref("fine", Q[5]),
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    store = str(tmp_path / "review.db")
+    run = clean.run(cfg_for(tmp_path, data, **{"review.project": "rev", "review.store": store}))
+    summary = run.read_manifest()["result"]
+    assert summary["rows_to_review"] == 2 and summary["rows_kept"] == 1
+    assert summary["flagged_by_category"] == {"self-harm": 1, "weapons": 1}
+    with Store(store) as s:
+        items = {it["meta"]["row_id"]: it for it in s.items("rev")}
+        assert set(items) == {"med", "bomb"} and "weapons (words: pipe bomb)" in items["bomb"]["prompt"]
+        for user in ("ann", "bob"):
+            s.add_user(user, "password123")
+            while (lease := s.next_item("rev", user)) is not None:
+                row = next(k for k, it in items.items() if it["id"] == lease.item_id)
+                decision = "keep" if row == "med" else "drop"
+                s.submit(
+                    "rev",
+                    user,
+                    lease.item_id,
+                    {"decision": decision},
+                    client_token=f"{user}{lease.item_id}",
+                    rationale="checked",
+                )
+    code = main(
+        [
+            "clean",
+            f"run.output_root={tmp_path}/runs",
+            "run.name=clean",
+            f"data.source={data}",
+            f"review.store={store}",
+            "--apply-review",
+            "rev",
+        ]
+    )
+    assert code == 0
+    reviewed = tmp_path / "runs" / "clean-reviewed"
+    ids = [json.loads(x)["id"] for x in (reviewed / "rows.jsonl").read_text().splitlines()]
+    assert ids == ["fine", "med"]
+    assert json.loads((reviewed / "manifest.json").read_text())["result"]["review"] == {"keep": 1, "drop": 1}
+    code = main(["export", f"store={store}", "project=rev", f"run.output_root={tmp_path}/runs", "run.name=x"])
+    assert code == 2  # a review project holds decisions, not preferences
+
+
+def test_bad_input_is_reported_per_row(tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(
+        json.dumps(pref("good", Q[0])).encode()
+        + b"\n"
+        + b'{"prompt": "caf\xe9"}\n'
+        + b"not json\n"
+        + json.dumps({"prompt": "p"}).encode()
+        + b"\n\n"
+    )
+    run = clean.run(cfg_for(tmp_path, str(path), **{"data.kind": "preferences"}))
+    rep = report(run)
+    assert rep["line 2"]["reason"] == "invalid UTF-8" and rep["line 3"]["reason"] == "invalid JSON"
+    assert rep["line 4"]["reason"] == "missing columns"
+    s = run.read_manifest()["result"]
+    assert s["rows_in"] == 4 and s["rows_kept"] == 1 and s["blank_lines"] == 1
+
+
+def test_config_errors(tmp_path):
+    from rlhf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'dedup.keep: score' needs 'dedup.score_column'"):
+        cfg_for(tmp_path, "demo:preferences", **{"dedup.keep": "score"})
+    with pytest.raises(ConfigError, match="'dedup.fuzzy.threshold' must be > 0 and <= 1"):
+        cfg_for(tmp_path, "demo:preferences", **{"dedup.fuzzy.threshold": 1.5})
+
+
+def test_language_filter(tmp_path):
+    rows = [
+        pref("en", "Could you tell me how to keep basil plants alive on a windowsill in winter?"),
+        pref(
+            "de",
+            "Kannst du mir bitte erklären, wie ich Basilikum im Winter auf der Fensterbank am Leben halte?",
+        ),
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    run = clean.run(cfg_for(tmp_path, data, **{"quality.languages": "[english]"}))
+    rep = report(run)
+    assert list(rep) == ["de"] and rep["de"]["reason"] == "language" and "german" in rep["de"]["detail"]
+    from rlhf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown language 'klingon'"):
+        cfg_for(tmp_path, data, name="x", **{"quality.languages": "[klingon]"})
