@@ -75,6 +75,8 @@ STAGES = {
     ),
 }
 COMMANDS = {"users": "rlhf.stages.users", "stats": "rlhf.stages.stats", "score": "rlhf.stages.score"}
+# the loop layer (above the stages): command -> function in rlhf.loop.commands
+LOOP_COMMANDS = {"loop": "loop_command", "demo": "demo_command", "lineage": "lineage_command"}
 STORE_HELP = "labeling store: a SQLite file or a postgresql:// URL (default: $RLHF_STORE or labels.db)"
 
 
@@ -103,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--leaderboard", metavar="PROJECT", help="print the arena leaderboard of PROJECT")
             p.add_argument("--store", default=os.environ.get("RLHF_STORE", "labels.db"), help=STORE_HELP)
             p.add_argument("--json", action="store_true", help="with --leaderboard: JSON instead of a table")
+    loop = sub.add_parser(
+        "loop",
+        help="rounds of feedback: sft -> generate -> rank -> export -> reward -> dpo|ppo -> compare, resumable",
+    )
+    loop.add_argument("--config", "-c", help="YAML config (e.g. configs/loop.yaml)")
+    loop.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config values")
+    demo = sub.add_parser(
+        "demo", help="the whole loop once on the built-in models, prompts and simulated assessors (~10 min)"
+    )
+    demo.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. run.output_root=/tmp/runs")
+    lineage = sub.add_parser("lineage", help="which labels made which reward model, policy and comparison")
+    lineage.add_argument("run", help="a run directory (runs/<name>) or a loop directory")
+    lineage.add_argument("--root", help="where to look for the runs it came from (default: the run's parent)")
     default_store = os.environ.get("RLHF_STORE", "labels.db")
     users = sub.add_parser("users", help="manage assessors and admins of a labeling store")
     users.add_argument("action", choices=["add", "list", "disable", "enable", "set-password"])
@@ -145,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         # `rlhf --help` and the store commands start instantly
         if args.stage in COMMANDS:
             return importlib.import_module(COMMANDS[args.stage]).main(args)
+        if args.stage in LOOP_COMMANDS:
+            return getattr(importlib.import_module("rlhf.loop.commands"), LOOP_COMMANDS[args.stage])(args)
         module_name, config_cls, _ = STAGES[args.stage]
         module = importlib.import_module(module_name)
         if getattr(args, "leaderboard", None):

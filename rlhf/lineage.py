@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rlhf.errors import RunDirError
 from rlhf.runs import MANIFEST
 
 
@@ -27,15 +28,41 @@ def index_outputs(root: Path) -> dict[str, tuple[Path, str]]:
     return out
 
 
-def tree(run: Path, index: dict, _seen: frozenset = frozenset()) -> dict:
+def index_projects(root: Path) -> dict[str, Path]:
+    """{labeling project: the generate run whose candidates it holds} — from generate runs that published
+    themselves and from loops (which publish a selection of a generate run's candidates)."""
+    out: dict[str, Path] = {}
+    for manifest in sorted(Path(root).glob(f"**/{MANIFEST}")):
+        try:
+            m = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if m.get("stage") == "generate" and m.get("project"):
+            out.setdefault(m["project"], manifest.parent)
+        for project, run in (m.get("published") or {}).items():
+            out[project] = Path(run)
+    return out
+
+
+def tree(run: Path, index: dict, _seen: frozenset = frozenset(), projects: dict | None = None) -> dict:
     m = json.loads((run / MANIFEST).read_text())
     node = {"run": str(run), "stage": m.get("stage"), "status": m.get("status"), "inputs": []}
+    origin_run = (projects or {}).get(m.get("project") or "") if m.get("stage") == "export" else None
+    if origin_run is not None and (origin_run / MANIFEST).is_file() and origin_run not in _seen:
+        node["inputs"].append(
+            {
+                "key": f"project {m['project']}",
+                "output": "labels on the candidates",
+                "from": tree(origin_run, index, _seen | {run}, projects),
+                "sha256": None,
+            }
+        )
     for key, entry in (m.get("inputs") or {}).items():
         child = {"key": key, "source": entry.get("source"), "sha256": entry.get("sha256")}
         origin = index.get(entry.get("sha256") or "")
         if origin is not None and origin[0] != run and origin[0] not in _seen:
             child["output"] = origin[1]
-            child["from"] = tree(origin[0], index, _seen | {run})
+            child["from"] = tree(origin[0], index, _seen | {run}, projects)
         node["inputs"].append(child)
     return node
 
@@ -46,7 +73,11 @@ def render(node: dict, indent: str = "") -> list[str]:
     for k, child in enumerate(node["inputs"]):
         last = k == len(node["inputs"]) - 1
         branch, pad = ("└─ ", "   ") if last else ("├─ ", "│  ")
-        short = (child.get("sha256") or "")[:12] or "no hash (hub id or function)"
+        short = (child.get("sha256") or "")[:12] or (
+            "judgements in the labeling store"
+            if child["key"].startswith("project ")
+            else "no hash (hub id or function)"
+        )
         if "from" in child:
             src = child["from"]
             lines.append(
@@ -59,5 +90,22 @@ def render(node: dict, indent: str = "") -> list[str]:
 
 
 def lineage_text(run: Path, root: Path) -> str:
-    node = tree(run, index_outputs(root))
-    return "\n".join([f"{node['stage']}  {node['run']}  ({node['status']})", *render(node)])
+    """The tree of `run`; for a loop directory, the tree of each round's comparison."""
+    manifest = run / MANIFEST
+    if not manifest.is_file():
+        raise RunDirError(
+            f"'{run}' is not a run directory (no {MANIFEST}); pass runs/<name> of a stage or loop."
+        )
+    m = json.loads(manifest.read_text())
+    index, projects = index_outputs(root), index_projects(root)
+    targets = [run]
+    if m.get("stage") == "loop":
+        index, projects = index_outputs(run), index_projects(run)
+        targets = [Path(v["run"]) for k, v in (m.get("steps") or {}).items() if k.endswith("-compare")]
+        if not targets:
+            return f"loop {run}: no round has reached its comparison yet"
+    blocks = []
+    for target in targets:
+        node = tree(target, index, projects=projects)
+        blocks.append("\n".join([f"{node['stage']}  {node['run']}  ({node['status']})", *render(node)]))
+    return "\n\n".join(blocks)

@@ -12,6 +12,7 @@ the model in `rlhf_reward.json`, so scores are reproducible wherever the RM is l
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import torch
@@ -67,6 +68,10 @@ def read_reward_meta(model_dir: str | Path) -> dict:
 
 
 class RewardScorer:
+    """Scores (prompt, response) pairs with a trained reward model. A reward model trained with
+    `ensemble: N` holds N-1 more members under model/members/; `score` is then the members' mean and
+    `score_members` gives each member's scores (their spread is the ensemble's disagreement)."""
+
     def __init__(self, model_dir: str, *, batch_size: int = 16, device: str | None = None):
         path = resolve_model_path(model_dir)
         self.meta = read_reward_meta(path)
@@ -75,17 +80,42 @@ class RewardScorer:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
+        self.members = [self._load(path)] + [
+            self._load(Path(path) / rel) for rel in self.meta.get("ensemble", [])
+        ]
+        self.model = self.members[0]
         self.batch_size = batch_size
 
+    def _load(self, path):
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
+        model.config.pad_token_id = self.tokenizer.pad_token_id
+        return model.to(self.device)
+
     def score(self, prompts: list, responses: list, *, normalize: bool = False) -> list[float]:
+        per_member = self.score_members(prompts, responses)
+        out = [sum(vals) / len(vals) for vals in zip(*per_member, strict=True)] if per_member[0] else []
+        if normalize:
+            if not self.norm:
+                raise ValueError(f"this reward model has no normalisation statistics in {META_FILE}")
+            out = [(v - self.norm["mean"]) / (self.norm["std"] or 1.0) for v in out]
+        return out
+
+    def score_with_spread(self, prompts: list, responses: list) -> tuple[list[float], list[float]]:
+        """The members' mean and their standard deviation per pair (0 for a single model); raw scores."""
+        per_member = self.score_members(prompts, responses)
+        cols = list(zip(*per_member, strict=True))
+        return [statistics.fmean(c) for c in cols], [statistics.pstdev(c) for c in cols]
+
+    def score_members(self, prompts: list, responses: list) -> list[list[float]]:
+        """[member][pair] raw scores; one member unless the model is an ensemble."""
         ids = [
             encode_pair(self.tokenizer, p, r, self.max_length)[0]
             for p, r in zip(prompts, responses, strict=True)
         ]
+        return [self._score_ids(model, ids) for model in self.members]
+
+    def _score_ids(self, model, ids: list[list[int]]) -> list[float]:
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = [0.0] * len(ids)
         pad = self.tokenizer.pad_token_id
@@ -97,11 +127,7 @@ class RewardScorer:
                 [[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in idx], device=self.device
             )
             with torch.inference_mode():
-                logits = self.model(input_ids=x, attention_mask=mask).logits[:, 0].float().cpu().tolist()
+                logits = model(input_ids=x, attention_mask=mask).logits[:, 0].float().cpu().tolist()
             for i, v in zip(idx, logits, strict=True):
                 out[i] = v
-        if normalize:
-            if not self.norm:
-                raise ValueError(f"this reward model has no normalisation statistics in {META_FILE}")
-            out = [(v - self.norm["mean"]) / (self.norm["std"] or 1.0) for v in out]
         return out

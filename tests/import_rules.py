@@ -1,7 +1,8 @@
 """The import rule, checked on source trees with `ast` (no imports executed):
 
-1. library modules (rlhf/*.py, rlhf/store/, labeling_ui/) never import rlhf.stages;
-2. a stage (rlhf/stages/X.py) never imports another stage;
+1. library modules (rlhf/*.py, rlhf/store/, labeling_ui/) never import rlhf.stages or rlhf.loop;
+2. a stage (rlhf/stages/X.py) never imports another stage, nor the loop;
+   the loop (rlhf/loop/) is the one layer above the stages: it may import them;
 3. imports sit at module top; one inside a function must say why on its line (`# lazy: ...`);
 4. no import cycle among the project's modules.
 """
@@ -48,6 +49,7 @@ def check_tree(root: Path) -> list[str]:
         tree = ast.parse(source)
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
         stage = mod.startswith("rlhf.stages.")
+        loop = mod == "rlhf.loop" or mod.startswith("rlhf.loop.")
         nested = {
             id(n)
             for f in ast.walk(tree)
@@ -63,7 +65,9 @@ def check_tree(root: Path) -> list[str]:
                 problems.append(f"{where}: import inside a function without a '# lazy: <why>' comment")
             for target in imported_modules(node, package, known):
                 graph[mod].add(target)
-                if target.startswith("rlhf.stages.") or target == "rlhf.stages":
+                if (target == "rlhf.loop" or target.startswith("rlhf.loop.")) and not loop:
+                    problems.append(f"{where}: {mod} imports the loop layer {target}")
+                if (target.startswith("rlhf.stages.") or target == "rlhf.stages") and not loop:
                     if not stage:
                         problems.append(f"{where}: library module {mod} imports the stage {target}")
                     elif target != mod:

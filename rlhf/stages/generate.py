@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class GenerateStageConfig:
     sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(temperature=0.8, top_p=0.95))
     store: str = "labels.db"  # SQLite path or postgresql:// URL
     project: ProjectSettings = field(default_factory=ProjectSettings)
+    publish: bool = True  # false: candidates.jsonl only (the loop's active selection publishes a subset)
 
     def __post_init__(self):
         if not self.policies:
@@ -118,12 +120,28 @@ def sample_candidates(
     return candidates, stats
 
 
+def publish(store: Store, ps: ProjectSettings, items: list[dict], *, seed: int) -> int:
+    """Create the project (if new) and add the items whose external_id it does not hold yet."""
+    store.create_project(
+        ps.name,
+        ps.task,
+        overlap=ps.overlap,
+        lease_ttl_s=ps.lease_ttl_s,
+        guidelines=ps.guidelines_text(),
+        rationale=ps.rationale,
+        priority=ps.priority,
+        exist_ok=True,
+    )
+    have = {it["external_id"] for it in store.items(ps.name)}
+    return store.add_items(ps.name, [it for it in items if it["external_id"] not in have], seed=seed)
+
+
 def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     with (
         RunDir.prepare(cfg.run, "generate", cfg, resume=resume, overwrite=overwrite) as run_dir,
-        Store(cfg.store) as store,  # a bad store fails before the slow part
+        Store(cfg.store) if cfg.publish else nullcontext() as store,  # a bad store fails before the slow part
     ):
-        if store.created:
+        if store is not None and store.created:
             run_dir.say(f"created a new store at {cfg.store}")
         tokenizers = [load_tokenizer(policy, padding_side="left") for policy in cfg.policies]
         prompts = load_prompts(cfg.data, tokenizers, section="data")
@@ -140,17 +158,7 @@ def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = Fal
             for pid, prompt, cands in zip(prompts.ids, prompts.prompts, candidates, strict=True)
         ]
         ps = cfg.project
-        store.create_project(
-            ps.name,
-            ps.task,
-            overlap=ps.overlap,
-            lease_ttl_s=ps.lease_ttl_s,
-            guidelines=ps.guidelines_text(),
-            rationale=ps.rationale,
-            priority=ps.priority,
-            exist_ok=True,
-        )
-        added = store.add_items(ps.name, items, seed=cfg.run.seed)
+        added = publish(store, ps, items, seed=cfg.run.seed) if store is not None else len(items)
         with open(run_dir.path / "candidates.jsonl", "w") as f:
             for it in items:
                 f.write(json.dumps(it, ensure_ascii=False) + "\n")
@@ -164,10 +172,12 @@ def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = Fal
             "generate_seconds": round(stats["seconds"], 2),
             "tokens_per_s": round(stats["new_tokens"] / max(stats["seconds"], 1e-9), 1),
         }
-        run_dir.update_manifest(store=cfg.store, project=ps.name)
+        if store is not None:
+            run_dir.update_manifest(store=cfg.store, project=ps.name)
         run_dir.finish(result=result, outputs={"candidates": run_dir.path / "candidates.jsonl"})
+        where = f"into project '{ps.name}' ({cfg.store})" if store is not None else "(not published)"
         run_dir.say(
-            f"generate: {added} items x {cfg.k} candidates into project '{ps.name}' ({cfg.store}) at "
-            f"{result['tokens_per_s']} new tokens/s -> {run_dir.path / 'candidates.jsonl'}"
+            f"generate: {added} items x {cfg.k} candidates {where} at {result['tokens_per_s']} new "
+            f"tokens/s -> {run_dir.path / 'candidates.jsonl'}"
         )
         return run_dir

@@ -23,7 +23,9 @@ Choices:
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -78,6 +80,9 @@ class RewardStageConfig:
     data: RewardData = field(default_factory=RewardData)
     report: ReportSettings = field(default_factory=ReportSettings)
     trainer: dict = field(default_factory=dict)  # -> trl.RewardConfig(**trainer)
+    # N > 1: N-1 more members, each trained with its own seed on a bootstrap resample of the train pairs;
+    # the reward is their mean, their spread the disagreement (active selection, uncertainty)
+    ensemble: int = bounded(1, ge=1, le=16)
 
     def __post_init__(self):
         check_reserved(self.trainer, RESERVED)
@@ -120,12 +125,23 @@ def tokenize_pairs(rows: list[dict], tokenizer, max_length: int) -> tuple[list[d
 
 
 def train_model(
-    cfg: RewardStageConfig, tokenizer, train: list[dict], eval_rows: list[dict], output_dir: str, callbacks=()
+    cfg: RewardStageConfig,
+    tokenizer,
+    train: list[dict],
+    eval_rows: list[dict],
+    output_dir: str,
+    callbacks=(),
+    *,
+    seed: int | None = None,
 ):
     args = build_trl_config(
         RewardConfig,
         cfg.trainer,
-        {"output_dir": output_dir, "seed": cfg.run.seed, "max_length": cfg.data.max_length},
+        {
+            "output_dir": output_dir,
+            "seed": cfg.run.seed if seed is None else seed,
+            "max_length": cfg.data.max_length,
+        },
     )
     model = AutoModelForSequenceClassification.from_pretrained(
         resolve_model_path(cfg.model.name), num_labels=1, dtype=torch_dtype(cfg.model.dtype)
@@ -145,6 +161,41 @@ def train_model(
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     return model, trainer
+
+
+def train_members(cfg: RewardStageConfig, tokenizer, train_tok: list[dict], run_dir: RunDir) -> list[str]:
+    """Members 1..N-1 of an ensemble (member 0 is the model itself): each its own seed and bootstrap
+    resample. Saved under model/members/<k>; returns their paths relative to model/."""
+    paths = []
+    for k in range(1, cfg.ensemble):
+        rng = random.Random(cfg.run.seed + k)
+        sample = [train_tok[rng.randrange(len(train_tok))] for _ in train_tok]
+        run_dir.say(
+            f"reward: ensemble member {k + 1}/{cfg.ensemble} (bootstrap resample, seed {cfg.run.seed + k})"
+        )
+        member, _ = train_model(
+            cfg, tokenizer, sample, [], str(run_dir.checkpoints / f"member-{k}"), seed=cfg.run.seed + k
+        )
+        member.save_pretrained(run_dir.model_dir / "members" / str(k))
+        paths.append(f"members/{k}")
+    return paths
+
+
+def ensemble_accuracy(scorer: RewardScorer, eval_rows: list[dict]) -> dict:
+    """Held-out accuracy of each member and of the mean, and the mean spread of the chosen-minus-rejected
+    margin across members."""
+    prompts = [r["prompt"] for r in eval_rows]
+    chosen = scorer.score_members(prompts, [r["chosen"] for r in eval_rows])
+    rejected = scorer.score_members(prompts, [r["rejected"] for r in eval_rows])
+    margins = [[c - j for c, j in zip(cs, js, strict=True)] for cs, js in zip(chosen, rejected, strict=True)]
+    mean_margin = [statistics.fmean(m) for m in zip(*margins, strict=True)]
+    zeros = [0.0] * len(mean_margin)
+    return {
+        "members": len(margins),
+        "member_accuracy": [accuracy(ms, zeros) for ms in margins],
+        "mean_accuracy": accuracy(mean_margin, zeros),
+        "mean_margin_spread": statistics.fmean(statistics.pstdev(m) for m in zip(*margins, strict=True)),
+    }
 
 
 def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
@@ -197,10 +248,13 @@ def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False
             "format": "chat" if tokenizer.chat_template else "plain",
             "base": cfg.model.name,
         }
+        if cfg.ensemble > 1:
+            meta["ensemble"] = train_members(cfg, tokenizer, train_tok, run_dir)
         (run_dir.model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
         scorer = RewardScorer(str(run_dir.model_dir))
         r_c = scorer.score([r["prompt"] for r in eval_rows], [r["chosen"] for r in eval_rows])
         r_r = scorer.score([r["prompt"] for r in eval_rows], [r["rejected"] for r in eval_rows])
+        ensemble = ensemble_accuracy(scorer, eval_rows) if cfg.ensemble > 1 else None
         all_r = r_c + r_r
         mean = sum(all_r) / len(all_r)
         std = (sum((x - mean) ** 2 for x in all_r) / max(1, len(all_r) - 1)) ** 0.5
@@ -217,6 +271,8 @@ def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False
             seed=cfg.run.seed,
             swapped_accuracy=swapped,
         )
+        if ensemble:
+            report["ensemble"] = ensemble
         (run_dir.path / "rm_report.json").write_text(json.dumps(report, indent=2))
         write_html(report, run_dir.path / "rm_report.html", title=f"Reward model report — {cfg.run.name}")
         result = {
@@ -226,6 +282,8 @@ def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False
             "swap_check": report.get("swap_check"),
             "global_step": trainer.state.global_step,
         }
+        if ensemble:
+            result["ensemble"] = ensemble
         outputs = {
             "model": run_dir.model_dir,
             "report": run_dir.path / "rm_report.html",

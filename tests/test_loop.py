@@ -1,0 +1,198 @@
+"""`rlhf loop` on tiny models (fp32 on every CPU: each trainer sets bf16: false): two rounds with simulated
+assessors and an ensemble reward model, lineage, skipping by hash, resuming an interrupted round, and the
+human mode that waits for votes and continues once they arrive through the store API."""
+
+import json
+
+import pytest
+from conftest import WORDS, write_jsonl
+
+from rlhf.cli import main
+from rlhf.config import load_config
+from rlhf.lineage import lineage_text
+from rlhf.loop import rounds
+from rlhf.loop.config import LoopConfig
+from rlhf.loop.rounds import Loop, Waiting
+from rlhf.runs import RunDir
+from rlhf.simulate import SimulatedAssessor, progress, vote
+from rlhf.store.service import Store
+
+TRAINER = {
+    "max_steps": 2,
+    "per_device_train_batch_size": 4,
+    "learning_rate": 1e-2,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "gradient_checkpointing": False,
+    "report_to": "none",
+    "bf16": False,
+    "dataloader_num_workers": 0,
+}
+
+
+def liking_marker(prompts, responses):
+    return [sum(w == "marker" for w in r.split()) - 0.1 * len(r.split()) for r in responses]
+
+
+@pytest.fixture
+def loop_files(tmp_path):
+    prompts = write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [{"id": f"p{i:02d}", "prompt": " ".join(WORDS[i % 20 : i % 20 + 3])} for i in range(30)],
+    )
+    sft = write_jsonl(
+        tmp_path / "sft.jsonl",
+        [{"prompt": f"{WORDS[i]} {WORDS[i + 1]}", "completion": "marker tree"} for i in range(16)],
+    )
+    return prompts, sft
+
+
+def loop_config(tmp_path, model, prompts, sft, **extra) -> LoopConfig:
+    raw = {
+        "run": {"name": "lp", "output_root": str(tmp_path / "runs"), "seed": 3},
+        "policy": model,
+        "rounds": 2,
+        "prompts": prompts,
+        "eval_prompts": 6,
+        "prompts_per_round": 5,
+        "pool_factor": 2,
+        "assessors": {"reward": {"function": "test_loop:liking_marker", "model": None, "normalize": False}},
+        "stages": {
+            "sft": {"data": {"train": sft, "max_length": 64}, "trainer": TRAINER},
+            "generate": {
+                "k": 2,
+                "data": {"max_prompt_length": 32},
+                "sampling": {"max_new_tokens": 6},
+                "project": {"overlap": 2},
+            },
+            "reward": {
+                "model": {"name": model},
+                "ensemble": 2,
+                "data": {"eval_fraction": 0.25, "max_length": 48},
+                "report": {"bootstrap": 50, "swap_check": False},
+                "trainer": {**TRAINER, "max_steps": 3},
+            },
+            "dpo": {"data": {"max_length": 64}, "drift": {"every_steps": 0}, "trainer": TRAINER},
+            "compare": {
+                "data": {"max_prompt_length": 32},
+                "sampling": {"max_new_tokens": 6},
+                "bootstrap": 50,
+                "cache": str(tmp_path / "cache"),
+            },
+        },
+    }
+    for key, value in extra.items():
+        node = raw
+        *parents, last = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[last] = value
+    path = tmp_path / "loop.yaml"
+    path.write_text(json.dumps(raw))
+    return load_config(LoopConfig, path)
+
+
+def actions(loop: Loop) -> dict[str, str]:
+    return {r.key: r.action for r in loop.records}
+
+
+@pytest.mark.slow
+def test_two_rounds_lineage_skip_and_resume(tmp_path, tiny_model_dir, loop_files, monkeypatch):
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    cfg = loop_config(tmp_path, tiny_model_dir, *loop_files)
+    real_finish = RunDir.finish
+
+    def killed_in_round_2(self, **kw):
+        if self.path.name == "r2-dpo":
+            raise KeyboardInterrupt("killed")  # interrupted before the run could finish
+        return real_finish(self, **kw)
+
+    monkeypatch.setattr(RunDir, "finish", killed_in_round_2)
+    first = Loop(cfg, source="test")
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    assert list(actions(first))[-1] == "r2-reward"  # r2-dpo was running when it was interrupted
+    assert (first.dir / "r2-dpo" / "manifest.json").exists()
+    assert not (first.dir / "r2-dpo" / "COMPLETED").exists()
+    monkeypatch.setattr(RunDir, "finish", real_finish)
+
+    again = Loop(cfg, source="test")
+    state = again.run()
+    done = actions(again)
+    finished_before = [k for k in done if k.startswith(("r0-", "r1-")) and not k.endswith("collect")]
+    assert finished_before == ["r0-sft", "r1-generate", "r1-export", "r1-reward", "r1-dpo", "r1-compare"]
+    assert all(done[k] == "skipped" for k in finished_before + ["r2-generate", "r2-export", "r2-reward"])
+    assert done["r2-dpo"] in ("resumed", "rerun") and done["r2-compare"] == "ran"
+    assert state["status"] == "completed" and set(state["rounds"]) == {"1", "2"}
+
+    # round 2 chose 5 of its 10 pooled prompts by ensemble disagreement; no prompt was used twice
+    sel = state["rounds"]["2"]["selection"]
+    assert sel["method"] == "disagreement" and len(sel["picked"]) == 5 and len(sel["values"]) == 10
+    r1, r2 = (set(state["rounds"][r]["prompt_ids"]) for r in ("1", "2"))
+    assert len(r1) == 5 and len(r2) == 5 and not r1 & r2
+    eval_ids = {json.loads(x)["id"] for x in (again.dir / "prompts" / "eval.jsonl").read_text().splitlines()}
+    assert len(eval_ids) == 6 and not eval_ids & (r1 | r2)
+
+    # simulated assessors voted through the store: overlap 2 on every item, 2 judgements each
+    with Store(again.store, create=False) as store:
+        for r in ("1", "2"):
+            p = progress(store.items(f"lp-r{r}"), store.annotations(f"lp-r{r}"), overlap=2)
+            assert p == {"items": 5, "complete": 5, "share": 1.0, "judgements": 10}
+    # the reward model is an ensemble of 2: members on disk, their mean and spread
+    meta = json.loads((again.dir / "r1-reward" / "model" / "rlhf_reward.json").read_text())
+    assert meta["ensemble"] == ["members/1"]
+    rm = json.loads((again.dir / "r1-reward" / "manifest.json").read_text())["result"]["ensemble"]
+    assert rm["members"] == 2 and len(rm["member_accuracy"]) == 2
+
+    text = lineage_text(again.dir, again.dir)
+    round2 = text.split("\n\n")[1]
+    for stage in ("compare", "dpo", "reward", "export", "generate", "sft"):
+        assert f"of {stage} " in round2 or round2.startswith(stage), (stage, round2)
+    assert "r1-dpo" in round2 and "r2-reward" in round2  # round 2 compares r2-dpo against round 1's policy
+
+    # a third run changes nothing: every step is skipped
+    third = Loop(cfg, source="test")
+    third.run()
+    assert {a for k, a in actions(third).items() if not k.endswith("collect")} == {"skipped"}
+
+
+@pytest.mark.slow
+def test_human_mode_waits_then_continues(tmp_path, tiny_model_dir, loop_files, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    prompts, sft = loop_files
+    cfg_path = tmp_path / "human.yaml"
+    cfg = loop_config(tmp_path, tiny_model_dir, prompts, sft, rounds=1, **{"assessors.source": "human"})
+    cfg_path.write_text((tmp_path / "loop.yaml").read_text())
+    with pytest.raises(Waiting, match=r"0/5 items of 'lp-r1' complete"):
+        Loop(cfg, source="test").run()
+    # the CLI says the same and exits 0, naming the command that serves the app
+    assert main(["loop", "--config", str(cfg_path), "assessors.source=human"]) == 0
+    out = capsys.readouterr().out
+    assert "waiting for labels: 0/5 items" in out
+    assert f"rlhf label store={tmp_path / 'runs' / 'lp' / 'labels.db'} project=lp-r1" in out
+    # people vote (here: through the same store API the app uses), then the loop goes on
+    with Store(str(tmp_path / "runs" / "lp" / "labels.db"), create=False) as store:
+        made = vote(
+            store, "lp-r1", [SimulatedAssessor("ann", 0.1), SimulatedAssessor("bob", 0.1)], liking_marker
+        )
+    assert sum(made.values()) == 10
+    loop = Loop(cfg, source="test")
+    state = loop.run()
+    assert state["status"] == "completed" and actions(loop)["r1-generate"] == "skipped"
+    assert actions(loop)["r1-export"] == "ran" and state["rounds"]["1"]["win_rate"] is not None
+
+
+def test_loop_config_errors_are_named(tmp_path):
+    from rlhf.errors import ConfigError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("algorithm: sac\n")
+    with pytest.raises(ConfigError, match="algorithm"):
+        load_config(LoopConfig, bad)
+    with pytest.raises(ConfigError, match="noise"):
+        load_config(LoopConfig, None, ["assessors.noise=[]"])
+    few = write_jsonl(tmp_path / "few.jsonl", [{"id": f"p{i}", "prompt": "hi"} for i in range(3)])
+    cfg = load_config(LoopConfig, None, [f"prompts={few}", f"run.output_root={tmp_path}"])
+    with pytest.raises(ConfigError, match="eval_prompts"):
+        Loop(cfg).split_prompts()
+    assert rounds.checkpoint_name(str(tmp_path / "lp" / "r1-dpo"), tmp_path / "lp") == "r1-dpo"
