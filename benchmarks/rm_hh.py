@@ -1,11 +1,13 @@
 """Claim: `rlhf reward` trains a useful reward model on real human preferences on a laptop CPU.
 
-    .venv/bin/python benchmarks/rm_hh.py [--epochs 2] [--lr 1e-4] [--max-length 128] [--swap-check]
+    .venv/bin/python benchmarks/rm_hh.py [--epochs 2] [--lr 1e-4] [--max-length 128] [--swap-check] [--ensemble 3]
 
 Trains the `minilm-l6` encoder on ../shared/data/hh_harmless_1800.jsonl (Anthropic HH-RLHF harmless-base,
 MIT) with a seeded 90/10 split, through the same code path as `rlhf reward`, and prints the held-out
 pairwise accuracy with its bootstrap 95 % CI beside the "longer answer wins" baseline. Last line:
-`ratio accuracy/length_baseline <x>`.
+`ratio accuracy/length_baseline <x>`. With --ensemble N: the single model (member 0, trained on all pairs
+exactly as without an ensemble) and the N-member mean side by side on the same held-out pairs; last line
+`ratio accuracy ensemble/single <x>`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--swap-check", action="store_true")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--ensemble", type=int, default=1)
     a = ap.parse_args()
     if not Path(a.data).is_file():
         raise SystemExit(f"{a.data} not found: this benchmark needs the shared HH-RLHF file (--data PATH)")
@@ -51,6 +54,7 @@ def main() -> None:
                 f"trainer.learning_rate={a.lr}",
                 f"trainer.per_device_train_batch_size={a.batch}",
                 "trainer.logging_steps=20",
+                f"ensemble={a.ensemble}",
             ],
         )
         t0 = time.time()
@@ -73,6 +77,16 @@ def main() -> None:
             else ""
         )
     )
+    ens = report.get("ensemble")
+    if ens:
+        single = ens["member_accuracy"][0]
+        print(
+            f"single model {single:.3f} | ensemble of {ens['members']} (mean) {ens['mean_accuracy']:.3f} | "
+            f"members {', '.join(f'{x:.3f}' for x in ens['member_accuracy'])} | mean margin spread "
+            f"{ens['mean_margin_spread']:.3f}"
+        )
+        print(f"ratio accuracy ensemble/single {ens['mean_accuracy'] / single:.3f}")
+        return
     print(f"ratio accuracy/length_baseline {acc / base:.3f}")
 
 

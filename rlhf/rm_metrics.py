@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 
@@ -124,3 +125,17 @@ def human_ceiling(votes: Sequence[tuple[Hashable, Hashable, Hashable]]) -> dict 
             compared += 1
             agree += pick == top
     return {"votes_compared": compared, "agreement": agree / compared} if compared else None
+
+
+def ensemble_accuracy(chosen: Sequence[Sequence[float]], rejected: Sequence[Sequence[float]]) -> dict:
+    """chosen[m][i] / rejected[m][i]: member m's scores of pair i. Held-out accuracy of each member and of
+    the members' mean, and the mean spread (std over members) of the chosen-minus-rejected margin."""
+    margins = [[c - r for c, r in zip(cs, rs, strict=True)] for cs, rs in zip(chosen, rejected, strict=True)]
+    per_pair = list(zip(*margins, strict=True))
+    zeros = [0.0] * len(per_pair)
+    return {
+        "members": len(margins),
+        "member_accuracy": [accuracy(m, zeros) for m in margins],
+        "mean_accuracy": accuracy([statistics.fmean(p) for p in per_pair], zeros),
+        "mean_margin_spread": statistics.fmean(statistics.pstdev(p) for p in per_pair),
+    }

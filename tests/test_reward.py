@@ -166,3 +166,30 @@ def test_score_cli_accuracy_and_rewards(tmp_path, tiny_model_dir, capsys):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "x"}])
     assert main(["score", "--model", d, "--input", bad]) == 2
     assert "need 'chosen' and 'rejected'" in capsys.readouterr().err
+
+
+def test_ensemble_scorer_mean_members_and_spread(tmp_path, tiny_model_dir):
+    """An ensemble's score is its members' mean; score_with_spread gives the per-pair std over members."""
+    import statistics
+
+    from rlhf.scorer import RewardScorer
+    from rlhf.tiny import build_tiny_reward_model
+
+    main_dir = build_tiny_reward_model(tmp_path / "rm", tiny_model_dir, seed=1)
+    build_tiny_reward_model(tmp_path / "rm" / "members" / "1", tiny_model_dir, seed=2)
+    meta = json.loads((tmp_path / "rm" / "rlhf_reward.json").read_text())
+    single = RewardScorer(main_dir)
+    prompts, responses = ["tree house", "red marker"], ["marker marker", "no"]
+    alone = single.score(prompts, responses)
+    (tmp_path / "rm" / "rlhf_reward.json").write_text(json.dumps({**meta, "ensemble": ["members/1"]}))
+    ens = RewardScorer(main_dir)
+    members = ens.score_members(prompts, responses)
+    assert len(ens.members) == 2 and members[0] == pytest.approx(alone, abs=1e-5)
+    assert members[0] != pytest.approx(members[1], abs=1e-3)  # different heads, different scores
+    mean, spread = ens.score_with_spread(prompts, responses)
+    assert ens.score(prompts, responses) == pytest.approx(mean, abs=1e-6)
+    for i in range(2):
+        assert mean[i] == pytest.approx((members[0][i] + members[1][i]) / 2, abs=1e-6)
+        assert spread[i] == pytest.approx(statistics.pstdev([members[0][i], members[1][i]]), abs=1e-6)
+        assert spread[i] > 0
+    assert single.score_with_spread(prompts, responses)[1] == [0.0, 0.0]

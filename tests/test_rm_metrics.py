@@ -49,3 +49,18 @@ def test_human_ceiling_leave_one_out():
     ]  # single vote: ignored
     assert m.human_ceiling(votes) == {"votes_compared": 3, "agreement": pytest.approx(2 / 3)}
     assert m.human_ceiling([("i", "a", "x")]) is None
+
+
+def test_ensemble_accuracy_by_hand():
+    from rlhf.rm_metrics import ensemble_accuracy
+
+    # 2 members x 3 pairs; margins: member 0 [1, -1, 2], member 1 [3, 1, -4]
+    chosen = [[1.0, 0.0, 2.0], [3.0, 1.0, 0.0]]
+    rejected = [[0.0, 1.0, 0.0], [0.0, 0.0, 4.0]]
+    out = ensemble_accuracy(chosen, rejected)
+    assert out["members"] == 2
+    assert out["member_accuracy"] == [2 / 3, 2 / 3]
+    # mean margins [2, 0, -1]: right, tie (half), wrong -> 0.5
+    assert out["mean_accuracy"] == 0.5
+    # spreads (population std of the two margins): 1, 1, 3 -> mean 5/3
+    assert abs(out["mean_margin_spread"] - 5 / 3) < 1e-12

@@ -41,9 +41,12 @@ def run(cfg: ExportStageConfig, *, resume: bool = False, overwrite: bool = False
         run_dir.update_manifest(accounting=accounting, store=cfg.store, project=cfg.project)
         run_dir.finish(outputs=outputs)
         dropped = ", ".join(f"{k}: {v}" for k, v in accounting["items_dropped"].items()) or "none"
+        pairs_dropped = (
+            ", ".join(f"{k}: {v}" for k, v in (accounting["pairs_dropped"] or {}).items()) or "none"
+        )
         run_dir.say(
             f"export '{cfg.project}': {accounting['items_in']} items in, {accounting['items_exported']} "
             f"exported as {accounting['pairs_out']} pairs; items dropped: {dropped}; pairs dropped: "
-            f"{accounting['pairs_dropped'] or 'none'} -> {outputs.get('preferences', run_dir.path)}"
+            f"{pairs_dropped} -> {outputs.get('preferences', run_dir.path)}"
         )
         return run_dir

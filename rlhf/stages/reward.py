@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -38,7 +37,7 @@ from rlhf.config import ConfigError, bounded
 from rlhf.data import holdout_split, load_rows, source_path, validate_rows
 from rlhf.models import MINILM, ModelConfig, load_tokenizer, lora_config, resolve_model_path, torch_dtype
 from rlhf.preferences import normalise_preference_row
-from rlhf.rm_metrics import accuracy
+from rlhf.rm_metrics import accuracy, ensemble_accuracy
 from rlhf.rm_report import build_report, write_html
 from rlhf.runs import RunDir, RunSettings
 from rlhf.scorer import META_FILE, RewardScorer, encode_pair, response_fits
@@ -181,23 +180,6 @@ def train_members(cfg: RewardStageConfig, tokenizer, train_tok: list[dict], run_
     return paths
 
 
-def ensemble_accuracy(scorer: RewardScorer, eval_rows: list[dict]) -> dict:
-    """Held-out accuracy of each member and of the mean, and the mean spread of the chosen-minus-rejected
-    margin across members."""
-    prompts = [r["prompt"] for r in eval_rows]
-    chosen = scorer.score_members(prompts, [r["chosen"] for r in eval_rows])
-    rejected = scorer.score_members(prompts, [r["rejected"] for r in eval_rows])
-    margins = [[c - j for c, j in zip(cs, js, strict=True)] for cs, js in zip(chosen, rejected, strict=True)]
-    mean_margin = [statistics.fmean(m) for m in zip(*margins, strict=True)]
-    zeros = [0.0] * len(mean_margin)
-    return {
-        "members": len(margins),
-        "member_accuracy": [accuracy(ms, zeros) for ms in margins],
-        "mean_accuracy": accuracy(mean_margin, zeros),
-        "mean_margin_spread": statistics.fmean(statistics.pstdev(m) for m in zip(*margins, strict=True)),
-    }
-
-
 def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     owned = {
         "output_dir": str(RunDir.at(cfg.run).checkpoints),
@@ -254,7 +236,13 @@ def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False
         scorer = RewardScorer(str(run_dir.model_dir))
         r_c = scorer.score([r["prompt"] for r in eval_rows], [r["chosen"] for r in eval_rows])
         r_r = scorer.score([r["prompt"] for r in eval_rows], [r["rejected"] for r in eval_rows])
-        ensemble = ensemble_accuracy(scorer, eval_rows) if cfg.ensemble > 1 else None
+        ensemble = None
+        if cfg.ensemble > 1:
+            prompts = [r["prompt"] for r in eval_rows]
+            ensemble = ensemble_accuracy(
+                scorer.score_members(prompts, [r["chosen"] for r in eval_rows]),
+                scorer.score_members(prompts, [r["rejected"] for r in eval_rows]),
+            )
         all_r = r_c + r_r
         mean = sum(all_r) / len(all_r)
         std = (sum((x - mean) ** 2 for x in all_r) / max(1, len(all_r) - 1)) ** 0.5
