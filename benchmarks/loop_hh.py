@@ -1,7 +1,7 @@
 """Does the loop make a better model? On the shared HH-RLHF harmless file with a seeded held-out split:
 SFT on the chosen answers -> DPO (LoRA) on the training pairs -> `rlhf compare` of start vs trained with
-the held-out pairs (human agreement of the implicit reward) and an RM trained on the training pairs
-(win rate, KL). Every step is a normal stage run (the same entry points the loop uses).
+the held-out pairs (human agreement of each policy's implicit reward against the base model) and an RM
+trained on the training pairs (win rate of trained over start; KL to the base model). Every step is a normal stage run (the same entry points the loop uses).
 
     .venv/bin/python benchmarks/loop_hh.py [--pairs 1800] [--held-out 200] [--sft-steps 60] [--dpo-steps 100]
 
@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from rlhf.preferences import normalise_preference_row
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_harmless_1800.jsonl"
 
@@ -37,6 +39,7 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=60)
     ap.add_argument("--dpo-steps", type=int, default=100)
     ap.add_argument("--prompts", type=int, default=64, help="held-out prompts for the RM win rate")
+    ap.add_argument("--human-limit", type=int, default=100, help="held-out pairs for the human agreement")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,13 +50,9 @@ def main() -> None:
     (out / "held.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held))
     root = f"run.output_root={out}"
     times = {}
-    # SFT on the chosen transcripts of the training pairs (HH rows: the importer turns them into prompt/chosen)
-    sft_rows = []
-    for r in train:
-        if "prompt" in r and isinstance(r.get("chosen"), str):
-            sft_rows.append({"prompt": r["prompt"], "completion": r["chosen"]})
-        else:
-            sft_rows.append({"text": r["chosen"]})
+    # SFT on the chosen answers of the training pairs (HH transcripts split into turns, as rlhf reads them)
+    norm = [normalise_preference_row(r, as_chat=True)[0] for r in rows]
+    sft_rows = [{"prompt": n["prompt"], "completion": n["chosen"]} for n in norm[a.held_out :] if n]
     (out / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft_rows))
     times["sft"] = stage(
         "sft",
@@ -87,9 +86,8 @@ def main() -> None:
         f"trainer.max_steps={a.dpo_steps}",
         "drift.every_steps=0",
     )
-    prompts = [{"id": f"h{i}", "prompt": r["prompt"]} for i, r in enumerate(held) if "prompt" in r][
-        : a.prompts
-    ]
+    prompts = [{"id": f"h{i}", "prompt": n["prompt"]} for i, n in enumerate(norm[: a.held_out]) if n]
+    prompts = prompts[: a.prompts]
     (out / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prompts))
     times["compare"] = stage(
         "compare",
@@ -97,20 +95,24 @@ def main() -> None:
         "configs/compare.yaml",
         root,
         "run.name=compare",
-        f"checkpoints=[{{name: start, model: '{out / 'sft'}'}}, {{name: trained, model: '{out / 'dpo'}'}}]",
+        "checkpoints=[{name: base, model: smollm2-135m-instruct}, "
+        f"{{name: start, model: '{out / 'sft'}'}}, {{name: trained, model: '{out / 'dpo'}'}}]",
         "baseline=start",
-        "reference=start",
+        "reference=base",
         f"reward.model={out / 'rm'}",
         f"data.prompts={out / 'prompts.jsonl'}",
         f"human.preferences={out / 'held.jsonl'}",
+        f"human.limit={a.human_limit}",
     )
     res = json.loads((out / "compare" / "compare.json").read_text())
-    agree = {n: res["human_agreement"][n]["accuracy"] for n in ("start", "trained")}
+    agree = {n: res["human_agreement"][n]["implicit_reward"]["rate"] for n in ("start", "trained")}
     trained = res["checkpoints"]["trained"]
     print(f"times (s): {json.dumps({k: round(v) for k, v in times.items()})}")
     print(f"held-out human agreement: start {agree['start']:.3f}, trained {agree['trained']:.3f}")
+    start = res["checkpoints"]["start"]
     print(
-        f"RM win rate trained over start: {trained['vs_baseline']['win_rate']:.3f}, KL {trained['kl']['mean']:.2f}"
+        f"RM win rate trained over start: {trained['vs_baseline']['win_rate']:.3f}; KL to the base model: "
+        f"start {start['kl']['mean']:.2f}, trained {trained['kl']['mean']:.2f} nats"
     )
     print(f"ratio agreement trained/start {agree['trained'] / max(agree['start'], 1e-9):.3f}")
 

@@ -196,3 +196,48 @@ def test_loop_config_errors_are_named(tmp_path):
     with pytest.raises(ConfigError, match="eval_prompts"):
         Loop(cfg).split_prompts()
     assert rounds.checkpoint_name(str(tmp_path / "lp" / "r1-dpo"), tmp_path / "lp") == "r1-dpo"
+    assert rounds.checkpoint_name("smollm2-135m-instruct", tmp_path / "lp") == "start"
+
+
+@pytest.mark.slow
+def test_ppo_round_without_sft(tmp_path, tiny_model_dir, loop_files, monkeypatch):
+    """algorithm: ppo, stages.sft: null — PPO against the round's reward model, from the policy itself."""
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    ppo_settings = {
+        "model": {"lora": None},
+        "reward": {"missing_eos_penalty": None},
+        "data": {"max_prompt_length": 32},
+        "sampling": {"max_new_tokens": 6},
+        "ppo": {
+            "steps": 2,
+            "rollout_batch_size": 4,
+            "minibatch_size": 2,
+            "learning_rate": 1e-2,
+            "save_steps": 0,
+            "bf16": False,
+        },
+    }
+    cfg = loop_config(
+        tmp_path,
+        tiny_model_dir,
+        *loop_files,
+        rounds=1,
+        algorithm="ppo",
+        **{"stages.sft": None, "stages.ppo": ppo_settings},
+    )
+    loop = Loop(cfg, source="test")
+    state = loop.run()
+    assert list(actions(loop)) == [
+        "r1-generate",
+        "r1-collect",
+        "r1-export",
+        "r1-reward",
+        "r1-ppo",
+        "r1-compare",
+    ]
+    ppo_manifest = json.loads((loop.dir / "r1-ppo" / "manifest.json").read_text())
+    assert ppo_manifest["status"] == "completed"
+    assert ppo_manifest["inputs"]["reward.model"]["path"].startswith(str(loop.dir / "r1-reward"))
+    result = json.loads((loop.dir / "r1-compare" / "compare.json").read_text())
+    assert result["baseline"] == "start" and set(result["names"]) == {"start", "r1-ppo"}
+    assert state["rounds"]["1"]["win_rate"] is not None

@@ -278,8 +278,9 @@ class Loop:
 
 
 def checkpoint_name(model: str, loop_dir: Path) -> str:
+    """A loop's run directory by its step name (r1-dpo); the starting policy (no SFT round) as `start`."""
     p = Path(model)
-    return p.name if p.parent == loop_dir else model
+    return p.name if p.parent == loop_dir else "start"
 
 
 def waiting_message(store: str, project: str, done: dict, needed: float) -> str:
