@@ -38,6 +38,10 @@ def main() -> None:
     ap.add_argument("--held-out", type=int, default=200)
     ap.add_argument("--sft-steps", type=int, default=60)
     ap.add_argument("--dpo-steps", type=int, default=100)
+    ap.add_argument("--dpo-lr", type=float, default=1e-4)
+    ap.add_argument(
+        "--max-length", type=int, default=512, help="SFT truncates to it; DPO rejects longer rows"
+    )
     ap.add_argument("--prompts", type=int, default=64, help="held-out prompts for the RM win rate")
     ap.add_argument("--human-limit", type=int, default=100, help="held-out pairs for the human agreement")
     a = ap.parse_args()
@@ -63,6 +67,7 @@ def main() -> None:
         f"data.train={out / 'sft.jsonl'}",
         f"trainer.max_steps={a.sft_steps}",
         "data.overlength=truncate",
+        f"data.max_length={a.max_length}",
         "data.eval_fraction=0",
     )
     times["reward"] = stage(
@@ -84,6 +89,8 @@ def main() -> None:
         f"model.name={out / 'sft'}",
         f"data.train={out / 'train.jsonl'}",
         f"trainer.max_steps={a.dpo_steps}",
+        f"trainer.learning_rate={a.dpo_lr}",
+        f"data.max_length={a.max_length}",
         "drift.every_steps=0",
     )
     prompts = [{"id": f"h{i}", "prompt": n["prompt"]} for i, n in enumerate(norm[: a.held_out]) if n]

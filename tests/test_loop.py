@@ -165,6 +165,7 @@ def test_human_mode_waits_then_continues(tmp_path, tiny_model_dir, loop_files, m
     cfg_path.write_text((tmp_path / "loop.yaml").read_text())
     with pytest.raises(Waiting, match=r"0/5 items of 'lp-r1' complete"):
         Loop(cfg, source="test").run()
+    assert json.loads((tmp_path / "runs" / "lp" / "loop.json").read_text())["status"] == "waiting"
     # the CLI says the same and exits 0, naming the command that serves the app
     assert main(["loop", "--config", str(cfg_path), "assessors.source=human"]) == 0
     out = capsys.readouterr().out
@@ -197,6 +198,13 @@ def test_loop_config_errors_are_named(tmp_path):
         Loop(cfg).split_prompts()
     assert rounds.checkpoint_name(str(tmp_path / "lp" / "r1-dpo"), tmp_path / "lp") == "r1-dpo"
     assert rounds.checkpoint_name("smollm2-135m-instruct", tmp_path / "lp") == "start"
+    # prompts without ids get the row ids rlhf reports them by, so rounds can tell which were used
+    bare = write_jsonl(tmp_path / "bare.jsonl", [{"prompt": f"question {i}"} for i in range(8)])
+    cfg = load_config(LoopConfig, None, [f"prompts={bare}", f"run.output_root={tmp_path}", "eval_prompts=3"])
+    eval_file, pool = Loop(cfg).split_prompts()
+    eval_ids = [json.loads(x)["id"] for x in eval_file.read_text().splitlines()]
+    assert len(eval_ids) == 3 and len(pool) == 5
+    assert len(set(eval_ids) | {r["id"] for r in pool}) == 8 and all(isinstance(i, str) for i in eval_ids)
 
 
 @pytest.mark.slow

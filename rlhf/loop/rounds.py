@@ -115,7 +115,9 @@ class Loop:
 
     def split_prompts(self) -> tuple[Path, list[dict]]:
         """The pool, seeded-shuffled once; its first `eval_prompts` are held out for the comparisons."""
-        rows = load_rows(self.cfg.prompts, what="prompts").rows
+        loaded = load_rows(self.cfg.prompts, what="prompts")
+        # every row carries its (normalised, unique) id, so that rounds know which prompts were used
+        rows = [{**row, "id": rid} for row, rid in zip(loaded.rows, loaded.ids, strict=True)]
         if len(rows) <= self.cfg.eval_prompts:
             raise ConfigError(
                 f"{self.source}: 'prompts' ({self.cfg.prompts}) has {len(rows)} prompts; eval_prompts "
@@ -273,6 +275,7 @@ class Loop:
         )
         late = a.deadline_h is not None and (now_utc() - opened).total_seconds() > a.deadline_h * 3600
         if done["share"] + 1e-9 < a.min_complete and not late:
+            self.state["status"] = "waiting"
             self.save()
             raise Waiting(waiting_message(self.store, project, done, a.min_complete))
 
