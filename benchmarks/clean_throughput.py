@@ -7,8 +7,8 @@
 Data (synthetic, seeded): documents of 30..60 words from a 20,000-word vocabulary; planted duplicates of 4%
 of them each: exact copies with case and whitespace changed, light edits (1-2 words substituted), and
 reorderings (the two halves swapped). Ground truth: a planted copy and its original are a pair.
-- exact: `rlhf.dedup.exact_clusters` (normalised hash) — should find the exact copies;
-- MinHash: `rlhf.dedup.minhash_clusters` (rensa, 128 permutations, word 3-grams, threshold 0.7, candidates
+- exact: `rlhf.clean.dedup.exact_clusters` (normalised hash) — should find the exact copies;
+- MinHash: `rlhf.clean.dedup.minhash_clusters` (rensa, 128 permutations, word 3-grams, threshold 0.7, candidates
   confirmed by the estimated Jaccard) — should find exact copies and light edits;
 - plain datasketch: `MinHash.bulk` + `MinHashLSH` (threshold 0.7, 128 permutations) on the same shingles;
 - semantic: minilm-l6 embeddings + faiss (cosine 0.9) on real sentences — every distinct text of the
@@ -30,8 +30,8 @@ from pathlib import Path
 
 from datasketch import MinHash, MinHashLSH
 
-from rlhf import dedup
-from rlhf.cleaning import shingles
+from rlhf.clean import dedup
+from rlhf.clean.text import shingles
 
 
 def demo_texts() -> list[str]:
@@ -156,7 +156,7 @@ def main() -> None:
         flush=True,
     )
 
-    from rlhf.embeddings import Embedder
+    from rlhf.clean.embeddings import Embedder
     from rlhf.models import MINILM
 
     subset, sub_truth = make_data(0, seed=1, base_docs=demo_texts())  # real sentences, the same planting

@@ -74,7 +74,7 @@ SETTINGS = dict(
 
 
 def bf16_native() -> bool:
-    from rlhf.trainer_args import fast_bf16
+    from rlhf.train.args import fast_bf16
 
     return fast_bf16()
 

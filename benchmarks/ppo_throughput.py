@@ -2,7 +2,7 @@
 
     python benchmarks/ppo_throughput.py [--steps 24] [--batch 4] [--new-tokens 24]
 
-The tiny random Llama (rlhf/tiny.py) is the policy, and the same network with a fresh score head (and
+The tiny random Llama (tests/support/tiny.py) is the policy, and the same network with a fresh score head (and
 the rlhf_reward.json every rlhf reward model carries) is the reward model, scored through RewardScorer on decoded text — so the figures measure the PPO machinery
 (rollout, scoring, log-prob/value passes, GAE, ppo_epochs x minibatches, logging), not model FLOPs.
 `rlhf ppo` runs as users run it (run dir, metrics, drift guard, a checkpoint at the end). The first two
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 GOAL_S = 0.5
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny model lives in tests/support
 
 
 def main() -> None:
@@ -31,10 +32,10 @@ def main() -> None:
     a = ap.parse_args()
 
     import torch
+    from support.tiny import WORDS, build_tiny_llama, build_tiny_reward_model
 
     from rlhf.config import load_config
     from rlhf.stages import ppo
-    from rlhf.tiny import WORDS, build_tiny_llama, build_tiny_reward_model
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,12 +8,11 @@ import uuid
 
 import gradio as gr
 
-from rlhf import arena
+from rlhf.compare import arena
 from rlhf.errors import RlhfError
 from rlhf.preferences import save_preferences
 from rlhf.runs import RunDir, RunSettings
-from rlhf.store.export import ExportSettings, export_project
-from rlhf.store.quality import gold_over_time, project_stats
+from rlhf.store import ExportSettings, export_project, gold_over_time, project_stats
 
 
 def leaderboard_rows(items: list[dict], annotations: list[dict]) -> list[list]:

@@ -27,7 +27,7 @@ from labeling_ui.admin import admin_tab as build_admin_tab
 from labeling_ui.handlers import LETTERS, PAIRWISE_LABELS, REVIEW_LABELS, View
 from labeling_ui.render import plain_markdown, safe_markdown, word_diff_html
 from labeling_ui.sessions import SessionGuard
-from rlhf.store.judgements import MAX_CANDIDATES
+from rlhf.store import MAX_CANDIDATES
 
 # Gradio routes an app without file components does not need: refused (404) once the app runs
 CLOSED_ROUTES = ("/gradio_api/upload", "/gradio_api/upload_progress", "/upload")

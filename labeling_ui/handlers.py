@@ -14,7 +14,7 @@ from typing import Literal
 
 from labeling_ui.render import render_prompt, safe_markdown
 from rlhf.errors import RlhfError
-from rlhf.store.judgements import JudgementError, values
+from rlhf.store import JudgementError, values
 
 LETTERS = "ABCDEFGHIJKLMNOP"
 PAIRWISE_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both bad"}

@@ -13,6 +13,7 @@ message naming the aliases that work offline.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.util
 import json
 import os
@@ -27,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from rlhf.config import bounded
 from rlhf.errors import ConfigError, ModelError
+from rlhf.hashing import content_hash
 from rlhf.runs import declared_output
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -223,3 +225,16 @@ def save_model(model, tokenizer, out_dir: Path, *, merge_lora: bool) -> str:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return kind
+
+
+def model_fingerprint(spec: str) -> str:
+    """Content hash of a model: its directory's files (with its base model's, for a LoRA adapter); a hub id
+    that is not on disk is identified by its name."""
+    path = resolve_model_path(spec)
+    if not Path(path).is_dir():
+        return hashlib.sha256(f"hub:{spec}".encode()).hexdigest()
+    parts = [content_hash(path)]
+    base = adapter_base(path)
+    if base is not None:
+        parts.append(model_fingerprint(base))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()

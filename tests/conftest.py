@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,33 +12,10 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 import pytest  # noqa: E402
 
-from rlhf.tiny import CHATML, WORDS  # noqa: E402,F401
-
-
-def make_rows(n: int, *, seed: int = 0) -> list[dict]:
-    import random
-
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
-        a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
-        rows.append(
-            {"id": f"r{i}", "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-        )
-    return rows
-
-
-def write_jsonl(path, rows) -> str:
-    with open(path, "w") as f:
-        for r in rows:
-            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
-    return str(path)
-
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from rlhf.tiny import build_tiny_llama
+    from support.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
@@ -87,3 +63,18 @@ def _fresh_accelerator_state():
 
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium driven by Playwright (never a downloaded browser build)."""
+    from labeling_ui.browser import CHROMIUM, FLAGS  # lazy: keeps gradio out of the non-browser tests
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: bash scripts/setup.sh dev installs it (apt package chromium)")
+    from playwright.sync_api import sync_playwright  # lazy: only the browser tests need playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()

@@ -3,7 +3,7 @@ from itertools import permutations
 
 import pytest
 
-from rlhf.agreement import (
+from rlhf.store.agreement import (
     agreement_with_majority,
     gold_accuracy,
     krippendorff_alpha,

@@ -3,7 +3,7 @@ pairwise by button, Likert rows, the keyboard, gold feedback, the difference vie
 every new element. Each judgement is checked in the database."""
 
 import pytest
-from test_labeling_browser import XSS, browser  # noqa: F401 - the browser fixture
+from support.data import XSS
 
 from labeling_ui.browser import free_port, login
 from rlhf.stages.label import LabelStageConfig, launch

@@ -4,7 +4,7 @@ contradictions, cached embeddings, screening -> review project -> --apply-review
 import json
 
 import pytest
-from conftest import write_jsonl
+from support.data import write_jsonl
 
 from rlhf.cli import main
 from rlhf.config import load_config
@@ -86,7 +86,7 @@ def test_planted_duplicates_quality_pii_and_accounting(tmp_path):
     )
     assert report(again)["reorder"]["reason"] == "semantic duplicate"
     # the second run read every embedding from the cache (content-hashed): the model is never loaded
-    import rlhf.embeddings as emb
+    import rlhf.clean.embeddings as emb
 
     calls = []
     original = emb.Embedder._load

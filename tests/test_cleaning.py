@@ -2,7 +2,7 @@
 
 import pytest
 
-from rlhf import cleaning as c
+from rlhf.clean import text as c
 
 
 def test_normalize_and_exact_key():

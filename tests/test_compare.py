@@ -6,15 +6,15 @@ import shutil
 
 import pytest
 import torch
-from conftest import WORDS, write_jsonl
+from support.data import write_jsonl
+from support.tiny import WORDS, build_tiny_reward_model
 
-from rlhf import arena
 from rlhf.cli import main
+from rlhf.compare import arena
 from rlhf.config import load_config
 from rlhf.stages import compare
 from rlhf.store.export import ExportSettings, export_rows
 from rlhf.store.service import Store
-from rlhf.tiny import build_tiny_reward_model
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from rlhf import bradley_terry as bt
-from rlhf import compare_metrics as cm
+from rlhf.compare import bradley_terry as bt
+from rlhf.compare import metrics as cm
 
 
 def simulate(strengths, battles, seed, tie_rate=0.0):
@@ -105,7 +105,7 @@ def test_length_control_removes_a_planted_length_effect():
 
 
 def test_human_agreement_on_hand_built_pairs():
-    from rlhf.comparison import human_agreement
+    from rlhf.compare.measure import human_agreement
 
     # 4 pairs: log-probs of chosen / rejected under the policy and the reference
     policy = ([-10.0, -12.0, -8.0, -5.0], [-11.0, -9.0, -8.0, -6.0])

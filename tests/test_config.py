@@ -111,7 +111,7 @@ def test_sft_cross_field_and_reserved_trainer_keys(tmp_path):
 def test_unknown_trainer_key_is_named_with_suggestion(tmp_path):
     from trl import SFTConfig
 
-    from rlhf.trainer_args import build_trl_config
+    from rlhf.train.args import build_trl_config
 
     with pytest.raises(ConfigError) as e:
         build_trl_config(SFTConfig, {"lerning_rate": 1e-4}, {"output_dir": str(tmp_path)})

@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import make_rows, write_jsonl
+from support.data import make_rows, write_jsonl
 
 from rlhf.data import Rows, load_rows, normalise_sft_row, validate_rows
 from rlhf.errors import DataError

@@ -4,7 +4,7 @@ import random
 
 import numpy as np
 
-from rlhf import dedup
+from rlhf.clean import dedup
 
 BASE = [
     "How do I boil an egg so that the yolk stays soft and the white is firm all the way through?",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORDS, write_jsonl
-from launch import (
+from support.data import marker_rows, write_jsonl
+from support.launch import (
     ACCELERATE_CONFIGS,
     CONFIGS,
     accelerate_launch,
@@ -29,8 +29,8 @@ from launch import (
     metrics,
     offline_env,
 )
-from launch import plain_launch as plain
-from test_reward import marker_rows
+from support.launch import plain_launch as plain
+from support.tiny import WORDS
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,7 @@ def ppo_launch(setup, name, rollout_per_process, config_yaml=None, num_processes
         "model.name": setup["model"],
         "model.lora": None,
         "reward.model": None,
-        "reward.function": "rewards:marker_fraction",
+        "reward.function": "support.rewards:marker_fraction",
         "reward.missing_eos_penalty": 0.5,
         "data.prompts": prompts,
         "sampling.max_new_tokens": 6,

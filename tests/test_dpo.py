@@ -4,8 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import write_jsonl
-from test_reward import marker_rows
+from support.data import marker_rows, write_jsonl
 
 from rlhf.config import load_config
 from rlhf.stages import dpo

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from rlhf.drift import DriftGuard, DriftSettings, best_checkpoint, drift_alarms, sequence_kl
 from rlhf.errors import ConfigError
+from rlhf.train.drift import DriftGuard, DriftSettings, best_checkpoint, drift_alarms, sequence_kl
 
 
 def test_alarms_fire_only_past_their_bounds():

@@ -5,7 +5,7 @@ import json
 import uuid
 
 import pytest
-from conftest import write_jsonl
+from support.data import write_jsonl
 
 from rlhf.cli import main
 from rlhf.config import load_config

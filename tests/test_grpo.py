@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import WORDS, write_jsonl
+from support.data import write_jsonl
+from support.tiny import WORDS
 
 from rlhf.config import load_config
 from rlhf.errors import ConfigError, TrainingError
-from rlhf.scorer import RewardScorer
+from rlhf.reward.scorer import RewardScorer
 from rlhf.stages import grpo
 
 VOCAB = {*WORDS, "system", "user", "assistant", "tool"}
@@ -19,7 +20,7 @@ CLASSES = {"grpo": grpo.GRPOStageConfig, "rloo": grpo.RLOOStageConfig}
 
 @pytest.fixture(scope="session")
 def tiny_rm_dir(tiny_model_dir, tmp_path_factory):
-    from rlhf.tiny import build_tiny_reward_model
+    from support.tiny import build_tiny_reward_model
 
     return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"), tiny_model_dir)
 

@@ -10,7 +10,7 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
-from conftest import write_jsonl
+from support.data import write_jsonl
 
 from rlhf.cli import main
 from rlhf.config import load_config

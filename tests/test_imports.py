@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from import_rules import check_tree
+from support.import_rules import check_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,24 +42,61 @@ def test_the_checker_catches_a_stage_importing_a_stage(tmp_path):
     assert len(problems) == 2
 
 
-def test_the_checker_catches_library_to_stage_lazy_imports_and_cycles(tmp_path):
+def test_the_checker_catches_edges_outside_the_table_lazy_imports_and_cycles(tmp_path):
     root = _tree(
         tmp_path,
         {
-            "rlhf/stages/generate.py": "import rlhf.callbacks\n",
-            "rlhf/drift.py": "def f():\n    from rlhf.stages.generate import x\n",
-            "rlhf/callbacks.py": "from rlhf import drift\n",
+            "rlhf/stages/generate.py": "import rlhf.train.callbacks\n",
+            "rlhf/train/__init__.py": "",
+            "rlhf/train/drift.py": "def f():\n    from rlhf.stages.generate import x\n",
+            "rlhf/train/callbacks.py": "from rlhf.train import drift\n",
             "rlhf/ok.py": "def g():\n    import json  # lazy: only needed on the rare path\n",
             "labeling_ui/app.py": "from rlhf.stages import generate\n",
         },
     )
     problems = check_tree(root)
-    assert any("rlhf/drift.py:2: import inside a function without" in p for p in problems)
-    assert any("library module rlhf.drift imports the stage rlhf.stages.generate" in p for p in problems)
-    assert any("library module labeling_ui.app imports the stage rlhf.stages.generate" in p for p in problems)
+    assert any("rlhf/train/drift.py:2: import inside a function without" in p for p in problems)
+    assert any("rlhf.train.drift (train) imports rlhf.stages.generate (stages)" in p for p in problems)
+    assert any("labeling_ui.app (app) imports rlhf.stages.generate (stages)" in p for p in problems)
     cycle = [p for p in problems if p.startswith("import cycle")]
-    assert cycle == ["import cycle: rlhf.callbacks -> rlhf.drift -> rlhf.stages.generate -> rlhf.callbacks"]
+    assert cycle == [
+        "import cycle: rlhf.stages.generate -> rlhf.train.callbacks -> rlhf.train.drift -> rlhf.stages.generate"
+    ]
     assert not any("rlhf/ok.py" in p for p in problems)
+
+
+def test_the_checker_catches_domains_importing_each_other_and_private_modules(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "rlhf/models.py": "",
+            "rlhf/store/__init__.py": "",
+            "rlhf/reward/__init__.py": "from rlhf.reward.scorer import RewardScorer\n",
+            "rlhf/reward/scorer.py": "from rlhf import models\nclass RewardScorer: ...\n",
+            "rlhf/compare/__init__.py": "",
+            "rlhf/compare/measure.py": "from rlhf.reward import RewardScorer\n",
+            "rlhf/clean/__init__.py": "",
+            "rlhf/clean/review.py": "from rlhf.store import Store\n",
+            "rlhf/train/__init__.py": "",
+            "rlhf/train/ppo.py": "from rlhf.reward import RewardScorer\n",
+            "rlhf/stages/score.py": "from rlhf.reward.scorer import RewardScorer\n",
+            "rlhf/models2.py": "import rlhf.store\n",
+        },
+    )
+    problems = check_tree(root)
+    assert [p for p in problems if "rlhf/compare/measure.py" in p] == [
+        "rlhf/compare/measure.py:1: rlhf.compare.measure (compare) imports rlhf.reward (reward): "
+        "compare may import only ['compare', 'plumbing', 'store']"
+    ]
+    assert any(
+        "rlhf.stages.score imports rlhf.reward.scorer, a module inside rlhf.reward: import from rlhf.reward"
+        in p
+        for p in problems
+    )
+    assert any("rlhf.models2 (plumbing) imports rlhf.store (store)" in p for p in problems)
+    # allowed: a domain's own modules, store from a domain, the documented train -> reward exception
+    assert not any(f"rlhf/{f}" in p for p in problems for f in ("clean/review.py", "train/ppo.py", "reward/"))
+    assert len(problems) == 3
 
 
 def test_help_starts_without_loading_torch():

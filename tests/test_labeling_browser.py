@@ -8,28 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
+from support.data import XSS
 
-from labeling_ui.browser import CHROMIUM, FLAGS, free_port, login
+from labeling_ui.browser import free_port, login
 from rlhf.stages.label import LabelStageConfig, launch
 from rlhf.store.service import Store
 
-XSS = (
-    '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> [tap](javascript:window.__xss=3)'
-)
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: bash scripts/setup.sh dev installs it (apt package chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
 
 
 def test_login_rank_with_keyboard_submit_and_xss_stays_text(tmp_path, browser):
@@ -174,7 +159,7 @@ def test_long_candidates_scroll_in_their_card_and_code_shows_verbatim(tmp_path, 
 
 
 def test_admin_leaderboard_panel_shows_the_checkpoints_in_order(tmp_path, browser):
-    from rlhf import arena
+    from rlhf.compare import arena
 
     db = str(tmp_path / "arena.db")
     s = Store(db)

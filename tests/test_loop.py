@@ -5,16 +5,17 @@ human mode that waits for votes and continues once they arrive through the store
 import json
 
 import pytest
-from conftest import WORDS, write_jsonl
+from support.data import write_jsonl
+from support.tiny import WORDS
 
 from rlhf.cli import main
 from rlhf.config import load_config
-from rlhf.lineage import lineage_text
 from rlhf.loop import rounds
 from rlhf.loop.config import LoopConfig
+from rlhf.loop.lineage import lineage_text
 from rlhf.loop.rounds import Loop, Waiting
+from rlhf.loop.simulate import SimulatedAssessor, progress, vote
 from rlhf.runs import RunDir
-from rlhf.simulate import SimulatedAssessor, progress, vote
 from rlhf.store.service import Store
 
 TRAINER = {

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlhf import losses as L
+from rlhf.train.ppo import losses as L
 
 
 def t(x):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORDS, write_jsonl
+from support.data import write_jsonl
+from support.tiny import WORDS
 
 from rlhf.config import load_config
 from rlhf.errors import ConfigError, TrainingError
@@ -38,7 +39,7 @@ def overrides(tmp_path, model, prompts, name, **extra):
         "model.name": model,
         "model.lora": "null",
         "reward.model": "null",
-        "reward.function": "rewards:marker_fraction",
+        "reward.function": "support.rewards:marker_fraction",
         "reward.missing_eos_penalty": "null",
         "data.prompts": prompts,
         "data.max_prompt_length": 32,
@@ -165,7 +166,7 @@ def test_killed_run_resumes_exactly(tmp_path, tiny_model_dir, prompts):
 
 
 def test_nan_reward_halts_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, prompts):
-    import rewards
+    from support import rewards
 
     rewards.CALLS = 0
     cfg = cfg_for(
@@ -173,10 +174,10 @@ def test_nan_reward_halts_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir
         tiny_model_dir,
         prompts,
         "nan",
-        **{"reward.function": "rewards:nan_from_third_call", "ppo.save_steps": 1},
+        **{"reward.function": "support.rewards:nan_from_third_call", "ppo.save_steps": 1},
     )
     with pytest.raises(
-        TrainingError, match=r"reward \(rewards:nan_from_third_call\) was not finite .* PPO step 3"
+        TrainingError, match=r"reward \(support.rewards:nan_from_third_call\) was not finite .* PPO step 3"
     ):
         ppo.run(cfg)
     run_dir = tmp_path / "runs" / "nan"

@@ -3,7 +3,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from support.data import write_jsonl
 
 from rlhf.errors import DataError
 from rlhf.preferences import (

@@ -2,38 +2,12 @@
 from the left and counted, report files complete, RewardScorer batched == one by one."""
 
 import json
-import random
 
 import pytest
-from conftest import WORDS, write_jsonl
+from support.data import marker_rows, write_jsonl
 
 from rlhf.config import load_config
 from rlhf.stages import reward
-
-FILLER = [w for w in WORDS if w != "marker"]
-
-
-def marker_rows(n, seed=0, *, long_prompt_every=0, margin=False):
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        words = lambda k: " ".join(rng.choice(FILLER) for _ in range(k))  # noqa: E731
-        prompt = words(rng.randint(2, 5))
-        if long_prompt_every and i % long_prompt_every == 0:
-            prompt = words(120)
-        good, bad = words(rng.randint(3, 6)), words(rng.randint(3, 6))
-        row = {
-            "id": f"r{i}",
-            "prompt": prompt,
-            "chosen": f"{good} marker",
-            "rejected": bad,
-            "assessor": "ann" if i % 2 else "bob",
-            "slice": "long" if long_prompt_every and i % long_prompt_every == 0 else "short",
-        }
-        if margin:
-            row["margin"] = 0.5
-        rows.append(row)
-    return rows
 
 
 def cfg_for(tmp_path, model, data, **extra):
@@ -94,7 +68,7 @@ def test_scorer_batched_equals_one_by_one_and_left_truncation(tmp_path, tiny_mod
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rlhf.scorer import META_FILE, RewardScorer, encode_pair
+    from rlhf.reward.scorer import META_FILE, RewardScorer, encode_pair
 
     d = tmp_path / "rm"
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
@@ -115,7 +89,7 @@ def test_scorer_batched_equals_one_by_one_and_left_truncation(tmp_path, tiny_mod
     )
     ids, cut = encode_pair(tok, rows[0]["prompt"], "the marker", 24)
     assert cut and len(ids) == 24
-    from rlhf.scorer import format_pair
+    from rlhf.reward.scorer import format_pair
 
     full = tok(format_pair(tok, rows[0]["prompt"], "the marker"), add_special_tokens=False)["input_ids"]
     assert len(full) > 24 and ids == full[-24:]  # cut from the left: the end (the response) is kept
@@ -147,8 +121,9 @@ def test_response_that_cannot_fit_is_rejected_and_reported(tmp_path, tiny_model_
 
 
 def test_score_cli_accuracy_and_rewards(tmp_path, tiny_model_dir, capsys):
+    from support.tiny import build_tiny_reward_model
+
     from rlhf.cli import main
-    from rlhf.tiny import build_tiny_reward_model
 
     d = build_tiny_reward_model(
         tmp_path / "rm", tiny_model_dir
@@ -172,8 +147,9 @@ def test_ensemble_scorer_mean_members_and_spread(tmp_path, tiny_model_dir):
     """An ensemble's score is its members' mean; score_with_spread gives the per-pair std over members."""
     import statistics
 
-    from rlhf.scorer import RewardScorer
-    from rlhf.tiny import build_tiny_reward_model
+    from support.tiny import build_tiny_reward_model
+
+    from rlhf.reward.scorer import RewardScorer
 
     main_dir = build_tiny_reward_model(tmp_path / "rm", tiny_model_dir, seed=1)
     build_tiny_reward_model(tmp_path / "rm" / "members" / "1", tiny_model_dir, seed=2)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from rlhf import rm_metrics as m
+from rlhf.reward import metrics as m
 
 
 def test_accuracy_counts_ties_as_half():
@@ -52,7 +52,7 @@ def test_human_ceiling_leave_one_out():
 
 
 def test_ensemble_accuracy_by_hand():
-    from rlhf.rm_metrics import ensemble_accuracy
+    from rlhf.reward.metrics import ensemble_accuracy
 
     # 2 members x 3 pairs; margins: member 0 [1, -1, 2], member 1 [3, 1, -4]
     chosen = [[1.0, 0.0, 2.0], [3.0, 1.0, 0.0]]

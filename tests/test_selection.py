@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from rlhf.selection import disagreement, item_margins, regroup, select, uncertainty
+from rlhf.loop.selection import disagreement, item_margins, regroup, select, uncertainty
 
 
 def test_hand_computed_values():

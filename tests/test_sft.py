@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_rows, write_jsonl
+from support.data import make_rows, write_jsonl
 
 from rlhf.cli import main
 from rlhf.config import load_config

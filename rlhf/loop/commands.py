@@ -8,12 +8,12 @@ from importlib import resources
 from pathlib import Path
 
 from rlhf.config import load_config
-from rlhf.lineage import lineage_text
 from rlhf.loop.config import LoopConfig
+from rlhf.loop.lineage import lineage_text
 from rlhf.loop.rounds import Loop, Waiting
 from rlhf.loop.summary import table
 from rlhf.quiet import third_party_to
-from rlhf.store.service import Store
+from rlhf.store import Store
 
 DEMO_USER = "demo"
 

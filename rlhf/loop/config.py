@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import ConfigError, bounded
-from rlhf.rewards import RewardSettings
+from rlhf.loop.selection import Selection
+from rlhf.reward import RewardSettings
 from rlhf.runs import RunSettings
-from rlhf.selection import Selection
 
 
 @dataclass
@@ -20,7 +20,7 @@ class AssessorSettings:
     # backed by a reward model run (reward.model) or a function (reward.function)
     reward: RewardSettings = field(
         default_factory=lambda: RewardSettings(
-            model=None, function="rlhf.simulate:demo_preference", normalize=False
+            model=None, function="rlhf.loop.simulate:demo_preference", normalize=False
         )
     )
     noise: list[float] = field(default_factory=lambda: [0.2, 0.5, 1.0])

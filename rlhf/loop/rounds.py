@@ -22,15 +22,13 @@ from rlhf.config import from_dict, to_dict
 from rlhf.data import load_rows
 from rlhf.errors import ConfigError
 from rlhf.loop.config import LoopConfig
+from rlhf.loop.selection import regroup, select
+from rlhf.loop.simulate import SimulatedAssessor, progress, vote
 from rlhf.loop.steps import StepRecord, merged, run_step
-from rlhf.rewards import load_reward
+from rlhf.reward import RewardScorer, load_reward
 from rlhf.runs import MANIFEST, declared_output
-from rlhf.scorer import RewardScorer
-from rlhf.selection import regroup, select
-from rlhf.simulate import SimulatedAssessor, progress, vote
 from rlhf.stages import compare, dpo, export, generate, ppo, reward, sft
-from rlhf.store.base import now_utc
-from rlhf.store.service import Store
+from rlhf.store import Store, now_utc
 
 STAGES = {
     "sft": (sft, sft.SFTStageConfig),

@@ -13,8 +13,8 @@ Outputs: runs/<name>/rows.jsonl and dataset/ (the cleaned rows, PII redacted, in
 
 Order: validation (what training would reject) -> PII (redact or drop) -> quality (length, Gopher
 repetition, junk, language) -> decontamination (n-gram overlap with eval sets) -> contradictory pairs ->
-exact -> MinHash -> semantic de-duplication (`rlhf.dedup`; one row per cluster kept by `dedup.keep`) ->
-content screening (`rlhf.screening`: lexicon and/or embedding similarity to examples). Screened rows are
+exact -> MinHash -> semantic de-duplication (`rlhf.clean.dedup`; one row per cluster kept by `dedup.keep`) ->
+content screening (`rlhf.clean.screening`: lexicon and/or embedding similarity to examples). Screened rows are
 held out of rows.jsonl and, with `review.project`, become items of a `review` labeling project (keep / drop
 with a reason, overlap and agreement as for any task); `--apply-review` writes `<name>-reviewed` with the
 rows the assessors' majority kept.
@@ -26,26 +26,25 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from rlhf.clean_pipeline import (
+from rlhf.clean import (
     DecontaminationSettings,
     DedupSettings,
+    Kind,
     Ledger,
+    QualitySettings,
     ReviewSettings,
     ScreeningSettings,
     decontaminate,
     deduplicate,
+    detect_kind,
+    open_review,
+    reviewed_rows,
     screen,
     validate_and_filter,
-)
-from rlhf.clean_rows import (
-    Kind,
-    QualitySettings,
-    detect_kind,
 )
 from rlhf.data import load_rows, source_path
 from rlhf.errors import DataError
 from rlhf.preferences import write_jsonl
-from rlhf.review import open_review, reviewed_rows
 from rlhf.runs import RunDir, RunSettings
 
 

@@ -30,28 +30,29 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhf import arena as arena_lib
-from rlhf.compare_report import flags, terminal_table, write_outputs
-from rlhf.comparison import (
+from rlhf.compare import (
     Lazy,
     collect_answers,
+    flags,
     human_agreement,
+    judge_all,
     kl_on_samples,
     preference_logprobs,
     same_vocabulary,
     summarize,
+    terminal_table,
+    write_outputs,
 )
+from rlhf.compare import arena as arena_lib
 from rlhf.config import ConfigError, bounded
 from rlhf.data import source_path
 from rlhf.generation import SamplingSettings
-from rlhf.generation_cache import model_fingerprint
-from rlhf.judge import judge_all
-from rlhf.models import cache_dir, load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf.models import cache_dir, load_causal_lm, load_tokenizer, model_fingerprint, resolve_model_path
 from rlhf.preferences import import_preferences
 from rlhf.prompts import PromptSource, load_prompts
-from rlhf.rewards import RewardSettings, check_reward, load_reward
+from rlhf.reward import RewardSettings, check_reward, load_reward
 from rlhf.runs import RunDir, RunSettings
-from rlhf.store.service import Store
+from rlhf.store import Store
 
 
 @dataclass

@@ -12,7 +12,7 @@ Choices:
   robust | ...`, also lists with `loss_weights`), `beta`, `precompute_ref_log_probs`, ... work as in TRL.
 - With LoRA the reference model is the same network with the adapter disabled (TRL's PEFT path): no
   second copy of the weights in memory. Without LoRA, TRL keeps a frozen copy (or precomputed log-probs).
-- Drift guard (`drift:`, rlhf/drift.py): at the start and at each checkpoint save (or every
+- Drift guard (`drift:`, rlhf/train/drift.py): at the start and at each checkpoint save (or every
   `drift.every_steps` steps) a few training prompts are sampled and the KL to the reference and the mean response length logged; alarms warn or stop, and a
   stop exports the newest checkpoint saved within bounds.
 - Rows are validated like imports and their token length (prompt + longer response, after the chat
@@ -28,20 +28,24 @@ from typing import Literal
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
-from rlhf.callbacks import DriftCallback, RunDirCallback, train
 from rlhf.config import ConfigError, bounded
 from rlhf.data import holdout_split, source_path
 from rlhf.distributed import zero3_sharded
-from rlhf.drift import DriftGuard, DriftSettings, sample_drift
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
 from rlhf.preferences import import_preferences
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import (
+from rlhf.train import (
+    DriftCallback,
+    DriftGuard,
+    DriftSettings,
+    RunDirCallback,
     build_trl_config,
     check_reserved,
     check_trainer,
     point_tensorboard_at,
+    sample_drift,
     save_trained,
+    train,
 )
 
 RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed", "max_length": "data.max_length"}

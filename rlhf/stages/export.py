@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 from rlhf.preferences import save_preferences
 from rlhf.runs import RunDir, RunSettings
-from rlhf.store.export import ExportSettings, export_project
-from rlhf.store.service import Store
+from rlhf.store import ExportSettings, Store, export_project
 
 
 @dataclass

@@ -33,8 +33,7 @@ from rlhf.generation import SamplingSettings, generate_texts
 from rlhf.models import DType, load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.runs import RunDir, RunSettings
-from rlhf.store.judgements import PreferenceTask, Priority, Rationale
-from rlhf.store.service import Store
+from rlhf.store import PreferenceTask, Priority, Rationale, Store
 
 
 @dataclass

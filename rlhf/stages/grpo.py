@@ -14,7 +14,7 @@ Choices:
 - One module serves both algorithms; they differ only in the TRL trainer/config class and the default run
   name. The `trainer:` mapping goes to `trl.GRPOConfig` / `trl.RLOOConfig` verbatim (num_generations,
   max_completion_length, beta, loss_type, temperature, ...).
-- The reward (`rlhf.rewards`, shared with PPO) decodes nothing itself: TRL hands it the prompts and the
+- The reward (`rlhf.reward.sources`, shared with PPO) decodes nothing itself: TRL hands it the prompts and the
   decoded completions (text, or message lists for chat prompts); a reward model formats them with its
   *own* tokenizer — the RM and the policy may use different tokenizers. A NaN/inf reward stops the run
   with a TrainingError naming the step and the prompt (TRL alone would silently zero its advantage).
@@ -35,21 +35,24 @@ from typing import ClassVar, Literal
 import trl
 from datasets import Dataset
 
-from rlhf.callbacks import DriftCallback, RunDirCallback, train
 from rlhf.config import ConfigError
 from rlhf.data import source_path
-from rlhf.drift import DriftGuard, DriftSettings
 from rlhf.errors import DataError
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
 from rlhf.prompts import PromptSource, as_messages, encode_prompt, load_prompts
-from rlhf.rewards import Reward, RewardSettings, check_reward, load_reward
+from rlhf.reward import Reward, RewardSettings, check_reward, load_reward
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import (
+from rlhf.train import (
+    DriftCallback,
+    DriftGuard,
+    DriftSettings,
+    RunDirCallback,
     build_trl_config,
     check_reserved,
     check_trainer,
     point_tensorboard_at,
     save_trained,
+    train,
 )
 
 RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed"}

@@ -17,7 +17,7 @@ from labeling_ui.assets import CSS, KEYBOARD_JS
 from labeling_ui.sessions import SessionGuard
 from rlhf.config import ConfigError, bounded
 from rlhf.runs import RunSettings
-from rlhf.store.service import Store, StoreError
+from rlhf.store import Store, StoreError
 
 
 @dataclass

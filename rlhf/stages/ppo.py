@@ -10,9 +10,9 @@ Outputs: runs/<name>/model (merged policy, or the adapter; the declared `model` 
          checkpoints/checkpoint-N (full state), metrics.jsonl (reward, KL, lengths, losses, time split per
          step), manifest, COMPLETED.
 
-The algorithm lives in the library — `rlhf.ppo_trainer` (one step: rollout -> score -> advantages ->
-optimise; state save/load), `rlhf.actor_critic` (policy + value head, `value.mode: shared | separate`),
-`rlhf.losses` (the pure maths). This module wires config, data, reward and models, and runs the loop:
+The algorithm lives in the library — `rlhf.train.ppo.trainer` (one step: rollout -> score -> advantages ->
+optimise; state save/load), `rlhf.train.ppo.actor_critic` (policy + value head, `value.mode: shared | separate`),
+`rlhf.train.ppo.losses` (the pure maths). This module wires config, data, reward and models, and runs the loop:
 each step takes this process's share of a seeded endless prompt stream (the cursor is the step), then the
 KL controller and the drift guard update, and a checkpoint is written every `ppo.save_steps`. Checkpoints
 hold everything needed for an exact resume. A NaN/inf reward or loss stops the run before any weight is
@@ -26,16 +26,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rlhf.actor_critic import ValueSettings, build_actor_critic
 from rlhf.data import source_path
 from rlhf.distributed import finish_distributed
-from rlhf.drift import DriftGuard, DriftSettings, best_checkpoint
 from rlhf.generation import SamplingSettings
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, resolve_model_path
-from rlhf.ppo_trainer import PPOSettings, PPOTrainer, make_accelerator, prompt_indices
 from rlhf.prompts import PromptSource, load_prompts
-from rlhf.rewards import RewardSettings, check_reward, load_reward
+from rlhf.reward import RewardSettings, check_reward, load_reward
 from rlhf.runs import CKPT_MARKER, RunDir, RunSettings
+from rlhf.train import DriftGuard, DriftSettings, best_checkpoint
+from rlhf.train.ppo import (
+    PPOSettings,
+    PPOTrainer,
+    ValueSettings,
+    build_actor_critic,
+    make_accelerator,
+    prompt_indices,
+)
 
 
 @dataclass

@@ -9,7 +9,7 @@ Outputs: runs/<name>/model (merged weights + tokenizer + rlhf_reward.json: forma
          normalisation stats), rm_report.json and rm_report.html, metrics, manifest, COMPLETED.
 
 Choices:
-- Pairs are tokenized here, with the RM's own tokenizer (`rlhf.scorer`): inputs longer than
+- Pairs are tokenized here, with the RM's own tokenizer (`rlhf.reward.scorer`): inputs longer than
   data.max_length are cut from the LEFT, keeping the responses being judged; TRL would otherwise drop
   long rows silently. Rows whose response alone cannot fit are rejected and reported; the rest that were
   cut are counted (rows_truncated).
@@ -32,16 +32,22 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
 from trl import RewardConfig, RewardTrainer
 
-from rlhf.callbacks import RunDirCallback
 from rlhf.config import ConfigError, bounded
 from rlhf.data import holdout_split, load_rows, source_path, validate_rows
 from rlhf.models import MINILM, ModelConfig, load_tokenizer, lora_config, resolve_model_path, torch_dtype
 from rlhf.preferences import normalise_preference_row
-from rlhf.rm_metrics import accuracy, ensemble_accuracy
-from rlhf.rm_report import build_report, write_html
+from rlhf.reward import (
+    META_FILE,
+    RewardScorer,
+    accuracy,
+    build_report,
+    encode_pair,
+    ensemble_accuracy,
+    response_fits,
+    write_html,
+)
 from rlhf.runs import RunDir, RunSettings
-from rlhf.scorer import META_FILE, RewardScorer, encode_pair, response_fits
-from rlhf.trainer_args import build_trl_config, check_reserved, check_trainer, point_tensorboard_at
+from rlhf.train import RunDirCallback, build_trl_config, check_reserved, check_trainer, point_tensorboard_at
 
 RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed", "max_length": "data.max_length"}
 META_COLUMNS = ("assessor", "slice", "item_id")

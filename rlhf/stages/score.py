@@ -18,8 +18,7 @@ from rlhf.data import load_rows, validate_rows
 from rlhf.errors import DataError, ModelError, RlhfError
 from rlhf.models import resolve_model_path
 from rlhf.preferences import normalise_preference_row
-from rlhf.rm_metrics import accuracy, bootstrap_ci, pair_correct
-from rlhf.scorer import META_FILE, RewardScorer
+from rlhf.reward import META_FILE, RewardScorer, accuracy, bootstrap_ci, pair_correct
 
 
 def check_args(args) -> str:

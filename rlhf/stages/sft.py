@@ -26,17 +26,18 @@ from typing import Literal
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from rlhf.callbacks import RunDirCallback, train
 from rlhf.config import ConfigError, bounded
 from rlhf.data import Accounting, holdout_split, load_rows, normalise_sft_row, source_path, validate_rows
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
 from rlhf.runs import RunDir, RunSettings
-from rlhf.trainer_args import (
+from rlhf.train import (
+    RunDirCallback,
     build_trl_config,
     check_reserved,
     check_trainer,
     point_tensorboard_at,
     save_trained,
+    train,
 )
 
 RESERVED_TRAINER_KEYS = {

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 
-from rlhf.store.quality import project_stats
-from rlhf.store.service import Store
+from rlhf.store import Store, project_stats
 
 
 def _fmt(v) -> str:

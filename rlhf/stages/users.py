@@ -9,8 +9,7 @@ from __future__ import annotations
 import getpass
 import sys
 
-from rlhf.store.accounts import check_new_password, check_username
-from rlhf.store.service import Store, StoreError
+from rlhf.store import Store, StoreError, check_new_password, check_username
 
 
 def _password(args) -> str:

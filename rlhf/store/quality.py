@@ -6,12 +6,12 @@
 - `project_stats`: Krippendorff's alpha over all judgements — ordinal for rankings and Likert (unit = item x
   candidate, value = rank or score), nominal for pairwise (unit = item, value = the winning candidate, or
   tie / both bad); per assessor: agreement with the leave-one-out majority, gold accuracy, throughput.
-The arithmetic lives in `rlhf.agreement` (pure, hand-checked). No I/O here.
+The arithmetic lives in `rlhf.store.agreement` (pure, hand-checked). No I/O here.
 """
 
 from __future__ import annotations
 
-from rlhf import agreement
+from rlhf.store import agreement
 
 
 def top_choice(annotation: dict) -> int | None:

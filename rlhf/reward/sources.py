@@ -18,7 +18,7 @@ from pathlib import Path
 from rlhf.config import bounded
 from rlhf.errors import ConfigError, ModelError, TrainingError
 from rlhf.models import ALIASES, resolve_model_path
-from rlhf.scorer import RewardScorer, read_reward_meta
+from rlhf.reward.scorer import RewardScorer, read_reward_meta
 
 HOW_TO_TRAIN = (
     "Train one first with `rlhf reward --config configs/reward.yaml` (it writes the run runs/reward-demo) "

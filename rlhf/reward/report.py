@@ -1,4 +1,4 @@
-"""The reward-model QA report: metrics from `rlhf.rm_metrics` gathered into rm_report.json, and a
+"""The reward-model QA report: metrics from `rlhf.reward.metrics` gathered into rm_report.json, and a
 self-contained HTML page (`rlhf.report`: matplotlib figures as inline SVG) with the reliability diagram,
 the reward histograms of chosen vs rejected, and flags in words (chance-level accuracy, a failed swap check,
 no better than "longer wins")."""
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlhf import rm_metrics as m
 from rlhf.report import figure, page, svg, table
+from rlhf.reward import metrics as m
 
 
 def _text(x) -> str:

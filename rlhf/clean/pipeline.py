@@ -10,15 +10,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rlhf import dedup
-from rlhf.clean_rows import detect_kind, parts_of, pii_step, prompt_of, quality_reason, text_of, validate
-from rlhf.cleaning import contradictions, normalize, overlap, shingles
+from rlhf.clean import dedup
+from rlhf.clean.embeddings import Embedder
+from rlhf.clean.languages import LanguageFilter
+from rlhf.clean.rows import detect_kind, parts_of, pii_step, prompt_of, quality_reason, text_of, validate
+from rlhf.clean.screening import DEFAULT_CATEGORIES, Category, lexicon_hits, similarity_hits
+from rlhf.clean.text import contradictions, normalize, overlap, shingles
 from rlhf.config import ConfigError, bounded
 from rlhf.data import load_rows, source_path
-from rlhf.embeddings import Embedder
-from rlhf.languages import LanguageFilter
 from rlhf.models import MINILM, cache_dir
-from rlhf.screening import DEFAULT_CATEGORIES, Category, lexicon_hits, similarity_hits
 
 
 @dataclass

@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 from rensa import RMinHash, RMinHashLSH
 
-from rlhf.cleaning import exact_key, shingles
+from rlhf.clean.text import exact_key, shingles
 
 KeepRule = Literal["first", "longest", "score"]
 

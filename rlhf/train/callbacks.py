@@ -12,9 +12,9 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from rlhf.drift import best_checkpoint
 from rlhf.errors import TrainingError
 from rlhf.runs import CKPT_MARKER, RunDir
+from rlhf.train.drift import best_checkpoint
 
 
 class RunDirCallback(TrainerCallback):
@@ -48,7 +48,7 @@ class RunDirCallback(TrainerCallback):
 
 
 class DriftCallback(TrainerCallback):
-    """Drift guard for TRL trainers (rlhf/drift.py). Measurements come either from the trainer's own logs
+    """Drift guard for TRL trainers (rlhf/train/drift.py). Measurements come either from the trainer's own logs
     (`kl_key`: per-token KL, multiplied by the mean length to give nats per response; `length_key`), or
     from `measure(model) -> (kl, mean_length)` at the start and then every `every_steps` steps (None: at
     each checkpoint save; 0: never). Under `drift.action: stop` an

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from rlhf.cleaning import junk_ratio, redact_pii, repetition
+from rlhf.clean.languages import check_languages
+from rlhf.clean.text import junk_ratio, redact_pii, repetition
 from rlhf.config import bounded
 from rlhf.data import normalise_sft_row
-from rlhf.languages import check_languages
 from rlhf.preferences import normalise_preference_row
 from rlhf.prompts import normalise_prompt
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from rlhf.store.service import Store
+from rlhf.store import Store
 
 GUIDELINES = (
     "## Review flagged rows\n"

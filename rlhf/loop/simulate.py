@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass
 
 from rlhf.config import bounded
-from rlhf.store.service import Store, StoreError
+from rlhf.store import Store, StoreError
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Programmatic rewards for PPO tests (importable as `rewards:<name>` with tests/ on the path)."""
+"""Programmatic rewards for PPO tests (importable as `support.rewards:<name>` with tests/ on the path)."""
 
 TARGET = "marker"
 

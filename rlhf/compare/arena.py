@@ -16,7 +16,7 @@ import random
 from collections import Counter
 from itertools import combinations
 
-from rlhf.bradley_terry import ratings
+from rlhf.compare.bradley_terry import ratings
 
 
 def battle_items(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhf.compare_metrics import overlapping
+from rlhf.compare.metrics import overlapping
 from rlhf.report import figure, page, svg, table
 
 

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from rlhf.generation_cache import model_fingerprint
-from rlhf.models import resolve_model_path
+from rlhf.models import model_fingerprint, resolve_model_path
 
 
 class Embedder:

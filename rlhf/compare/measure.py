@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from rlhf.bradley_terry import ratings
-from rlhf.compare_metrics import battles_from_scores, lc_win_rate_ci, mean_ci, pairwise_wins, rate_ci
+from rlhf.compare.answer_cache import GenerationCache
+from rlhf.compare.bradley_terry import ratings
+from rlhf.compare.metrics import battles_from_scores, lc_win_rate_ci, mean_ci, pairwise_wins, rate_ci
 from rlhf.generation import SamplingSettings, generate_texts
-from rlhf.generation_cache import GenerationCache, model_fingerprint
 from rlhf.logprobs import sequence_logprobs
+from rlhf.models import model_fingerprint
 
 
 class Lazy:

@@ -22,7 +22,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 
-from rlhf.agreement import majority
+from rlhf.store import majority
 
 
 def pair_correct(rc: float, rr: float) -> float:

@@ -13,21 +13,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rlhf.generation import SamplingSettings
-from rlhf.hashing import content_hash
-from rlhf.models import adapter_base, resolve_model_path
-
-
-def model_fingerprint(spec: str) -> str:
-    """Content hash of a model: its directory's files (with its base model's, for a LoRA adapter); a hub id
-    that is not on disk is identified by its name."""
-    path = resolve_model_path(spec)
-    if not Path(path).is_dir():
-        return hashlib.sha256(f"hub:{spec}".encode()).hexdigest()
-    parts = [content_hash(path)]
-    base = adapter_base(path)
-    if base is not None:
-        parts.append(model_fingerprint(base))
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 def prompt_key(prompt) -> str:

@@ -2,13 +2,13 @@
 
 `PPOTrainer.step` is one PPO round:
   1. rollout    — batched generation from the policy (`rlhf.generation`);
-  2. score      — the reward on the decoded text (`rlhf.rewards`, NaN/inf halts before any update), clipped,
+  2. score      — the reward on the decoded text (`rlhf.reward.sources`, NaN/inf halts before any update), clipped,
                   minus `missing_eos_penalty` for responses that never reach EOS;
   3. advantages — log-probs of policy and reference (LoRA: the adapter disabled — no copy; full: a frozen
                   copy) and values; per-token reward = -kl_coef * KL + score on the last token; optional
                   reward whitening; GAE; advantages whitened over the global batch;
   4. optimise   — ppo_epochs x minibatches of the clipped policy loss + vf_coef x clipped value loss.
-The pure maths is in `rlhf.losses`. Statistics (whitening, token counts) are reduced over processes, so a
+The pure maths is in `rlhf.train.ppo.losses`. Statistics (whitening, token counts) are reduced over processes, so a
 2-process run takes the same steps as a 1-process run of the same global batch. `save_state`/`load_state`
 hold everything an exact resume needs: model(s), optimizer, scheduler and RNG states (accelerate's
 save_state, trainable weights only), the step (= the data cursor), the KL controller and any extra state.
@@ -30,16 +30,16 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from transformers import get_scheduler
 
-from rlhf import losses as L
-from rlhf.actor_critic import ActorCritic, is_value_param
 from rlhf.config import ConfigError, bounded
 from rlhf.distributed import gathered_for_save, under_deepspeed
 from rlhf.errors import TrainingError
 from rlhf.generation import Rollout, SamplingSettings, decode_responses, forward_responses, sample
 from rlhf.models import save_model
-from rlhf.rewards import Reward
+from rlhf.reward import Reward
 from rlhf.runs import CKPT_MARKER
-from rlhf.trainer_args import fast_bf16
+from rlhf.train.args import fast_bf16
+from rlhf.train.ppo import losses as L
+from rlhf.train.ppo.actor_critic import ActorCritic, is_value_param
 
 STATE_FILE = "rlhf_ppo_state.json"
 
