@@ -7,7 +7,7 @@
 Data (synthetic, seeded): documents of 30..60 words from a 20,000-word vocabulary; planted duplicates of 4%
 of them each: exact copies with case and whitespace changed, light edits (1-2 words substituted), and
 reorderings (the two halves swapped). Ground truth: a planted copy and its original are a pair.
-- exact: `rlhf.clean.dedup.exact_clusters` (normalised hash) — should find the exact copies;
+- exact: `rlhf.clean.dedup.exact_clusters` (normalized hash) — should find the exact copies;
 - MinHash: `rlhf.clean.dedup.minhash_clusters` (rensa, 128 permutations, word 3-grams, threshold 0.7, candidates
   confirmed by the estimated Jaccard) — should find exact copies and light edits;
 - plain datasketch: `MinHash.bulk` + `MinHashLSH` (threshold 0.7, 128 permutations) on the same shingles;

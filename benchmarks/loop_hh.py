@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from rlhf.preferences import normalise_preference_row
+from rlhf.preferences import normalize_preference_row
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_harmless_1800.jsonl"
 
@@ -55,7 +55,7 @@ def main() -> None:
     root = f"run.output_root={out}"
     times = {}
     # SFT on the chosen answers of the training pairs (HH transcripts split into turns, as rlhf reads them)
-    norm = [normalise_preference_row(r, as_chat=True)[0] for r in rows]
+    norm = [normalize_preference_row(r, as_chat=True)[0] for r in rows]
     sft_rows = [{"prompt": n["prompt"], "completion": n["chosen"]} for n in norm[a.held_out :] if n]
     (out / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft_rows))
     times["sft"] = stage(

@@ -73,13 +73,13 @@ def run_raw(steps: int, out: str) -> dict:
 
     from rlhf.data import load_rows
     from rlhf.models import MINILM, resolve_model_path
-    from rlhf.preferences import normalise_preference_row
+    from rlhf.preferences import normalize_preference_row
     from rlhf.reward.scorer import format_pair
 
     path = resolve_model_path(MINILM)
     tok = AutoTokenizer.from_pretrained(path)
     tok.eos_token = tok.sep_token
-    rows = [normalise_preference_row(r)[0] for r in load_rows(source(), what="data").rows]
+    rows = [normalize_preference_row(r)[0] for r in load_rows(source(), what="data").rows]
     rows = [r for r in rows if r is not None]
     ds = Dataset.from_list(
         [

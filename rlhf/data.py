@@ -1,11 +1,11 @@
-"""Loading and validating rows: SFT rows now, preference rows later.
+"""Loading and validating rows, whatever their kind (SFT rows, prompts, preference pairs go through here).
 
 Sources: `demo:<name>` (data shipped in rlhf/demo/), a .jsonl/.json/.parquet file, a directory written by
 `datasets.save_to_disk`, or a Hugging Face dataset id. Every row gets an id (its `id` column, else
 "line N" / "row N") so that each rejection names the row and the reason. Nothing is dropped silently:
 rows in = rows kept + rows rejected, and the stage writes that accounting into its manifest.
 
-SFT rows are normalised to TRL's prompt/completion form, so the loss falls on the completion only:
+SFT rows are normalized to TRL's prompt/completion form, so the loss falls on the completion only:
   {"messages": [..., {"role": "assistant", ...}]} -> prompt = all turns but the last, completion = the last
   {"prompt": str | messages, "completion": str | messages}
 Plain-string prompt/completion rows are wrapped as a user turn and an assistant turn when `as_chat` (the
@@ -186,7 +186,7 @@ def _check_text_or_messages(value: Any, column: str, last_role: str) -> str | No
     return f"bad {column}: expected a string or a message list, got {type(value).__name__}"
 
 
-def normalise_sft_row(row: dict, *, as_chat: bool) -> tuple[dict | None, str | None]:
+def normalize_sft_row(row: dict, *, as_chat: bool) -> tuple[dict | None, str | None]:
     """One SFT row -> ({prompt, completion}, None) or (None, reason). Pure."""
     if row.get("messages") is not None:
         msgs = row["messages"]
@@ -213,18 +213,18 @@ def normalise_sft_row(row: dict, *, as_chat: bool) -> tuple[dict | None, str | N
 
 def validate_rows(
     rows: Rows,
-    normalise: Callable[[dict], tuple[dict | None, str | None]],
+    normalize: Callable[[dict], tuple[dict | None, str | None]],
     *,
     what: str,
     length: Callable[[dict], int] | None = None,
     max_length: int | None = None,
 ) -> tuple[list[dict], Accounting]:
-    """Normalise every row, reject bad or over-long ones with reasons. Raises if nothing usable is left."""
+    """Normalize every row, reject bad or over-long ones with reasons. Raises if nothing usable is left."""
     kept: list[dict] = []
     kept_ids: list[str] = []
     rejected = list(rows.unreadable)
     for rid, row in zip(rows.ids, rows.rows, strict=True):
-        out, reason = normalise(row)
+        out, reason = normalize(row)
         if out is not None and length is not None and max_length is not None:
             n = length(out)
             if n > max_length:

@@ -1,12 +1,12 @@
 """Preference rows: TRL's prompt/chosen/rejected format, and import of Anthropic HH-RLHF transcripts.
 
-Rows are normalised to TRL's explicit-prompt preference form (what DPO and reward training take):
+Rows are normalized to TRL's explicit-prompt preference form (what DPO and reward training take):
   strings:         {"prompt": str, "chosen": str, "rejected": str}
   conversational:  {"prompt": [..., {"role": "user", ...}], "chosen": [{"role": "assistant", ...}],
                     "rejected": [{"role": "assistant", ...}]}
 plus `margin` (a finite number) and `id` when the row has them. Accepted inputs:
   - explicit prompt rows, strings or message lists (plain strings are wrapped as a user turn and an
-    assistant turn when `as_chat`, as data.normalise_sft_row does);
+    assistant turn when `as_chat`, as data.normalize_sft_row does);
   - implicit-prompt conversational rows: no prompt, chosen/rejected are full conversations that share every
     turn but the final assistant one; the shared turns become the prompt;
   - HH-RLHF rows: no prompt, chosen/rejected are transcripts "\\n\\nHuman: ...\\n\\nAssistant: ...", split
@@ -91,10 +91,10 @@ def _clip(s: str, n: int = 60) -> str:
     return s if len(s) <= n else s[:n] + "..."
 
 
-# -- normalising --------------------------------------------------------------------------------------------
+# -- normalizing --------------------------------------------------------------------------------------------
 
 
-def normalise_preference_row(row: dict, *, as_chat: bool = True) -> tuple[dict | None, str | None]:
+def normalize_preference_row(row: dict, *, as_chat: bool = True) -> tuple[dict | None, str | None]:
     """One preference row (TRL or HH format) -> ({prompt, chosen, rejected[, margin][, id]}, None) or
     (None, reason). Pure."""
     chosen, rejected = row.get("chosen"), row.get("rejected")
@@ -283,14 +283,14 @@ def import_preferences(
     as_chat: bool = True,
     split: str = "train",
 ) -> tuple[list[dict], Accounting]:
-    """Read `source` (see data.load_rows) and normalise every row; rows over `max_length` tokens are rejected
+    """Read `source` (see data.load_rows) and normalize every row; rows over `max_length` tokens are rejected
     as "too long" (needs `tokenizer`). Raises DataError when nothing usable is left."""
     if max_length is not None and tokenizer is None:
         raise ValueError("import_preferences: max_length needs a tokenizer to count tokens")
     rows = load_rows(source, what=what, split=split)
     return validate_rows(
         rows,
-        lambda r: normalise_preference_row(r, as_chat=as_chat),
+        lambda r: normalize_preference_row(r, as_chat=as_chat),
         what=what,
         length=(lambda r: preference_token_length(tokenizer, r)) if tokenizer is not None else None,
         max_length=max_length,

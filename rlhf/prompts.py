@@ -1,4 +1,4 @@
-"""Prompts: one normaliser, one encoder, one prompt source — used by generate, PPO, GRPO/RLOO, the drift
+"""Prompts: one normalizer, one encoder, one prompt source — used by generate, PPO, GRPO/RLOO, the drift
 probes and checkpoint comparison.
 
 A prompt is a string or a message list ending with a user turn. `encode_prompt` turns it into the token ids
@@ -51,7 +51,7 @@ class PromptSet:
         return len(self.prompts)
 
 
-def normalise_prompt(row: dict) -> tuple[dict | None, str | None]:
+def normalize_prompt(row: dict) -> tuple[dict | None, str | None]:
     """A row with a `prompt` -> ({"prompt": ...}, None) or (None, reason). Pure."""
     prompt = row.get("prompt")
     if prompt is None:
@@ -90,7 +90,7 @@ def load_prompts(
     encoded: dict[int, list[list[int]]] = {}
 
     def check(row: dict) -> tuple[dict | None, str | None]:
-        out, reason = normalise_prompt(row)
+        out, reason = normalize_prompt(row)
         if out is None:
             return None, reason
         ids = [encode(tok, out["prompt"]) for tok in tokenizers]

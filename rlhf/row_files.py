@@ -3,7 +3,7 @@
 - JSON lines end at "\\n" only, so a U+2028 or U+0085 inside a string is text; a line that is not UTF-8, not
   JSON or not an object is rejected by its line number with the reason; blank lines are skipped and counted.
 - In a .json array, bytes that are not UTF-8 spoil only the rows that hold them.
-- Every row gets an id: its own `id` (normalised to a string, in the row too, so one column has one type) or
+- Every row gets an id: its own `id` (normalized to a string, in the row too, so one column has one type) or
   its position; a repeated id is made unique ("x" -> "x#2") and the renaming reported, never merged.
 """
 
@@ -134,7 +134,7 @@ def _has_undecodable(value: Any) -> bool:
 def make_rows(
     source: str, rows: list[dict], fallback_ids: list[str], path=None, bad=None, blank: int = 0
 ) -> Rows:
-    """Rows with their report ids: a row's own `id` (normalised to a string, in the row too, so one column
+    """Rows with their report ids: a row's own `id` (normalized to a string, in the row too, so one column
     has one type) or its position. An id seen before is made unique ("x" -> "x#2") and the renaming said in
     the accounting: no row is dropped or merged because it shares an id."""
     ids, seen, renamed = [], {}, []

@@ -3,12 +3,12 @@ import json
 import pytest
 from support.data import make_rows, write_jsonl
 
-from rlhf.data import Rows, load_rows, normalise_sft_row, validate_rows
+from rlhf.data import Rows, load_rows, normalize_sft_row, validate_rows
 from rlhf.errors import DataError
 
 
 def norm(row, as_chat=True):
-    return normalise_sft_row(row, as_chat=as_chat)
+    return normalize_sft_row(row, as_chat=as_chat)
 
 
 def test_messages_become_prompt_and_final_completion():
@@ -148,10 +148,10 @@ def test_demo_data_is_valid_and_big_enough():
     kept, acct = validate_rows(rows, norm, what="data.train")
     assert acct.rows_in >= 100 and not acct.rejected
     assert len(set(rows.ids)) == len(rows.ids)
-    from rlhf.preferences import normalise_preference_row
+    from rlhf.preferences import normalize_preference_row
 
     prefs = load_rows("demo:preferences", what="data.train")
-    kept, acct = validate_rows(prefs, normalise_preference_row, what="data.train")
+    kept, acct = validate_rows(prefs, normalize_preference_row, what="data.train")
     assert acct.rows_in >= 100 and not acct.rejected
     prompts = load_rows("demo:prompts", what="data.prompts")
     assert len(prompts.rows) >= 40 and all(r["prompt"] for r in prompts.rows)

@@ -11,7 +11,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 
 from rlhf.cli import main
-from rlhf.data import load_rows, normalise_sft_row, validate_rows
+from rlhf.data import load_rows, normalize_sft_row, validate_rows
 
 SEPARATORS = ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\r"]
 
@@ -122,7 +122,7 @@ def test_import_survives_malformed_rows(tmp_path, seed):
     ]
     kept_ids = {str(r["id"]) for r in kept}
     assert valid_ids <= kept_ids, sorted(valid_ids - kept_ids)[:5]
-    assert len(kept_ids) == len(kept)  # ids unique after normalisation (repeats renamed)
+    assert len(kept_ids) == len(kept)  # ids unique after normalization (repeats renamed)
 
 
 @pytest.mark.parametrize("seed", [3, 4])
@@ -165,7 +165,7 @@ def test_sft_validation_survives_malformed_rows(tmp_path, seed):
                     line = line[:5] + b"\xff" + line[5:]
                 f.write(line + b"\n")
     rows = load_rows(str(path), what="data.train")
-    kept, acct = validate_rows(rows, lambda r: normalise_sft_row(r, as_chat=True), what="data.train")
+    kept, acct = validate_rows(rows, lambda r: normalize_sft_row(r, as_chat=True), what="data.train")
     assert acct.rows_in == 1500 == acct.rows_kept + len(acct.rejected)
     assert valid_ids <= set(acct.kept_ids)
     assert all(r.id and r.reason for r in acct.rejected)

@@ -14,7 +14,7 @@ from support.data import write_jsonl
 
 from rlhf.cli import main
 from rlhf.config import load_config
-from rlhf.data import load_rows, normalise_sft_row, validate_rows
+from rlhf.data import load_rows, normalize_sft_row, validate_rows
 from rlhf.errors import ConfigError
 from rlhf.store.service import Store, StoreError
 
@@ -126,7 +126,7 @@ def test_sft_rows_with_mixed_id_types_train_data_builds(tmp_path):
         ],
     )
     kept, acct = validate_rows(
-        load_rows(path, what="data.train"), lambda r: normalise_sft_row(r, as_chat=True), what="data.train"
+        load_rows(path, what="data.train"), lambda r: normalize_sft_row(r, as_chat=True), what="data.train"
     )
     assert acct.kept_ids == ["1", "1#2"] and len(kept) == 2
 

@@ -9,7 +9,7 @@ from rlhf.errors import DataError
 from rlhf.preferences import (
     hh_to_preference,
     import_preferences,
-    normalise_preference_row,
+    normalize_preference_row,
     parse_hh_transcript,
     preference_token_length,
 )
@@ -72,7 +72,7 @@ def test_multi_turn_hh_splits_on_shared_prefix():
         "chosen": [a("About 10 minutes.")],
         "rejected": [a("No idea.")],
     }
-    assert normalise_preference_row({**row, "id": "hh-1"}) == ({**out, "id": "hh-1"}, None)
+    assert normalize_preference_row({**row, "id": "hh-1"}) == ({**out, "id": "hh-1"}, None)
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ def test_hh_rejections(chosen, rejected, reason):
         assert got.startswith("bad transcript: text before the first turn marker") and "(in 'chosen')" in got
     else:
         assert got == reason
-    assert normalise_preference_row({"chosen": chosen, "rejected": rejected}) == (None, got)
+    assert normalize_preference_row({"chosen": chosen, "rejected": rejected}) == (None, got)
 
 
 # -- TRL rows -----------------------------------------------------------------------------------------------
@@ -125,11 +125,11 @@ def test_hh_rejections(chosen, rejected, reason):
 
 def test_string_rows_wrapped_in_chat_or_kept_raw():
     row = {"prompt": "q", "chosen": "good", "rejected": "bad"}
-    assert normalise_preference_row(row) == (
+    assert normalize_preference_row(row) == (
         {"prompt": [u("q")], "chosen": [a("good")], "rejected": [a("bad")]},
         None,
     )
-    assert normalise_preference_row(row, as_chat=False) == (row, None)
+    assert normalize_preference_row(row, as_chat=False) == (row, None)
 
 
 def test_conversational_rows_kept():
@@ -138,8 +138,8 @@ def test_conversational_rows_kept():
         "chosen": [a("blue")],
         "rejected": [a("I cannot")],
     }
-    assert normalise_preference_row(row) == (row, None)
-    assert normalise_preference_row(row, as_chat=False) == (row, None)
+    assert normalize_preference_row(row) == (row, None)
+    assert normalize_preference_row(row, as_chat=False) == (row, None)
 
 
 def test_implicit_prompt_conversations_split():
@@ -147,7 +147,7 @@ def test_implicit_prompt_conversations_split():
         "chosen": [u("hi"), a("hello"), u("colour?"), a("blue")],
         "rejected": [u("hi"), a("hello"), u("colour?"), a("no")],
     }
-    out, reason = normalise_preference_row(row)
+    out, reason = normalize_preference_row(row)
     assert reason is None
     assert out == {
         "prompt": [u("hi"), a("hello"), u("colour?")],
@@ -156,16 +156,16 @@ def test_implicit_prompt_conversations_split():
     }
     bad = {"chosen": [u("hi"), a("x")], "rejected": [u("ho"), a("y")]}
     assert (
-        normalise_preference_row(bad)[1].startswith("bad transcript: ")
-        and "turn 0 (user)" in (normalise_preference_row(bad)[1])
+        normalize_preference_row(bad)[1].startswith("bad transcript: ")
+        and "turn 0 (user)" in (normalize_preference_row(bad)[1])
     )
 
 
 def test_margin_kept_and_checked():
     row = {"id": 7, "prompt": "q", "chosen": "good", "rejected": "bad", "margin": 2.5}
-    out, reason = normalise_preference_row(row, as_chat=False)
+    out, reason = normalize_preference_row(row, as_chat=False)
     assert reason is None and out == row
-    assert normalise_preference_row({**row, "margin": None}, as_chat=False)[0] == {
+    assert normalize_preference_row({**row, "margin": None}, as_chat=False)[0] == {
         k: v for k, v in row.items() if k != "margin"
     }
     for bad, text in (
@@ -174,7 +174,7 @@ def test_margin_kept_and_checked():
         (float("nan"), "nan"),
         (float("inf"), "inf"),
     ):
-        out, reason = normalise_preference_row({**row, "margin": bad})
+        out, reason = normalize_preference_row({**row, "margin": bad})
         assert out is None and reason == f"bad margin: expected a finite number, got {text}"
 
 
@@ -229,7 +229,7 @@ MISSING = "missing columns: need 'chosen' and 'rejected' (and 'prompt' unless th
     ],
 )
 def test_row_rejection_reasons(row, reason):
-    assert normalise_preference_row(row) == (None, reason)
+    assert normalize_preference_row(row) == (None, reason)
 
 
 # -- lengths, import ----------------------------------------------------------------------------------------

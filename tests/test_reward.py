@@ -99,7 +99,7 @@ def test_margin_column_reaches_the_trainer(tmp_path, tiny_model_dir):
     from rlhf.models import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
-    rows = [reward.normalise(r, True)[0] for r in marker_rows(4, margin=True)]
+    rows = [reward.normalize(r, True)[0] for r in marker_rows(4, margin=True)]
     pairs, acct = reward.tokenize_pairs(rows, tok, 48)
     assert [p["margin"] for p in pairs] == [0.5] * 4
     from trl.trainer.reward_trainer import DataCollatorForPreference
@@ -112,7 +112,7 @@ def test_response_that_cannot_fit_is_rejected_and_reported(tmp_path, tiny_model_
     from rlhf.models import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
-    rows = [reward.normalise(r, True)[0] for r in marker_rows(3)]
+    rows = [reward.normalize(r, True)[0] for r in marker_rows(3)]
     rows[1]["chosen"] = [{"role": "assistant", "content": " ".join(["tree"] * 80)}]
     pairs, acct = reward.tokenize_pairs(rows, tok, 48)
     assert (

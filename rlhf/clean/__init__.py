@@ -1,4 +1,4 @@
-"""Data cleaning for `rlhf clean`: row checks and normalisation, exact / MinHash / semantic de-duplication,
+"""Data cleaning for `rlhf clean`: row checks and normalization, exact / MinHash / semantic de-duplication,
 quality filters, PII redaction, decontamination, language, content screening, and the review project.
 
 Pure text checks live in `text`; what a row is (SFT, prompt, preference pair) in `rows`; the steps the stage

@@ -81,7 +81,7 @@ def minhash_clusters(
 
 
 def semantic_clusters(embeddings: np.ndarray, *, threshold: float = 0.95) -> list[list[int]]:
-    """Rows whose embeddings (one per row, any scale: normalised here) have cosine >= threshold."""
+    """Rows whose embeddings (one per row, any scale: normalized here) have cosine >= threshold."""
     x = np.ascontiguousarray(embeddings, dtype="float32")
     faiss.normalize_L2(x)
     index = faiss.IndexFlatIP(x.shape[1])

@@ -2,7 +2,7 @@
 text its checks read, and the quality filters (each with a settings key and a counted reason).
 
 Kinds are detected from the columns (`auto`): chosen/rejected -> preferences (TRL or HH-RLHF); messages or
-prompt+completion -> sft; prompt alone -> prompts. A row is validated with the same normaliser the
+prompt+completion -> sft; prompt alone -> prompts. A row is validated with the same normalizer the
 stages use, so `rlhf clean` rejects exactly what training would reject, with the same reasons.
 """
 
@@ -14,9 +14,9 @@ from typing import Literal
 from rlhf.clean.languages import check_languages
 from rlhf.clean.text import junk_ratio, redact_pii, repetition
 from rlhf.config import bounded
-from rlhf.data import normalise_sft_row
-from rlhf.preferences import normalise_preference_row
-from rlhf.prompts import normalise_prompt
+from rlhf.data import normalize_sft_row
+from rlhf.preferences import normalize_preference_row
+from rlhf.prompts import normalize_prompt
 
 Kind = Literal["auto", "sft", "prompts", "preferences"]
 
@@ -32,10 +32,10 @@ def detect_kind(rows: list[dict]) -> str:
 
 def validate(row: dict, kind: str) -> tuple[dict | None, str | None]:
     if kind == "preferences":
-        return normalise_preference_row(row, as_chat=False)
+        return normalize_preference_row(row, as_chat=False)
     if kind == "sft":
-        return normalise_sft_row(row, as_chat=False)
-    return normalise_prompt(row)
+        return normalize_sft_row(row, as_chat=False)
+    return normalize_prompt(row)
 
 
 def _text(value) -> str:

@@ -1,4 +1,4 @@
-"""Pure text checks behind `rlhf clean`: normalisation, shingles, Gopher-style repetition ratios, junk
+"""Pure text checks behind `rlhf clean`: normalization, shingles, Gopher-style repetition ratios, junk
 ratio, personal data (PII) patterns, n-gram decontamination and contradictory preference pairs. No I/O.
 
 - `normalize`: Unicode NFKC, case-folded, whitespace collapsed — what "the same text" means for exact
@@ -44,7 +44,7 @@ def words(text: str) -> list[str]:
 
 
 def shingles(text: str, n: int) -> set[str]:
-    """Word n-grams of the normalised text (the whole text when it has fewer than n words)."""
+    """Word n-grams of the normalized text (the whole text when it has fewer than n words)."""
     w = words(text)
     if len(w) < n:
         return {" ".join(w)} if w else set()

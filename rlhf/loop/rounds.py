@@ -114,7 +114,7 @@ class Loop:
     def split_prompts(self) -> tuple[Path, list[dict]]:
         """The pool, seeded-shuffled once; its first `eval_prompts` are held out for the comparisons."""
         loaded = load_rows(self.cfg.prompts, what="prompts")
-        # every row carries its (normalised, unique) id, so that rounds know which prompts were used
+        # every row carries its (normalized, unique) id, so that rounds know which prompts were used
         rows = [{**row, "id": rid} for row, rid in zip(loaded.rows, loaded.ids, strict=True)]
         if len(rows) <= self.cfg.eval_prompts:
             raise ConfigError(

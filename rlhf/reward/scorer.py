@@ -1,11 +1,11 @@
-"""RewardScorer: text in, scalar reward out, batched — used by `rlhf score`, the QA report, and later PPO,
-GRPO/RLOO and checkpoint comparison.
+"""RewardScorer: text in, scalar reward out, batched — used by `rlhf score`, the QA report, PPO,
+GRPO/RLOO, the loop's selection and checkpoint comparison.
 
 The scorer formats (prompt, response) with the *reward model's own* tokenizer, so the policy and the RM
 may use different tokenizers: a tokenizer with a chat template gets the conversation through it; one
 without (e.g. the MiniLM encoder) gets plain "User: ... / Assistant: ..." turns. Long inputs are cut
 from the left, keeping the end of the conversation — the response being judged. The formatting, the
-max length and the normalisation statistics (mean/std of rewards over a reference set) are saved beside
+max length and the normalization statistics (mean/std of rewards over a reference set) are saved beside
 the model in `rlhf_reward.json`, so scores are reproducible wherever the RM is loaded.
 """
 
@@ -62,7 +62,7 @@ def response_fits(tokenizer, response, max_length: int) -> bool:
 
 
 def read_reward_meta(model_dir: str | Path) -> dict:
-    """The reward model's rlhf_reward.json (formatting, max length, normalisation), or {} without one."""
+    """The reward model's rlhf_reward.json (formatting, max length, normalization), or {} without one."""
     meta_path = Path(model_dir) / META_FILE
     return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
 
@@ -97,7 +97,7 @@ class RewardScorer:
         out = [sum(vals) / len(vals) for vals in zip(*per_member, strict=True)] if per_member[0] else []
         if normalize:
             if not self.norm:
-                raise ValueError(f"this reward model has no normalisation statistics in {META_FILE}")
+                raise ValueError(f"this reward model has no normalization statistics in {META_FILE}")
             out = [(v - self.norm["mean"]) / (self.norm["std"] or 1.0) for v in out]
         return out
 

@@ -61,7 +61,7 @@ def check_finite(values: list[float], source: str, where: str, ids: list | None 
         f"the reward ({source}) was not finite for {len(bad)} of {len(values)} responses {where}{which}; "
         "training stopped before updating the weights. The last complete checkpoint is intact (resume with "
         "--resume after fixing the cause: check the reward model with `rlhf score`, its rlhf_reward.json "
-        "normalisation statistics, or the reward function)."
+        "normalization statistics, or the reward function)."
     )
 
 
@@ -118,7 +118,7 @@ def check_reward(settings: RewardSettings) -> Path | None:
         )
     if settings.normalize and not meta.get("norm"):
         raise ConfigError(
-            f"'reward.normalize' is true but the reward model '{settings.model}' has no normalisation "
+            f"'reward.normalize' is true but the reward model '{settings.model}' has no normalization "
             "statistics in rlhf_reward.json. Set reward.normalize=false, or use a reward model trained by "
             "`rlhf reward`."
         )

@@ -6,7 +6,7 @@ Inputs : a preference source (.jsonl/.json/.parquet, a saved dataset dir, or a h
 Outputs: runs/<name>/preferences.jsonl and dataset/ exactly as `rlhf export` writes them, and the
          accounting (rows in = rows kept + rows rejected, each rejection with its row id and reason) in
          manifest.json and rejected.jsonl.
-Validation is `rlhf.preferences.normalise_preference_row`: missing columns, empty texts, identical
+Validation is `rlhf.preferences.normalize_preference_row`: missing columns, empty texts, identical
 chosen/rejected, malformed transcripts, bad margins, and (when `max_length` and `tokenizer` are set) rows
 longer than max_length tokens.
 """

@@ -6,7 +6,7 @@ Inputs : preference rows (TRL format or HH-RLHF transcripts; `margin` used when 
          `assessor`, `slice`, `item_id` columns feed the report), a backbone that loads as
          AutoModelForSequenceClassification (the `minilm-l6` encoder alias, or a causal LM with a score head).
 Outputs: runs/<name>/model (merged weights + tokenizer + rlhf_reward.json: formatting, max length,
-         normalisation stats), rm_report.json and rm_report.html, metrics, manifest, COMPLETED.
+         normalization stats), rm_report.json and rm_report.html, metrics, manifest, COMPLETED.
 
 Choices:
 - Pairs are tokenized here, with the RM's own tokenizer (`rlhf.reward.scorer`): inputs longer than
@@ -35,7 +35,7 @@ from trl import RewardConfig, RewardTrainer
 from rlhf.config import ConfigError, bounded
 from rlhf.data import holdout_split, load_rows, source_path, validate_rows
 from rlhf.models import MINILM, ModelConfig, load_tokenizer, lora_config, resolve_model_path, torch_dtype
-from rlhf.preferences import normalise_preference_row
+from rlhf.preferences import normalize_preference_row
 from rlhf.reward import (
     META_FILE,
     RewardScorer,
@@ -96,8 +96,8 @@ class RewardStageConfig:
             raise ConfigError("the QA report needs held-out pairs: set data.eval or data.eval_fraction > 0.")
 
 
-def normalise(row: dict, as_chat: bool):
-    out, reason = normalise_preference_row(row, as_chat=as_chat)
+def normalize(row: dict, as_chat: bool):
+    out, reason = normalize_preference_row(row, as_chat=as_chat)
     if out is not None:
         out.update({k: row[k] for k in META_COLUMNS if row.get(k) is not None})
     return out, reason
@@ -201,7 +201,7 @@ def run(cfg: RewardStageConfig, *, resume: bool = False, overwrite: bool = False
 
         def validated(source: str, what: str):
             return validate_rows(
-                load_rows(source, what=what, split=d.split), lambda r: normalise(r, d.as_chat), what=what
+                load_rows(source, what=what, split=d.split), lambda r: normalize(r, d.as_chat), what=what
             )
 
         rows, acct = validated(d.train, "data.train")

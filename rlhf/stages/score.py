@@ -5,7 +5,7 @@
 
 Rows with `chosen`/`rejected` (TRL format or HH-RLHF) are validated like imports (rejections reported) and
 the held accuracy is printed with its bootstrap 95 % CI. Rows with `prompt`/`response` get a `reward`
-column (normalised with the RM's saved statistics when --normalize).
+column (normalized with the RM's saved statistics when --normalize).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from rlhf.data import load_rows, validate_rows
 from rlhf.errors import DataError, ModelError, RlhfError
 from rlhf.models import resolve_model_path
-from rlhf.preferences import normalise_preference_row
+from rlhf.preferences import normalize_preference_row
 from rlhf.reward import META_FILE, RewardScorer, accuracy, bootstrap_ci, pair_correct
 
 
@@ -48,7 +48,7 @@ def main(args) -> int:
     scorer = RewardScorer(model_dir, batch_size=args.batch_size)
     columns = {k for r in rows.rows for k in r}
     if {"chosen", "rejected"} <= columns:
-        pairs, acct = validate_rows(rows, lambda r: normalise_preference_row(r), what="--input")
+        pairs, acct = validate_rows(rows, lambda r: normalize_preference_row(r), what="--input")
         rc = scorer.score(
             [p["prompt"] for p in pairs], [p["chosen"] for p in pairs], normalize=args.normalize
         )

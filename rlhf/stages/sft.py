@@ -27,7 +27,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from rlhf.config import ConfigError, bounded
-from rlhf.data import Accounting, holdout_split, load_rows, normalise_sft_row, source_path, validate_rows
+from rlhf.data import Accounting, holdout_split, load_rows, normalize_sft_row, source_path, validate_rows
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
 from rlhf.runs import RunDir, RunSettings
 from rlhf.train import (
@@ -112,7 +112,7 @@ def prepare_data(cfg: SFTStageConfig, tokenizer) -> tuple[list[dict], list[dict]
         rows = load_rows(source, what=what, split=d.split)
         return validate_rows(
             rows,
-            lambda r: normalise_sft_row(r, as_chat=d.as_chat),
+            lambda r: normalize_sft_row(r, as_chat=d.as_chat),
             what=what,
             length=lambda r: token_length(tokenizer, r),
             max_length=length_limit,
