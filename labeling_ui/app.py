@@ -27,6 +27,7 @@ from labeling_ui.admin import admin_tab as build_admin_tab
 from labeling_ui.handlers import LETTERS, PAIRWISE_LABELS, REVIEW_LABELS, View
 from labeling_ui.render import plain_markdown, safe_markdown, word_diff_html
 from labeling_ui.sessions import SessionGuard
+from rlhf.config import documented
 from rlhf.store import MAX_CANDIDATES
 
 # Gradio routes an app without file components does not need: refused (404) once the app runs
@@ -39,9 +40,9 @@ class AppSettings:
     project: str
     max_failed_logins: int = 5
     lockout_s: int = 300
-    arena: bool = False  # reveal each candidate's model after the vote
+    arena: bool = documented(False, help="reveal each candidate's model after the vote")
     title: str = "rlhf labeling"
-    runs_root: str = "runs"  # where the Admin tab's Export writes its run directories
+    runs_root: str = documented("runs", help="where the Admin tab's Export writes its run directories")
     too_fast_ratio: float = (
         0.25  # Admin tab: median time per judgement below this x the project's -> "too fast"
     )

@@ -45,21 +45,75 @@ _Loader.add_implicit_resolver(  # YAML 1.2 also reads `1e-5` (no dot) as a numbe
 )
 
 
-def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None):
-    """A numeric config field with a valid range, checked at config load (None always passes):
-    `max_failed_logins: int = bounded(5, ge=1)`."""
-    return dataclasses.field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A numeric range (None always passes): the one way a valid range is stated, for our fields (`bounded`)
+    and for the TRL options we check at load (`rlhf.train.args`)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def describe(self) -> str:
+        ops = (">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)
+        return " and ".join(f"{op} {v}" for op, v in ops if v is not None)
+
+    def holds(self, value: float) -> bool:
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+    def check(self, value: Any, key: str, src: str = "") -> None:
+        """ConfigError naming the key, the valid range and the value, when a number (or a number in a list)
+        falls outside."""
+        if isinstance(value, list | tuple):
+            for v in value:
+                self.check(v, key, src)
+            return
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        if not self.holds(value):
+            where = f"{src}: " if src else ""
+            raise ConfigError(f"{where}'{key}' must be {self.describe()}, got {value}.")
+
+
+def bounded(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    help: str = "",  # noqa: A002 - the name TRL's fields use (metadata={"help": ...})
+):
+    """A numeric config field with its valid range and its meaning, checked at config load (None always
+    passes; a list is checked number by number): `max_failed_logins: int = bounded(5, ge=1, help=...)`."""
+    return dataclasses.field(
+        default=default,
+        default_factory=default_factory,
+        metadata={"range": Range(ge, gt, le, lt), "help": help},
+    )
+
+
+def documented(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING):  # noqa: A002
+    """A config field that is not a number with a range, with its meaning: `documented("merged", help=...)`."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help text a config field declares ('' when none)."""
+    return next((f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name), "")
 
 
 def check_bounds(f: dataclasses.Field, value: Any, key: str, src: str) -> None:
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    ge, gt, le = (f.metadata.get(k) for k in ("ge", "gt", "le"))
-    parts = [f">= {ge}" if ge is not None else None, f"> {gt}" if gt is not None else None]
-    parts.append(f"<= {le}" if le is not None else None)
-    valid = " and ".join(p for p in parts if p)
-    if (ge is not None and value < ge) or (gt is not None and value <= gt) or (le is not None and value > le):
-        raise ConfigError(f"{src}: '{key}' must be {valid}, got {value}.")
+    rng = f.metadata.get("range")
+    if rng is not None:
+        rng.check(value, key, src)
 
 
 def read_yaml(text: str):

@@ -18,28 +18,22 @@ from typing import NamedTuple
 
 import torch
 
-from rlhf.config import bounded
+from rlhf.config import bounded, documented
 from rlhf.errors import ConfigError
 
 
 @dataclass
 class SamplingSettings:
     max_new_tokens: int = bounded(128, ge=1)
-    do_sample: bool = True  # false: greedy (deterministic)
+    do_sample: bool = documented(True, help="false: greedy (deterministic)")
     temperature: float = bounded(1.0, ge=0)
     top_p: float = bounded(1.0, gt=0, le=1)
-    top_k: int = bounded(0, ge=0)  # 0 = off
+    top_k: int = bounded(0, ge=0, help="0 = off")
     repetition_penalty: float = bounded(1.0, gt=0)
 
     def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"'max_new_tokens' must be at least 1, got {self.max_new_tokens}.")
         if self.do_sample and self.temperature <= 0:
             raise ConfigError("'temperature' must be > 0 when sampling (or set do_sample=false).")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"'top_p' must be in (0, 1], got {self.top_p}.")
-        if self.top_k < 0 or self.repetition_penalty <= 0:
-            raise ConfigError("'top_k' must be >= 0 and 'repetition_penalty' positive.")
 
     def generate_kwargs(self) -> dict:
         kwargs = dict(

@@ -26,8 +26,8 @@ import torch
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from rlhf.config import bounded
-from rlhf.errors import ConfigError, ModelError
+from rlhf.config import bounded, documented
+from rlhf.errors import ModelError
 from rlhf.hashing import content_hash
 from rlhf.runs import declared_output
 
@@ -46,21 +46,17 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 class LoraSettings:
     r: int = bounded(16, ge=1)
     alpha: int = bounded(32, gt=0)
-    dropout: float = bounded(0.05, ge=0, le=0.99)
+    dropout: float = bounded(0.05, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
-
-    def __post_init__(self):
-        if self.r <= 0:
-            raise ConfigError(f"'model.lora.r' must be a positive integer, got {self.r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"'model.lora.dropout' must be in [0, 1), got {self.dropout}.")
 
 
 @dataclass
 class ModelConfig:
-    name: str = SMOLLM2  # alias, local directory (model or LoRA adapter) or hub id
-    dtype: DType = "float32"  # weights as loaded (mixed precision is the trainer's bf16/fp16 switch)
-    lora: LoraSettings | None = None  # absent/null: full fine-tune
+    name: str = documented(SMOLLM2, help="alias, local directory (model or LoRA adapter) or hub id")
+    dtype: DType = documented(
+        "float32", help="weights as loaded (mixed precision is the trainer's bf16/fp16 switch)"
+    )
+    lora: LoraSettings | None = documented(None, help="absent/null: full fine-tune")
 
 
 def cache_dir() -> Path:

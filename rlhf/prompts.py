@@ -12,25 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhf.config import bounded
+from rlhf.config import bounded, documented
 from rlhf.data import check_messages, load_rows, validate_rows
-from rlhf.errors import ConfigError, DataError
+from rlhf.errors import DataError
 
 
 @dataclass
 class PromptSource:
-    prompts: str = "demo:prompts"  # demo:<name> | .jsonl/.json/.parquet | dataset dir | run dir | hub id
+    prompts: str = documented(
+        "demo:prompts", help="demo:<name> | .jsonl/.json/.parquet | dataset dir | run dir | hub id"
+    )
     split: str = "train"
-    limit: int | None = bounded(None, ge=1)  # first N valid prompts
+    limit: int | None = bounded(None, ge=1, help="first N valid prompts")
     max_prompt_length: int = bounded(
-        256, ge=1
-    )  # tokens after the chat template; longer prompts are rejected, reported
-
-    def __post_init__(self):
-        if self.max_prompt_length < 1:
-            raise ConfigError(f"'max_prompt_length' must be at least 1, got {self.max_prompt_length}.")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"'limit' must be at least 1 or null, got {self.limit}.")
+        256, ge=1, help="tokens after the chat template; longer prompts are rejected, reported"
+    )
 
 
 @dataclass

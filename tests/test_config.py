@@ -1,3 +1,4 @@
+import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -5,8 +6,9 @@ import pytest
 import yaml
 
 from rlhf.cli import STAGES
-from rlhf.config import dump_yaml, load_config, parse_override
+from rlhf.config import Range, bounded, dump_yaml, field_help, load_config, parse_override
 from rlhf.errors import ConfigError
+from rlhf.stages import dpo
 from rlhf.stages.sft import SFTStageConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,3 +204,37 @@ def test_accelerate_configs(path):
     if stage == 3:
         # Without it the saved weights are ZeRO shards that from_pretrained cannot read.
         assert ds["zero3_save_16bit_model"] is True and ds["zero3_init_flag"] is True
+
+
+def test_one_range_idiom_no_hand_written_range_checks():
+    """Ranges are stated once, with `bounded(..., help=...)` (checked at load): no `__post_init__` compares a
+    field alone with a number (a rule across fields, `do_sample and temperature <= 0`, is not a range)."""
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "rlhf").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.FunctionDef) and node.name == "__post_init__"):
+                continue
+            across = {id(c) for b in ast.walk(node) if isinstance(b, ast.BoolOp) for c in ast.walk(b)}
+            for cmp in ast.walk(node):
+                if isinstance(cmp, ast.Compare) and id(cmp) not in across:
+                    sides = [cmp.left, *cmp.comparators]
+                    on_field = any(isinstance(s, ast.Attribute) for s in sides)
+                    numbers = [
+                        s for s in sides if isinstance(s, ast.Constant) and type(s.value) in (int, float)
+                    ]
+                    if on_field and numbers:
+                        found.append(f"{path.name}:{cmp.lineno}")
+    assert found == []
+
+
+def test_ranges_name_key_bound_and_value():
+    with pytest.raises(ConfigError, match=r"'data.eval_fraction' must be >= 0 and < 1, got 1.0"):
+        load_config(dpo.DPOStageConfig, None, ["data.eval_fraction=1.0"])
+    assert load_config(dpo.DPOStageConfig, None, ["data.eval_fraction=0.995"]).data.eval_fraction == 0.995
+    with pytest.raises(ConfigError, match=r"'trainer.learning_rate' must be > 0, got 0"):
+        load_config(dpo.DPOStageConfig, None, ["trainer.learning_rate=0"])
+    with pytest.raises(ConfigError, match=r"'x' must be >= 0, got -1"):
+        Range(ge=0).check([1, -1], "x")
+    assert "held out" in field_help(dpo.DPOData, "eval_fraction")
+    assert field_help(dpo.DPOData, "split") == ""
+    assert bounded(1, ge=0, help="h").metadata["help"] == "h"

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from rlhf.config import from_dict
 from rlhf.errors import ConfigError
 from rlhf.train.drift import DriftGuard, DriftSettings, best_checkpoint, drift_alarms, sequence_kl
 
@@ -22,10 +23,10 @@ def test_alarms_fire_only_past_their_bounds():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ConfigError, match="'drift.max_kl' must be positive"):
-        DriftSettings(max_kl=0)
-    with pytest.raises(ConfigError, match="num_prompts"):
-        DriftSettings(num_prompts=0)
+    with pytest.raises(ConfigError, match=r"'drift.max_kl' must be > 0, got 0"):
+        from_dict(DriftSettings, {"max_kl": 0}, prefix="drift.")
+    with pytest.raises(ConfigError, match=r"'drift.num_prompts' must be >= 1, got 0"):
+        from_dict(DriftSettings, {"num_prompts": 0}, prefix="drift.")
 
 
 def test_guard_tracks_baseline_last_ok_step_and_stops():

@@ -4,6 +4,7 @@ prompts, and log-probs that match the model's own forward on an unpadded sequenc
 import pytest
 import torch
 
+from rlhf.config import from_dict
 from rlhf.errors import ConfigError
 from rlhf.generation import (
     Rollout,
@@ -59,8 +60,10 @@ def test_decode_drops_the_eos_but_not_the_text(tiny_model_dir):
 def test_sampling_settings_are_checked():
     with pytest.raises(ConfigError, match="'temperature' must be > 0"):
         SamplingSettings(temperature=0)
-    with pytest.raises(ConfigError, match="'max_new_tokens' must be at least 1"):
-        SamplingSettings(max_new_tokens=0)
+    with pytest.raises(ConfigError, match=r"'max_new_tokens' must be >= 1, got 0"):
+        from_dict(SamplingSettings, {"max_new_tokens": 0})
+    with pytest.raises(ConfigError, match=r"'top_p' must be > 0 and <= 1, got 1.5"):
+        from_dict(SamplingSettings, {"top_p": 1.5})
     assert SamplingSettings(do_sample=False).generate_kwargs() == {
         "max_new_tokens": 128,
         "do_sample": False,

@@ -16,7 +16,7 @@ from rlhf.clean.languages import LanguageFilter
 from rlhf.clean.rows import detect_kind, parts_of, pii_step, prompt_of, quality_reason, text_of, validate
 from rlhf.clean.screening import DEFAULT_CATEGORIES, Category, lexicon_hits, similarity_hits
 from rlhf.clean.text import contradictions, normalize, overlap, shingles
-from rlhf.config import ConfigError, bounded
+from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import load_rows, source_path
 from rlhf.models import MINILM, cache_dir
 
@@ -24,7 +24,7 @@ from rlhf.models import MINILM, cache_dir
 @dataclass
 class FuzzySettings:
     enabled: bool = True
-    threshold: float = bounded(0.8, gt=0, le=1)  # estimated Jaccard of word-shingle sets
+    threshold: float = bounded(0.8, gt=0, le=1, help="estimated Jaccard of word-shingle sets")
     ngram: int = bounded(5, ge=1)
     num_perm: int = bounded(128, ge=16)
 
@@ -32,7 +32,7 @@ class FuzzySettings:
 @dataclass
 class SemanticSettings:
     enabled: bool = False
-    threshold: float = bounded(0.95, gt=0, le=1)  # cosine of minilm-l6 embeddings
+    threshold: float = bounded(0.95, gt=0, le=1, help="cosine of minilm-l6 embeddings")
     model: str = MINILM
     batch_size: int = bounded(64, ge=1)
 
@@ -42,9 +42,11 @@ class DedupSettings:
     exact: bool = True
     fuzzy: FuzzySettings = field(default_factory=FuzzySettings)
     semantic: SemanticSettings = field(default_factory=SemanticSettings)
-    keep: dedup.KeepRule = "longest"  # which row of a cluster stays: first | longest | score
-    score_column: str | None = None  # keep: score reads this column
-    contradictions: Literal["drop", "majority", "keep"] = "majority"  # same pair preferred both ways
+    keep: dedup.KeepRule = documented("longest", help="which row of a cluster stays: first | longest | score")
+    score_column: str | None = documented(None, help="keep: score reads this column")
+    contradictions: Literal["drop", "majority", "keep"] = documented(
+        "majority", help="same pair preferred both ways"
+    )
 
     def __post_init__(self):
         if self.keep == "score" and not self.score_column:
@@ -55,20 +57,22 @@ class DedupSettings:
 
 @dataclass
 class DecontaminationSettings:
-    sources: list[str] = field(default_factory=list)  # evaluation sets: compare prompts, held-out pairs
+    sources: list[str] = documented(
+        default_factory=list, help="evaluation sets: compare prompts, held-out pairs"
+    )
     ngram: int = bounded(8, ge=1)
-    threshold: float = bounded(0.5, gt=0, le=1)  # share of a row's n-grams found in the eval sets
+    threshold: float = bounded(0.5, gt=0, le=1, help="share of a row's n-grams found in the eval sets")
 
 
 @dataclass
 class ScreeningSettings:
     enabled: bool = True
-    categories: dict = field(
-        default_factory=lambda: copy.deepcopy(DEFAULT_CATEGORIES)
-    )  # name -> {lexicon, examples}
+    categories: dict = documented(
+        default_factory=lambda: copy.deepcopy(DEFAULT_CATEGORIES), help="name -> {lexicon, examples}"
+    )
     similarity: float | None = bounded(
-        None, gt=0, le=1
-    )  # cosine to a category's examples; null: lexicon only
+        None, gt=0, le=1, help="cosine to a category's examples; null: lexicon only"
+    )
     model: str = MINILM
 
     def __post_init__(self):
@@ -82,7 +86,9 @@ class ScreeningSettings:
 
 @dataclass
 class ReviewSettings:
-    project: str | None = None  # a `review` labeling project for the flagged rows; null: list them only
+    project: str | None = documented(
+        None, help="a `review` labeling project for the flagged rows; null: list them only"
+    )
     store: str = "labels.db"
     overlap: int = bounded(2, ge=1)
 

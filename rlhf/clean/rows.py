@@ -13,7 +13,7 @@ from typing import Literal
 
 from rlhf.clean.languages import check_languages
 from rlhf.clean.text import junk_ratio, redact_pii, repetition
-from rlhf.config import bounded
+from rlhf.config import bounded, documented
 from rlhf.data import normalize_sft_row
 from rlhf.preferences import normalize_preference_row
 from rlhf.prompts import normalize_prompt
@@ -88,12 +88,18 @@ class QualitySettings:
     min_chars: int = bounded(2, ge=0)
     max_chars: int | None = bounded(50_000, ge=1)
     min_words: int = bounded(1, ge=0)
-    max_dup_line_frac: float | None = bounded(0.3, ge=0, le=1)  # Gopher: share of duplicated lines
-    max_top_2gram_frac: float | None = bounded(0.2, ge=0, le=1)  # ... characters in the most frequent 2-gram
-    max_dup_5_10gram_frac: float | None = bounded(0.3, ge=0, le=1)  # ... characters in repeated 5..10-grams
-    repetition_min_words: int = bounded(50, ge=0)  # the repetition ratios apply to texts this long (Gopher)
-    max_junk_ratio: float | None = bounded(0.3, ge=0, le=1)  # characters that are not text
-    languages: list[str] | None = None  # e.g. [english, german]; null: any language
+    max_dup_line_frac: float | None = bounded(0.3, ge=0, le=1, help="Gopher: share of duplicated lines")
+    max_top_2gram_frac: float | None = bounded(
+        0.2, ge=0, le=1, help="... characters in the most frequent 2-gram"
+    )
+    max_dup_5_10gram_frac: float | None = bounded(
+        0.3, ge=0, le=1, help="... characters in repeated 5..10-grams"
+    )
+    repetition_min_words: int = bounded(
+        50, ge=0, help="the repetition ratios apply to texts this long (Gopher)"
+    )
+    max_junk_ratio: float | None = bounded(0.3, ge=0, le=1, help="characters that are not text")
+    languages: list[str] | None = documented(None, help="e.g. [english, german]; null: any language")
     pii: Literal["off", "redact", "drop"] = "redact"
 
     def __post_init__(self):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rlhf.config import ConfigError, bounded
+from rlhf.config import ConfigError, bounded, documented
 from rlhf.loop.selection import Selection
 from rlhf.reward import RewardSettings
 from rlhf.runs import RunSettings
@@ -23,7 +23,7 @@ class AssessorSettings:
             model=None, function="rlhf.loop.simulate:demo_preference", normalize=False
         )
     )
-    noise: list[float] = field(default_factory=lambda: [0.2, 0.5, 1.0])
+    noise: list[float] = bounded(default_factory=lambda: [0.2, 0.5, 1.0], ge=0)
     # human: the round goes on once this share of its items is complete, or `deadline_h` hours after
     # the project opened with whatever is complete by then
     min_complete: float = bounded(1.0, gt=0, le=1)
@@ -32,13 +32,11 @@ class AssessorSettings:
     def __post_init__(self):
         if self.source == "simulated" and not self.noise:
             raise ConfigError("'assessors.noise' needs one entry per simulated assessor, e.g. [0.2, 0.5].")
-        if any(n < 0 for n in self.noise):
-            raise ConfigError(f"'assessors.noise' levels must be >= 0, got {self.noise}.")
 
 
 @dataclass
 class LoopStages:
-    sft: dict | None = field(default_factory=dict)  # null: no SFT round, start from `policy` itself
+    sft: dict | None = documented(default_factory=dict, help="null: no SFT round, start from `policy` itself")
     generate: dict = field(default_factory=dict)
     export: dict = field(default_factory=dict)
     reward: dict = field(default_factory=dict)
@@ -49,17 +47,23 @@ class LoopStages:
 
 @dataclass
 class LoopConfig:
-    run: RunSettings = field(default_factory=lambda: RunSettings(name="loop"))  # -> runs/<name>/r1-dpo ...
-    policy: str = "smollm2-135m-instruct"  # round 0 (SFT) starts here
+    run: RunSettings = documented(
+        default_factory=lambda: RunSettings(name="loop"), help="-> runs/<name>/r1-dpo ..."
+    )
+    policy: str = documented("smollm2-135m-instruct", help="round 0 (SFT) starts here")
     algorithm: Literal["dpo", "ppo"] = "dpo"
     rounds: int = bounded(1, ge=1)
-    prompts: str = "demo:prompts"  # the pool of prompts the rounds draw from
-    eval_prompts: int = bounded(16, ge=1)  # held out of the pool (seeded): every round's comparison
-    prompts_per_round: int = bounded(16, ge=1)  # items that go to the assessors each round
-    pool_factor: int = bounded(2, ge=1)  # rounds after the first sample this x more, then select
-    selection: Selection = "disagreement"  # disagreement | uncertainty | random
-    store: str | None = None  # default: runs/<name>/labels.db
+    prompts: str = documented("demo:prompts", help="the pool of prompts the rounds draw from")
+    eval_prompts: int = bounded(16, ge=1, help="held out of the pool (seeded): every round's comparison")
+    prompts_per_round: int = bounded(16, ge=1, help="items that go to the assessors each round")
+    pool_factor: int = bounded(2, ge=1, help="rounds after the first sample this x more, then select")
+    selection: Selection = documented("disagreement", help="disagreement | uncertainty | random")
+    store: str | None = documented(None, help="default: runs/<name>/labels.db")
     assessors: AssessorSettings = field(default_factory=AssessorSettings)
-    promote_above: float = bounded(0.5, ge=0, le=1)  # RM win rate over the best so far to become the best
-    arena: bool = False  # also open a blind arena project (best vs new) for people, each round
+    promote_above: float = bounded(
+        0.5, ge=0, le=1, help="RM win rate over the best so far to become the best"
+    )
+    arena: bool = documented(
+        False, help="also open a blind arena project (best vs new) for people, each round"
+    )
     stages: LoopStages = field(default_factory=LoopStages)

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf.config import bounded
+from rlhf.config import bounded, documented
 from rlhf.errors import ConfigError, ModelError, TrainingError
 from rlhf.models import ALIASES, resolve_model_path
 from rlhf.reward.scorer import RewardScorer, read_reward_meta
@@ -28,19 +28,19 @@ HOW_TO_TRAIN = (
 
 @dataclass
 class RewardSettings:
-    model: str | None = "runs/reward"  # an `rlhf reward` run (the reward stage's default run name)
-    function: str | None = None  # or "package.module:function": (prompts, responses) -> list[float]
-    normalize: bool = True  # standardise with the RM's saved mean/std (rlhf_reward.json)
-    batch_size: int = bounded(16, ge=1)  # RM forward batch
-    clip: float | None = bounded(None, gt=0)  # clip scores to [-clip, clip]
+    model: str | None = documented(
+        "runs/reward", help="an `rlhf reward` run (the reward stage's default run name)"
+    )
+    function: str | None = documented(
+        None, help='or "package.module:function": (prompts, responses) -> list[float]'
+    )
+    normalize: bool = documented(True, help="standardise with the RM's saved mean/std (rlhf_reward.json)")
+    batch_size: int = bounded(16, ge=1, help="RM forward batch")
+    clip: float | None = bounded(None, gt=0, help="clip scores to [-clip, clip]")
 
     def __post_init__(self):
         if (self.model is None) == (self.function is None):
             raise ConfigError("set exactly one of 'reward.model' (a reward-model run) and 'reward.function'.")
-        if self.batch_size < 1:
-            raise ConfigError(f"'reward.batch_size' must be at least 1, got {self.batch_size}.")
-        if self.clip is not None and not self.clip > 0:
-            raise ConfigError(f"'reward.clip' must be positive or null, got {self.clip}.")
 
     @property
     def source(self) -> str:

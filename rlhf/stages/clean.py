@@ -42,6 +42,7 @@ from rlhf.clean import (
     screen,
     validate_and_filter,
 )
+from rlhf.config import documented
 from rlhf.data import load_rows, source_path
 from rlhf.errors import DataError
 from rlhf.preferences import write_jsonl
@@ -50,7 +51,9 @@ from rlhf.runs import RunDir, RunSettings
 
 @dataclass
 class CleanData:
-    source: str = "demo:preferences"  # demo:<name> | .jsonl/.json/.parquet | dataset dir | run dir | hub id
+    source: str = documented(
+        "demo:preferences", help="demo:<name> | .jsonl/.json/.parquet | dataset dir | run dir | hub id"
+    )
     split: str = "train"
     kind: Kind = "auto"
 

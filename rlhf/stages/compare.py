@@ -44,7 +44,7 @@ from rlhf.compare import (
     write_outputs,
 )
 from rlhf.compare import arena as arena_lib
-from rlhf.config import ConfigError, bounded
+from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import source_path
 from rlhf.generation import SamplingSettings
 from rlhf.models import cache_dir, load_causal_lm, load_tokenizer, model_fingerprint, resolve_model_path
@@ -63,7 +63,9 @@ class Checkpoint:
 
 @dataclass
 class HumanSettings:
-    preferences: str | None = None  # held-out preference pairs (TRL/HH rows, an export or import run)
+    preferences: str | None = documented(
+        None, help="held-out preference pairs (TRL/HH rows, an export or import run)"
+    )
     beta: float = bounded(0.1, gt=0)
     limit: int | None = bounded(None, ge=1)
     max_length: int = bounded(512, ge=1)
@@ -71,13 +73,13 @@ class HumanSettings:
 
 @dataclass
 class JudgeSettings:
-    model: str | None = None  # a local causal LM; null: no judge
+    model: str | None = documented(None, help="a local causal LM; null: no judge")
     batch_size: int = bounded(4, ge=1)
 
 
 @dataclass
 class ArenaSettings:
-    project: str | None = None  # a new pairwise project for the blind arena; null: none
+    project: str | None = documented(None, help="a new pairwise project for the blind arena; null: none")
     store: str = "labels.db"
     battles_per_prompt: int = bounded(1, ge=1)
     overlap: int = bounded(1, ge=1)
@@ -94,8 +96,8 @@ def _default_checkpoints() -> list[Checkpoint]:
 class CompareStageConfig:
     run: RunSettings = field(default_factory=lambda: RunSettings(name="compare"))
     checkpoints: list[Checkpoint] = field(default_factory=_default_checkpoints)
-    baseline: str | None = None  # default: the first checkpoint
-    reference: str | None = None  # for KL and implicit rewards; default: the baseline
+    baseline: str | None = documented(None, help="default: the first checkpoint")
+    reference: str | None = documented(None, help="for KL and implicit rewards; default: the baseline")
     data: PromptSource = field(default_factory=lambda: PromptSource(limit=50))
     sampling: SamplingSettings = field(
         default_factory=lambda: SamplingSettings(max_new_tokens=64, temperature=0.7, top_p=0.9)
@@ -107,8 +109,8 @@ class CompareStageConfig:
     arena: ArenaSettings = field(default_factory=ArenaSettings)
     bootstrap: int = bounded(1000, ge=10)
     tie_eps: float = bounded(0.0, ge=0)
-    kl_threshold: float = bounded(20.0, gt=0)  # nats per response: above it, a flag
-    cache: str | None = None  # generation cache dir; default $RLHF_CACHE/generations
+    kl_threshold: float = bounded(20.0, gt=0, help="nats per response: above it, a flag")
+    cache: str | None = documented(None, help="generation cache dir; default $RLHF_CACHE/generations")
 
     def __post_init__(self):
         names = [c.name for c in self.checkpoints]

@@ -28,7 +28,7 @@ from typing import Literal
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
-from rlhf.config import ConfigError, bounded
+from rlhf.config import bounded, documented
 from rlhf.data import holdout_split, source_path
 from rlhf.distributed import zero3_sharded
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
@@ -54,16 +54,14 @@ COLUMNS = ("prompt", "chosen", "rejected")
 
 @dataclass
 class DPOData:
-    train: str = "demo:preferences"  # TRL rows, HH-RLHF transcripts, an export/import run dir
+    train: str = documented(
+        "demo:preferences", help="TRL rows, HH-RLHF transcripts, an export/import run dir"
+    )
     split: str = "train"
     eval: str | None = None
-    eval_fraction: float = bounded(0.0, ge=0, le=0.99)
-    max_length: int = bounded(512, ge=1)  # prompt + longer response, tokens after the chat template
+    eval_fraction: float = bounded(0.0, ge=0, lt=1, help="share of the train rows held out for eval (seeded)")
+    max_length: int = bounded(512, ge=1, help="prompt + longer response, tokens after the chat template")
     as_chat: bool = True
-
-    def __post_init__(self):
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ConfigError(f"'data.eval_fraction' must be in [0, 1), got {self.eval_fraction}.")
 
 
 @dataclass
@@ -73,7 +71,7 @@ class DPOStageConfig:
     data: DPOData = field(default_factory=DPOData)
     save: Literal["merged", "adapter"] = "merged"
     drift: DriftSettings = field(default_factory=DriftSettings)
-    trainer: dict = field(default_factory=dict)  # -> trl.DPOConfig(**trainer)
+    trainer: dict = documented(default_factory=dict, help="-> trl.DPOConfig(**trainer)")
 
     def __post_init__(self):
         check_reserved(self.trainer, RESERVED)

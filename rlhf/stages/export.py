@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlhf.config import documented
 from rlhf.preferences import save_preferences
 from rlhf.runs import RunDir, RunSettings
 from rlhf.store import ExportSettings, Store, export_project
@@ -25,7 +26,7 @@ from rlhf.store import ExportSettings, Store, export_project
 @dataclass
 class ExportStageConfig(ExportSettings):
     run: RunSettings = field(default_factory=lambda: RunSettings(name="export"))
-    store: str = "labels.db"  # SQLite path or postgresql:// URL
+    store: str = documented("labels.db", help="SQLite path or postgresql:// URL")
     project: str = "demo"
     push_to_hub: str | None = None
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rlhf.config import ConfigError, bounded
+from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import source_path
 from rlhf.generation import SamplingSettings, generate_texts
 from rlhf.models import DType, load_causal_lm, load_tokenizer, resolve_model_path
@@ -42,13 +42,9 @@ class ProjectSettings:
     task: PreferenceTask = "pairwise"
     overlap: int = bounded(1, ge=1)
     lease_ttl_s: int = bounded(1800, ge=1)
-    guidelines: str = ""  # Markdown text, or a path to a .md file
+    guidelines: str = documented("", help="Markdown text, or a path to a .md file")
     rationale: Rationale = "optional"
     priority: Priority = "random"
-
-    def __post_init__(self):
-        if self.overlap < 1 or self.lease_ttl_s < 1:
-            raise ConfigError("'project.overlap' and 'project.lease_ttl_s' must be at least 1.")
 
     def guidelines_text(self) -> str:
         g = self.guidelines
@@ -61,24 +57,22 @@ class GenerateStageConfig:
     policies: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct"])
     dtype: DType = "float32"
     data: PromptSource = field(default_factory=lambda: PromptSource(max_prompt_length=512))
-    k: int = bounded(2, ge=2)  # candidates per prompt
-    batch_size: int = bounded(8, ge=1)  # prompts per generate() call
+    k: int = bounded(2, ge=2, help="candidates per prompt")
+    batch_size: int = bounded(8, ge=1, help="prompts per generate() call")
     sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(temperature=0.8, top_p=0.95))
-    store: str = "labels.db"  # SQLite path or postgresql:// URL
+    store: str = documented("labels.db", help="SQLite path or postgresql:// URL")
     project: ProjectSettings = field(default_factory=ProjectSettings)
-    publish: bool = True  # false: candidates.jsonl only (the loop's active selection publishes a subset)
+    publish: bool = documented(
+        True, help="false: candidates.jsonl only (the loop's active selection publishes a subset)"
+    )
 
     def __post_init__(self):
         if not self.policies:
             raise ConfigError("'policies' must name at least one model.")
-        if self.k < 2:
-            raise ConfigError(f"'k' must be at least 2 (candidates to compare), got {self.k}.")
         if self.project.task == "pairwise" and self.k != 2:
             raise ConfigError(
                 f"a pairwise project needs k=2, got k={self.k}; use project.task=ranking for more."
             )
-        if self.batch_size < 1:
-            raise ConfigError(f"'batch_size' must be at least 1, got {self.batch_size}.")
 
 
 def sample_candidates(

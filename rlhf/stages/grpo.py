@@ -35,7 +35,7 @@ from typing import ClassVar, Literal
 import trl
 from datasets import Dataset
 
-from rlhf.config import ConfigError
+from rlhf.config import ConfigError, documented
 from rlhf.data import source_path
 from rlhf.errors import DataError
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
@@ -64,7 +64,9 @@ TRL_CLASSES = {"grpo": (trl.GRPOConfig, trl.GRPOTrainer), "rloo": (trl.RLOOConfi
 
 @dataclass
 class PromptData(PromptSource):
-    as_chat: bool = True  # wrap plain-string prompts as a user turn (the chat template then formats them)
+    as_chat: bool = documented(
+        True, help="wrap plain-string prompts as a user turn (the chat template then formats them)"
+    )
 
 
 @dataclass
@@ -76,7 +78,7 @@ class GRPOStageConfig:
     reward: RewardSettings = field(default_factory=RewardSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     save: Literal["merged", "adapter"] = "merged"
-    trainer: dict = field(default_factory=dict)  # -> trl.GRPOConfig(**trainer)
+    trainer: dict = documented(default_factory=dict, help="-> trl.GRPOConfig(**trainer)")
 
     def __post_init__(self):
         check_reserved(self.trainer, RESERVED)
@@ -86,7 +88,9 @@ class GRPOStageConfig:
 @dataclass
 class RLOOStageConfig(GRPOStageConfig):
     algorithm: ClassVar[str] = "rloo"
-    run: RunSettings = field(default_factory=lambda: RunSettings(name="rloo"))  # trainer -> trl.RLOOConfig
+    run: RunSettings = documented(
+        default_factory=lambda: RunSettings(name="rloo"), help="trainer -> trl.RLOOConfig"
+    )
 
 
 def prepare_prompts(data: PromptData, tokenizer) -> tuple[list[dict], dict]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from rlhf.config import ConfigError, bounded
+from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import source_path
 from rlhf.models import load_tokenizer
 from rlhf.preferences import import_preferences, save_preferences
@@ -26,13 +26,15 @@ from rlhf.runs import RunDir, RunSettings
 @dataclass
 class ImportStageConfig:
     run: RunSettings = field(default_factory=lambda: RunSettings(name="import"))
-    source: str = ""  # required
+    source: str = documented("", help="required")
     split: str = "train"
-    as_chat: bool = True  # wrap plain-string rows as user/assistant turns
+    as_chat: bool = documented(True, help="wrap plain-string rows as user/assistant turns")
     max_length: int | None = bounded(
-        None, ge=1
-    )  # tokens (prompt + longer response), measured with `tokenizer`
-    tokenizer: str | None = None  # model alias / dir / hub id whose tokenizer measures lengths
+        None, ge=1, help="tokens (prompt + longer response), measured with `tokenizer`"
+    )
+    tokenizer: str | None = documented(
+        None, help="model alias / dir / hub id whose tokenizer measures lengths"
+    )
 
     def __post_init__(self):
         if not self.source:

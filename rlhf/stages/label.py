@@ -8,21 +8,23 @@ ssl_certfile/ssl_keyfile, to open it to a team). Users log in with the accounts 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.middleware import Middleware
 
 from labeling_ui.app import AppSettings, ClosedRoutes, LoginGuard, build_app
 from labeling_ui.assets import CSS, KEYBOARD_JS
 from labeling_ui.sessions import SessionGuard
-from rlhf.config import ConfigError, bounded
+from rlhf.config import ConfigError, bounded, documented
 from rlhf.runs import RunSettings
 from rlhf.store import Store, StoreError
 
 
 @dataclass
 class LabelStageConfig:
-    run: RunSettings = field(default_factory=lambda: RunSettings(name="label"))  # unused: the app is a server
+    run: RunSettings = documented(
+        default_factory=lambda: RunSettings(name="label"), help="unused: the app is a server"
+    )
     store: str = "labels.db"
     project: str = "demo"
     host: str = "127.0.0.1"
@@ -32,17 +34,15 @@ class LabelStageConfig:
     ssl_keyfile: str | None = None
     max_failed_logins: int = bounded(5, ge=1)
     lockout_s: int = bounded(300, ge=1)
-    arena: bool = False  # reveal each response's model after the vote
+    arena: bool = documented(False, help="reveal each response's model after the vote")
     too_fast_ratio: float = bounded(
-        0.25, gt=0, le=1
-    )  # Admin: median time below this x the project's = "too fast"
+        0.25, gt=0, le=1, help='Admin: median time below this x the project\'s = "too fast"'
+    )
     title: str = "rlhf labeling"
 
     def __post_init__(self):
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ConfigError("set 'ssl_certfile' and 'ssl_keyfile' together.")
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"'port' must be 1..65535, got {self.port}.")
 
 
 def launch(cfg: LabelStageConfig, *, block: bool = True):

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rlhf.config import documented
 from rlhf.data import source_path
 from rlhf.distributed import finish_distributed
 from rlhf.generation import SamplingSettings
@@ -46,7 +47,7 @@ from rlhf.train.ppo import (
 
 @dataclass
 class PPORewardSettings(RewardSettings):
-    missing_eos_penalty: float | None = 1.0  # subtracted from responses that never reach EOS
+    missing_eos_penalty: float | None = documented(1.0, help="subtracted from responses that never reach EOS")
 
 
 @dataclass

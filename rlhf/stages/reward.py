@@ -32,7 +32,7 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
 from trl import RewardConfig, RewardTrainer
 
-from rlhf.config import ConfigError, bounded
+from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import holdout_split, load_rows, source_path, validate_rows
 from rlhf.models import MINILM, ModelConfig, load_tokenizer, lora_config, resolve_model_path, torch_dtype
 from rlhf.preferences import normalize_preference_row
@@ -58,24 +58,20 @@ class RewardData:
     train: str = "demo:preferences"
     split: str = "train"
     eval: str | None = None
-    eval_fraction: float = bounded(0.1, ge=0, le=0.99)
+    eval_fraction: float = bounded(0.1, ge=0, lt=1)
     max_length: int = bounded(
-        256, ge=16
-    )  # tokens of prompt + response after formatting; cut from the left beyond
+        256, ge=16, help="tokens of prompt + response after formatting; cut from the left beyond"
+    )
     as_chat: bool = True
-
-    def __post_init__(self):
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ConfigError(f"'data.eval_fraction' must be in [0, 1), got {self.eval_fraction}.")
-        if self.max_length < 16:
-            raise ConfigError(f"'data.max_length' must be at least 16, got {self.max_length}.")
 
 
 @dataclass
 class ReportSettings:
     bootstrap: int = bounded(1000, ge=1)
     bins: int = bounded(10, ge=1)
-    swap_check: bool = True  # retrain on swapped labels (doubles training time) and expect accuracy < 0.5
+    swap_check: bool = documented(
+        True, help="retrain on swapped labels (doubles training time) and expect accuracy < 0.5"
+    )
 
 
 @dataclass
@@ -84,7 +80,7 @@ class RewardStageConfig:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name=MINILM))
     data: RewardData = field(default_factory=RewardData)
     report: ReportSettings = field(default_factory=ReportSettings)
-    trainer: dict = field(default_factory=dict)  # -> trl.RewardConfig(**trainer)
+    trainer: dict = documented(default_factory=dict, help="-> trl.RewardConfig(**trainer)")
     # N > 1: N-1 more members, each trained with its own seed on a bootstrap resample of the train pairs;
     # the reward is their mean, their spread the disagreement (active selection, uncertainty)
     ensemble: int = bounded(1, ge=1, le=16)

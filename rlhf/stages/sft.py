@@ -26,7 +26,7 @@ from typing import Literal
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from rlhf.config import ConfigError, bounded
+from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import Accounting, holdout_split, load_rows, normalize_sft_row, source_path, validate_rows
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
 from rlhf.runs import RunDir, RunSettings
@@ -50,23 +50,21 @@ RESERVED_TRAINER_KEYS = {
 
 @dataclass
 class SFTData:
-    train: str = "demo:sft"  # demo:<name> | .jsonl/.json/.parquet | saved dataset dir | hub id
-    split: str = "train"  # split to read from dataset dirs and hub datasets
-    eval: str | None = None  # a separate eval source, or ...
-    eval_fraction: float = bounded(0.0, ge=0, le=0.99)  # ... this share of the train rows held out (seeded)
-    max_length: int = bounded(512, ge=1)  # tokens, prompt + completion, after the chat template
+    train: str = documented(
+        "demo:sft", help="demo:<name> | .jsonl/.json/.parquet | saved dataset dir | hub id"
+    )
+    split: str = documented("train", help="split to read from dataset dirs and hub datasets")
+    eval: str | None = documented(None, help="a separate eval source, or ...")
+    eval_fraction: float = bounded(0.0, ge=0, lt=1, help="... this share of the train rows held out (seeded)")
+    max_length: int = bounded(512, ge=1, help="tokens, prompt + completion, after the chat template")
     overlength: Literal["reject", "truncate"] = "reject"
-    as_chat: bool = True  # wrap plain-string prompt/completion rows in the chat template
+    as_chat: bool = documented(True, help="wrap plain-string prompt/completion rows in the chat template")
     loss_on: Literal["completion", "all"] = "completion"
-    limit: int | None = bounded(None, ge=1)  # keep only the first N valid rows (quick runs)
+    limit: int | None = bounded(None, ge=1, help="keep only the first N valid rows (quick runs)")
 
     def __post_init__(self):
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ConfigError(f"'data.eval_fraction' must be in [0, 1), got {self.eval_fraction}.")
         if self.eval and self.eval_fraction:
             raise ConfigError("set either 'data.eval' or 'data.eval_fraction', not both.")
-        if self.max_length <= 0:
-            raise ConfigError(f"'data.max_length' must be positive, got {self.max_length}.")
 
 
 @dataclass
@@ -74,8 +72,8 @@ class SFTStageConfig:
     run: RunSettings = field(default_factory=lambda: RunSettings(name="sft"))
     model: ModelConfig = field(default_factory=ModelConfig)
     data: SFTData = field(default_factory=SFTData)
-    save: Literal["merged", "adapter"] = "merged"  # merged: LoRA folded into full weights
-    trainer: dict = field(default_factory=dict)  # -> trl.SFTConfig(**trainer)
+    save: Literal["merged", "adapter"] = documented("merged", help="merged: LoRA folded into full weights")
+    trainer: dict = documented(default_factory=dict, help="-> trl.SFTConfig(**trainer)")
 
     def __post_init__(self):
         check_reserved(self.trainer, RESERVED_TRAINER_KEYS)

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from rlhf.config import bounded
+from rlhf.config import bounded, documented
 from rlhf.errors import ConfigError
 from rlhf.store import judgements
 from rlhf.store.quality import gold_failures
@@ -28,19 +28,17 @@ from rlhf.store.quality import gold_failures
 @dataclass
 class ExportSettings:
     aggregate: Literal["majority", "per_vote"] = "majority"
-    pairs: Literal["all_pairs", "best_vs_others"] = "all_pairs"  # for k-wise rankings
-    margin: bool = False  # add a `margin` column from the vote split
+    pairs: Literal["all_pairs", "best_vs_others"] = documented("all_pairs", help="for k-wise rankings")
+    margin: bool = documented(False, help="add a `margin` column from the vote split")
     include_gold: bool = False
-    include_flagged: bool = False  # items an assessor flagged unsafe are left out (counted) unless true
+    include_flagged: bool = documented(
+        False, help="items an assessor flagged unsafe are left out (counted) unless true"
+    )
     exclude_assessors: list[str] = field(default_factory=list)
-    min_seconds: float | None = bounded(None, ge=0)  # judgements faster than this are left out (counted)
+    min_seconds: float | None = bounded(None, ge=0, help="judgements faster than this are left out (counted)")
     exclude_gold_below: float | None = bounded(
-        None, ge=0, le=1
-    )  # e.g. 0.7: drop assessors under 70 % gold accuracy
-
-    def __post_init__(self):
-        if self.exclude_gold_below is not None and not 0 <= self.exclude_gold_below <= 1:
-            raise ConfigError(f"'exclude_gold_below' must be in [0, 1], got {self.exclude_gold_below}.")
+        None, ge=0, le=1, help="e.g. 0.7: drop assessors under 70 % gold accuracy"
+    )
 
 
 def export_project(store, project: str, settings: ExportSettings) -> tuple[list[dict], dict]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from rlhf.config import Range
 from rlhf.distributed import gathered_for_save, under_deepspeed
 from rlhf.errors import ConfigError
 from rlhf.models import save_model
@@ -62,32 +63,32 @@ def fast_bf16() -> bool:
 
 
 # ranges of common TRL / transformers options, checked at config load with the types (TRL checks the rest
-# when the run starts): key -> (lowest, lowest allowed itself?, highest or None)
-RANGES = {
-    "learning_rate": (0, False, None),
-    "num_train_epochs": (0, False, None),
-    "max_steps": (-1, True, None),
-    "per_device_train_batch_size": (1, True, None),
-    "per_device_eval_batch_size": (1, True, None),
-    "gradient_accumulation_steps": (1, True, None),
-    "warmup_steps": (0, True, None),
-    "warmup_ratio": (0, True, 1),
-    "weight_decay": (0, True, None),
-    "max_grad_norm": (0, True, None),
-    "logging_steps": (0, False, None),
-    "save_steps": (0, False, None),
-    "eval_steps": (0, False, None),
-    "save_total_limit": (1, True, None),
-    "dataloader_num_workers": (0, True, None),
-    "adam_beta1": (0, True, 1),
-    "adam_beta2": (0, True, 1),
-    "adam_epsilon": (0, False, None),
-    "beta": (0, True, None),
-    "temperature": (0, False, None),
-    "top_p": (0, False, 1),
-    "num_generations": (2, True, None),
-    "max_completion_length": (1, True, None),
-    "max_prompt_length": (1, True, None),
+# when the run starts)
+TRAINER_RANGES = {
+    "learning_rate": Range(gt=0),
+    "num_train_epochs": Range(gt=0),
+    "max_steps": Range(ge=-1),
+    "per_device_train_batch_size": Range(ge=1),
+    "per_device_eval_batch_size": Range(ge=1),
+    "gradient_accumulation_steps": Range(ge=1),
+    "warmup_steps": Range(ge=0),
+    "warmup_ratio": Range(ge=0, le=1),
+    "weight_decay": Range(ge=0),
+    "max_grad_norm": Range(ge=0),
+    "logging_steps": Range(gt=0),
+    "save_steps": Range(gt=0),
+    "eval_steps": Range(gt=0),
+    "save_total_limit": Range(ge=1),
+    "dataloader_num_workers": Range(ge=0),
+    "adam_beta1": Range(ge=0, le=1),
+    "adam_beta2": Range(ge=0, le=1),
+    "adam_epsilon": Range(gt=0),
+    "beta": Range(ge=0),
+    "temperature": Range(gt=0),
+    "top_p": Range(gt=0, le=1),
+    "num_generations": Range(ge=2),
+    "max_completion_length": Range(ge=1),
+    "max_prompt_length": Range(ge=1),
 }
 
 
@@ -108,11 +109,8 @@ def check_trainer(config_cls, trainer: dict) -> None:
                 f"'trainer.{key}' must be {expected} (trl.{config_cls.__name__}), got {value!r} "
                 f"({type(value).__name__})."
             )
-        if key in RANGES and isinstance(value, int | float) and not isinstance(value, bool):
-            lo, inclusive, hi = RANGES[key]
-            if value < lo or (value == lo and not inclusive) or (hi is not None and value > hi):
-                bound = f"{'>=' if inclusive else '>'} {lo}" + (f" and <= {hi}" if hi is not None else "")
-                raise ConfigError(f"'trainer.{key}' must be {bound}, got {value}.")
+        if key in TRAINER_RANGES:
+            TRAINER_RANGES[key].check(value, f"trainer.{key}")
 
 
 def _type_mismatch(tp, value) -> str | None:

@@ -25,33 +25,22 @@ from typing import Literal
 import torch
 
 from rlhf.config import bounded
-from rlhf.errors import ConfigError
 from rlhf.generation import SamplingSettings, sample, sequence_logprobs
 from rlhf.prompts import encode_prompt
 
 
 @dataclass
 class DriftSettings:
-    max_kl: float | None = bounded(None, gt=0)  # nats per response; null: no KL alarm
+    max_kl: float | None = bounded(None, gt=0, help="nats per response; null: no KL alarm")
     max_length_ratio: float | None = bounded(
-        None, gt=0
-    )  # mean length / first measured mean length; null: no alarm
+        None, gt=0, help="mean length / first measured mean length; null: no alarm"
+    )
     action: Literal["warn", "stop"] = "warn"
     every_steps: int | None = bounded(
-        None, ge=0
-    )  # DPO only: sample every N steps; null: at each checkpoint save; 0: never
-    num_prompts: int = bounded(4, ge=1)  # DPO only: prompts sampled per measurement
-    max_new_tokens: int = bounded(48, ge=1)  # DPO only: response length cap when sampling
-
-    def __post_init__(self):
-        for key in ("max_kl", "max_length_ratio"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise ConfigError(f"'drift.{key}' must be positive or null, got {value}.")
-        if (self.every_steps or 0) < 0 or self.num_prompts <= 0 or self.max_new_tokens <= 0:
-            raise ConfigError(
-                "'drift.every_steps' must be >= 0 and 'drift.num_prompts', 'drift.max_new_tokens' positive."
-            )
+        None, ge=0, help="DPO only: sample every N steps; null: at each checkpoint save; 0: never"
+    )
+    num_prompts: int = bounded(4, ge=1, help="DPO only: prompts sampled per measurement")
+    max_new_tokens: int = bounded(48, ge=1, help="DPO only: response length cap when sampling")
 
 
 def drift_alarms(settings: DriftSettings, kl: float | None, length_ratio: float | None) -> list[str]:

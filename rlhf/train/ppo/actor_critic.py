@@ -17,6 +17,7 @@ from peft import get_peft_model
 from torch import nn
 from transformers import AutoModel
 
+from rlhf.config import documented
 from rlhf.generation import Rollout, forward_responses, position_ids
 from rlhf.models import ModelConfig, adapter_base, load_causal_lm, lora_config, resolve_model_path
 
@@ -24,7 +25,7 @@ from rlhf.models import ModelConfig, adapter_base, load_causal_lm, lora_config, 
 @dataclass
 class ValueSettings:
     mode: Literal["shared", "separate"] = "shared"
-    model: str | None = None  # separate: the critic's init (default: the policy's)
+    model: str | None = documented(None, help="separate: the critic's init (default: the policy's)")
 
 
 class ActorCritic(nn.Module):

@@ -30,7 +30,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from transformers import get_scheduler
 
-from rlhf.config import ConfigError, bounded
+from rlhf.config import ConfigError, bounded, documented
 from rlhf.distributed import gathered_for_save, under_deepspeed
 from rlhf.errors import TrainingError
 from rlhf.generation import Rollout, SamplingSettings, decode_responses, forward_responses, sample
@@ -46,38 +46,35 @@ STATE_FILE = "rlhf_ppo_state.json"
 
 @dataclass
 class PPOSettings:
-    steps: int = bounded(10, ge=1)  # rollout + optimisation rounds
-    rollout_batch_size: int = bounded(8, ge=1)  # prompts per step, per process
-    minibatch_size: int = bounded(4, ge=1)  # per process, per optimizer step
+    steps: int = bounded(10, ge=1, help="rollout + optimisation rounds")
+    rollout_batch_size: int = bounded(8, ge=1, help="prompts per step, per process")
+    minibatch_size: int = bounded(4, ge=1, help="per process, per optimizer step")
     ppo_epochs: int = bounded(2, ge=1)
     learning_rate: float = bounded(1.0e-5, gt=0)
-    value_learning_rate: float | None = bounded(None, gt=0)  # default: learning_rate
+    value_learning_rate: float | None = bounded(None, gt=0, help="default: learning_rate")
     weight_decay: float = bounded(0.0, ge=0)
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    warmup_steps: int = bounded(0, ge=0)  # optimizer steps
+    warmup_steps: int = bounded(0, ge=0, help="optimizer steps")
     max_grad_norm: float = bounded(1.0, ge=0)
     gamma: float = bounded(1.0, ge=0, le=1)
     lam: float = bounded(0.95, ge=0, le=1)
     clip_range: float = bounded(0.2, gt=0)
     clip_range_value: float = bounded(0.2, gt=0)
     vf_coef: float = bounded(0.1, ge=0)
-    kl_coef: float = bounded(0.05, ge=0)  # initial coefficient of the per-token KL penalty
+    kl_coef: float = bounded(0.05, ge=0, help="initial coefficient of the per-token KL penalty")
     kl_target: float | None = bounded(
-        None, gt=0
-    )  # adaptive controller's target KL (nats per response); null: fixed
+        None, gt=0, help="adaptive controller's target KL (nats per response); null: fixed"
+    )
     kl_horizon: int = bounded(10000, ge=1)
-    kl_estimator: Literal["k1", "k2", "k3"] = "k1"  # for the penalty
+    kl_estimator: Literal["k1", "k2", "k3"] = documented("k1", help="for the penalty")
     whiten_rewards: bool = False
     gradient_checkpointing: bool = False
-    bf16: bool | None = None  # null: where the hardware does bf16 natively
+    bf16: bool | None = documented(None, help="null: where the hardware does bf16 natively")
     logging_steps: int = bounded(1, ge=1)
-    save_steps: int = bounded(5, ge=0)  # 0: only at the end
+    save_steps: int = bounded(5, ge=0, help="0: only at the end")
     save_total_limit: int | None = bounded(2, ge=1)
 
     def __post_init__(self):
-        for key in ("steps", "rollout_batch_size", "minibatch_size", "ppo_epochs"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"'ppo.{key}' must be positive, got {getattr(self, key)}.")
         if self.rollout_batch_size % self.minibatch_size:
             raise ConfigError(
                 f"'ppo.rollout_batch_size' ({self.rollout_batch_size}) must be a multiple of "
