@@ -55,15 +55,17 @@ def test_planted_duplicates_quality_pii_and_accounting(tmp_path):
         summary["rows_in"] == 13 == summary["rows_kept"] + summary["rows_removed"] + summary["rows_to_review"]
     )
     rep = report(run)
-    assert rep["exact"]["reason"] == "duplicate" and rep["exact"]["of"] == "q0"
-    assert rep["edit"]["reason"] == "near-duplicate" and rep["edit"]["of"] in ("q1",)
-    assert rep["short"]["reason"] == "too short" and rep["spam"]["reason"] == "repetitive"
+    assert rep["exact"]["reason"] == "duplicate"
+    assert rep["exact"]["of"] == "q0"
+    assert rep["edit"]["reason"] == "near-duplicate"
+    assert rep["edit"]["of"] in ("q1",)
+    assert rep["short"]["reason"] == "too short"
+    assert rep["spam"]["reason"] == "repetitive"
     assert rep["broken"]["reason"] == "identical responses"
     assert rep["reorder"]["reason"] == "near-duplicate"  # 3-gram shingles at 0.6 catch this reordering
     kept = {r["id"]: r for r in map(json.loads, run.output("rows").read_text().splitlines())}
-    assert kept["pii"]["prompt"] == "My email is [EMAIL], can you write to me?" and summary["pii_found"] == {
-        "email": 1
-    }
+    assert kept["pii"]["prompt"] == "My email is [EMAIL], can you write to me?"
+    assert summary["pii_found"] == {"email": 1}
     assert summary["removed_by_reason"] == {
         "too short": 1,
         "repetitive": 1,
@@ -123,7 +125,9 @@ def test_contradictions_decontamination_and_stages_read_the_cleaned_run(tmp_path
         )
     )
     rep = report(run)
-    assert rep["c2"]["reason"] == "contradiction" and "c1" not in rep and "c3" not in rep
+    assert rep["c2"]["reason"] == "contradiction"
+    assert "c1" not in rep
+    assert "c3" not in rep
     assert rep["eval"]["reason"] == "contaminated"
     drop = clean.run(cfg_for(tmp_path, data, name="drop", **{"dedup.contradictions": "drop"}))
     assert {k for k, v in report(drop).items() if v["reason"] == "contradiction"} == {"c1", "c2", "c3"}
@@ -142,11 +146,13 @@ def test_screening_sends_rows_to_review_and_apply_review_keeps_the_majority(tmp_
     store = str(tmp_path / "review.db")
     run = clean.run(cfg_for(tmp_path, data, **{"review.project": "rev", "review.store": store}))
     summary = run.read_manifest()["result"]
-    assert summary["rows_to_review"] == 2 and summary["rows_kept"] == 1
+    assert summary["rows_to_review"] == 2
+    assert summary["rows_kept"] == 1
     assert summary["flagged_by_category"] == {"self-harm": 1, "weapons": 1}
     with Store(store) as s:
         items = {it["meta"]["row_id"]: it for it in s.items("rev")}
-        assert set(items) == {"med", "bomb"} and "weapons (words: pipe bomb)" in items["bomb"]["prompt"]
+        assert set(items) == {"med", "bomb"}
+        assert "weapons (words: pipe bomb)" in items["bomb"]["prompt"]
         for user in ("ann", "bob"):
             s.add_user(user, "password123")
             while (lease := s.next_item("rev", user)) is not None:
@@ -192,10 +198,13 @@ def test_bad_input_is_reported_per_row(tmp_path, capsys):
     )
     run = clean.run(cfg_for(tmp_path, str(path), **{"data.kind": "preferences"}))
     rep = report(run)
-    assert rep["line 2"]["reason"] == "invalid UTF-8" and rep["line 3"]["reason"] == "invalid JSON"
+    assert rep["line 2"]["reason"] == "invalid UTF-8"
+    assert rep["line 3"]["reason"] == "invalid JSON"
     assert rep["line 4"]["reason"] == "missing columns"
     s = run.read_manifest()["result"]
-    assert s["rows_in"] == 4 and s["rows_kept"] == 1 and s["blank_lines"] == 1
+    assert s["rows_in"] == 4
+    assert s["rows_kept"] == 1
+    assert s["blank_lines"] == 1
 
 
 def test_config_errors(tmp_path):
@@ -218,7 +227,9 @@ def test_language_filter(tmp_path):
     data = write_jsonl(tmp_path / "rows.jsonl", rows)
     run = clean.run(cfg_for(tmp_path, data, **{"quality.languages": "[english]"}))
     rep = report(run)
-    assert list(rep) == ["de"] and rep["de"]["reason"] == "language" and "german" in rep["de"]["detail"]
+    assert list(rep) == ["de"]
+    assert rep["de"]["reason"] == "language"
+    assert "german" in rep["de"]["detail"]
     from rlhf.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown language 'klingon'"):

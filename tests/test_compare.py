@@ -77,26 +77,25 @@ def test_compare_three_checkpoints_report_and_cache(tmp_path, three_checkpoints,
         for n in ("base", "warm", "hot")
     }
     result = json.loads(run.output("compare_json").read_text())
-    assert result["prompts"] == 20 and result["baseline"] == "base"
+    assert result["prompts"] == 20
+    assert result["baseline"] == "base"
     for name, c in result["checkpoints"].items():
-        assert (
-            c["reward"]["n"] == 20 and c["reward"]["ci95"][0] <= c["reward"]["mean"] <= c["reward"]["ci95"][1]
-        )
-        assert len(c["length"]["tokens"]) == 20 and c["kl"]["n"] == 20
+        assert c["reward"]["n"] == 20
+        assert c["reward"]["ci95"][0] <= c["reward"]["mean"] <= c["reward"]["ci95"][1]
+        assert len(c["length"]["tokens"]) == 20
+        assert c["kl"]["n"] == 20
         if name != "base":
             assert {"win_rate", "lc_win_rate", "win_rate_ci95", "lc_win_rate_ci95"} <= set(c["vs_baseline"])
     assert result["checkpoints"]["base"]["kl"]["mean"] == pytest.approx(0.0, abs=1e-4)  # the reference itself
     assert result["checkpoints"]["hot"]["kl"]["mean"] > 0.01
     board = result["bradley_terry"]["checkpoints"]
-    assert {r["checkpoint"] for r in board} == {"base", "warm", "hot"} and result["bradley_terry"][
-        "battles"
-    ] == 60
+    assert {r["checkpoint"] for r in board} == {"base", "warm", "hot"}
+    assert result["bradley_terry"]["battles"] == 60
     assert sum(r["p_best"] for r in board) == pytest.approx(1.0)
     assert next(r for r in board if r["checkpoint"] == "base")["rating"] == pytest.approx(1000.0)
     human = result["human_agreement"]
-    assert (
-        set(human) == {"base", "warm", "hot"} and human["base"]["implicit_reward"]["rate"] == 0.5
-    )  # all ties
+    assert set(human) == {"base", "warm", "hot"}
+    assert human["base"]["implicit_reward"]["rate"] == 0.5  # all ties
     assert 0 <= human["hot"]["logprob"]["rate"] <= 1
     html = run.output("report").read_text()
     for section in (
@@ -109,11 +108,11 @@ def test_compare_three_checkpoints_report_and_cache(tmp_path, three_checkpoints,
         "Against the baseline",
     ):
         assert section in html, section
-    assert "<svg" in html and "http" not in html.split("<svg", 1)[0].replace(
-        "http://www.w3.org", ""
-    )  # self-contained
+    assert "<svg" in html
+    assert "http" not in html.split("<svg", 1)[0].replace("http://www.w3.org", "")  # self-contained
     answers = [json.loads(x) for x in run.output("answers").read_text().splitlines()]
-    assert len(answers) == 20 and set(answers[0]["answers"]) == {"base", "warm", "hot"}
+    assert len(answers) == 20
+    assert set(answers[0]["answers"]) == {"base", "warm", "hot"}
 
     again = compare.run(cfg_for(tmp_path, three_checkpoints, prompts, name="cmp2"))
     assert {n: g["generated"] for n, g in again.read_manifest()["result"].items()} == {
@@ -142,7 +141,8 @@ def test_judge_and_flags(tmp_path, three_checkpoints, prompts):
     )
     result = json.loads(compare.run(cfg).output("compare_json").read_text())
     j = result["judge"]["hot"]
-    assert 0 <= j["win_rate"] <= 1 and 0 <= j["position_bias"] <= 1
+    assert 0 <= j["win_rate"] <= 1
+    assert 0 <= j["position_bias"] <= 1
     assert any("far from the reference" in f for f in result["flags"])
 
 
@@ -168,9 +168,8 @@ def test_arena_battles_votes_leaderboard_and_export(tmp_path, three_checkpoints,
     with Store(store_path) as s:
         items = s.items("arena")
         pairs = [frozenset(c["source"]["policy"] for c in it["candidates"]) for it in items]
-        assert all(len(p) == 2 for p in pairs) and {len(pairs) // 3, len(pairs) // 3 + 1} >= {
-            pairs.count(p) for p in set(pairs)
-        }
+        assert all(len(p) == 2 for p in pairs)
+        assert {len(pairs) // 3, len(pairs) // 3 + 1} >= {pairs.count(p) for p in set(pairs)}
         firsts = [it["candidates"][0]["source"]["policy"] for it in items]
         assert len(set(firsts)) == 3  # sides randomised
         for user in ("ann", "bob"):
@@ -194,12 +193,14 @@ def test_arena_battles_votes_leaderboard_and_export(tmp_path, three_checkpoints,
                 )
         board = arena.leaderboard(s.items("arena"), s.annotations("arena"), bootstrap=100)
         assert [r["checkpoint"] for r in board["checkpoints"]] == ["hot", "warm", "base"]
-        assert board["battles"] == 40 and sum(board["votes_per_pair"].values()) == 40
+        assert board["battles"] == 40
+        assert sum(board["votes_per_pair"].values()) == 40
         rows, acct = export_rows(s.items("arena"), s.annotations("arena"), "pairwise", ExportSettings())
-        assert (
-            acct["items_in"] == 20 and acct["items_exported"] == 20 and acct["pairs_out"] == len(rows) == 20
-        )
+        assert acct["items_in"] == 20
+        assert acct["items_exported"] == 20
+        assert acct["pairs_out"] == len(rows) == 20
     capsys.readouterr()  # forget the compare run's own output
     assert main(["compare", "--leaderboard", "arena", "--store", store_path]) == 0
     out = capsys.readouterr().out
-    assert out.index("hot") < out.index("warm") < out.index("base") and "40 votes" in out
+    assert out.index("hot") < out.index("warm") < out.index("base")
+    assert "40 votes" in out

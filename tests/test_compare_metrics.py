@@ -30,7 +30,8 @@ def test_bt_two_models_by_hand():
     b = bt.fit_strengths(w, l2=0.0)
     assert b[0] - b[1] == pytest.approx(math.log(3), abs=1e-6)
     r = bt.elo(b)
-    assert r[0] - r[1] == pytest.approx(400 * math.log10(3), abs=1e-3) and r.mean() == pytest.approx(1000)
+    assert r[0] - r[1] == pytest.approx(400 * math.log10(3), abs=1e-3)
+    assert r.mean() == pytest.approx(1000)
     assert bt.expected_score(r[0], r[1]) == pytest.approx(0.75, abs=1e-6)
     # a tie is half a win each way: 1 win + 2 ties -> 2 : 1 -> ln 2
     b = bt.fit_strengths(bt.win_matrix([(0, 1, 1.0), (0, 1, 0.5), (0, 1, 0.5)], 2), l2=0.0)
@@ -46,7 +47,9 @@ def test_bt_recovers_planted_strengths():
 
 def test_bt_never_winning_stays_finite_and_anchor_sets_the_origin():
     r = bt.ratings([(0, 1, 1.0)] * 20, 2, bootstrap=50, anchor=1)
-    assert r["rating"][1] == pytest.approx(1000) and math.isfinite(r["rating"][0]) and r["rating"][0] > 1500
+    assert r["rating"][1] == pytest.approx(1000)
+    assert math.isfinite(r["rating"][0])
+    assert r["rating"][0] > 1500
     assert r["p_best"] == [1.0, 0.0]
 
 
@@ -68,20 +71,27 @@ def test_win_rates_and_ties_by_hand():
     assert cm.outcomes(a, b, tie_eps=0.1).tolist() == [1.0, 0.5, 0.0, 0.5]
     res = cm.pairwise_wins([a, b, c], n=200)
     rate = np.array(res["rate"])
-    assert rate[0, 1] == pytest.approx(1.5 / 4) and rate[1, 0] == pytest.approx(2.5 / 4)
-    assert rate[0, 2] == pytest.approx(0.75) and np.diag(rate).tolist() == [0.5, 0.5, 0.5]
+    assert rate[0, 1] == pytest.approx(1.5 / 4)
+    assert rate[1, 0] == pytest.approx(2.5 / 4)
+    assert rate[0, 2] == pytest.approx(0.75)
+    assert np.diag(rate).tolist() == [0.5, 0.5, 0.5]
     lo, hi = np.array(res["ci95_low"]), np.array(res["ci95_high"])
-    assert (lo <= rate + 1e-9).all() and (rate <= hi + 1e-9).all()
+    assert (lo <= rate + 1e-9).all()
+    assert (rate <= hi + 1e-9).all()
     assert lo[1, 0] == pytest.approx(1 - hi[0, 1])
     assert cm.battles_from_scores([a, b], tie_eps=0.1) == [(0, 1, 1.0), (0, 1, 0.5), (0, 1, 0.0), (0, 1, 0.5)]
 
 
 def test_mean_and_rate_with_ci():
     m = cm.mean_ci([1.0, 2.0, 3.0, 4.0], n=500)
-    assert m["mean"] == 2.5 and m["n"] == 4 and 1.0 <= m["ci95"][0] < 2.5 < m["ci95"][1] <= 4.0
+    assert m["mean"] == 2.5
+    assert m["n"] == 4
+    assert 1.0 <= m["ci95"][0] < 2.5 < m["ci95"][1] <= 4.0
     r = cm.rate_ci([1, 1, 0, 0.5], n=500)
-    assert r["rate"] == pytest.approx(0.625) and r["ci95"][0] <= 0.625 <= r["ci95"][1]
-    assert cm.overlapping([0.1, 0.5], [0.4, 0.9]) and not cm.overlapping([0.1, 0.3], [0.4, 0.9])
+    assert r["rate"] == pytest.approx(0.625)
+    assert r["ci95"][0] <= 0.625 <= r["ci95"][1]
+    assert cm.overlapping([0.1, 0.5], [0.4, 0.9])
+    assert not cm.overlapping([0.1, 0.3], [0.4, 0.9])
 
 
 def test_length_control_removes_a_planted_length_effect():

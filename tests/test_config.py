@@ -41,8 +41,13 @@ def test_yaml_and_overrides_typed(tmp_path):
     cfg = load_config(
         Outer, path, ["inner.rate=1e-5", "flag=true", "trainer.lr=3", "inner.names=[a, b]", "maybe.r=2"]
     )
-    assert cfg.name == "y" and cfg.inner.r == 4 and cfg.inner.rate == 1e-5 and cfg.flag is True
-    assert cfg.trainer == {"lr": 3} and cfg.inner.names == ["a", "b"] and cfg.maybe.r == 2
+    assert cfg.name == "y"
+    assert cfg.inner.r == 4
+    assert cfg.inner.rate == 1e-5
+    assert cfg.flag is True
+    assert cfg.trainer == {"lr": 3}
+    assert cfg.inner.names == ["a", "b"]
+    assert cfg.maybe.r == 2
 
 
 def test_unknown_key_names_key_file_and_valid_keys(tmp_path):
@@ -126,7 +131,8 @@ def test_unknown_trainer_key_is_named_with_suggestion(tmp_path):
 def test_resolved_config_round_trips():
     cfg = load_config(SFTStageConfig, ROOT / "configs" / "sft.yaml", ["model.lora.r=4"])
     again = load_config(SFTStageConfig, None, [])
-    assert cfg.model.lora.r == 4 and again.model.lora is None
+    assert cfg.model.lora.r == 4
+    assert again.model.lora is None
     assert yaml.safe_load(dump_yaml(cfg))["model"]["lora"]["r"] == 4
 
 
@@ -188,7 +194,8 @@ def test_accelerate_configs(path):
     cfg = yaml.safe_load(text)
     kind, stage, offload = ACCELERATE_EXPECTED[path.stem]
     assert cfg["distributed_type"] == kind
-    assert cfg["num_processes"] == 8 and cfg["num_machines"] == 1
+    assert cfg["num_processes"] == 8
+    assert cfg["num_machines"] == 1
     assert cfg["mixed_precision"] == "no"  # precision comes from trainer.bf16 / trainer.fp16
     ds = cfg.get("deepspeed_config") or {}
     # From the training arguments ("auto"): a value here would fight the stage config's trainer mapping.
@@ -200,10 +207,12 @@ def test_accelerate_configs(path):
     launch_options = {a.dest for a in launch_command_parser()._actions}
     assert set(ds) <= launch_options, f"unknown deepspeed_config keys {sorted(set(ds) - launch_options)}"
     assert ds["zero_stage"] == stage
-    assert ds["offload_optimizer_device"] == offload and ds["offload_param_device"] == offload
+    assert ds["offload_optimizer_device"] == offload
+    assert ds["offload_param_device"] == offload
     if stage == 3:
         # Without it the saved weights are ZeRO shards that from_pretrained cannot read.
-        assert ds["zero3_save_16bit_model"] is True and ds["zero3_init_flag"] is True
+        assert ds["zero3_save_16bit_model"] is True
+        assert ds["zero3_init_flag"] is True
 
 
 def test_one_range_idiom_no_hand_written_range_checks():

@@ -66,7 +66,8 @@ def test_string_rows_wrapped_in_chat_or_kept_raw():
 )
 def test_row_rejection_reasons(row, reason):
     out, got = norm(row)
-    assert out is None and got == reason
+    assert out is None
+    assert got == reason
 
 
 def test_validate_rows_accounts_for_every_row():
@@ -81,7 +82,8 @@ def test_validate_rows_accounts_for_every_row():
     )
     kept, acct = validate_rows(rows, norm, what="data.train", length=lambda r: len(str(r)), max_length=150)
     assert len(kept) == 1
-    assert acct.rows_in == 3 and acct.rows_kept == 1
+    assert acct.rows_in == 3
+    assert acct.rows_kept == 1
     assert [(r.id, r.reason.split(":")[0]) for r in acct.rejected] == [
         ("r1", "empty prompt"),
         ("r2", "too long"),
@@ -96,11 +98,14 @@ def test_jsonl_bad_lines_are_reported_not_dropped(tmp_path):
         tmp_path / "d.jsonl", [make_rows(1)[0], "{not json", "[1, 2]", {"messages": None, "id": "x7"}]
     )
     rows = load_rows(path, what="data.train")
-    assert rows.count == 4 and len(rows.rows) == 2
+    assert rows.count == 4
+    assert len(rows.rows) == 2
     assert [r.id for r in rows.unreadable] == ["line 2", "line 3"]
     assert rows.unreadable[0].reason.startswith("invalid JSON")
     kept, acct = validate_rows(rows, norm, what="data.train")
-    assert acct.rows_in == 4 and len(kept) == 1 and acct.rejected[-1].id == "x7"
+    assert acct.rows_in == 4
+    assert len(kept) == 1
+    assert acct.rejected[-1].id == "x7"
 
 
 def test_all_rejected_raises_with_columns(tmp_path):
@@ -108,7 +113,9 @@ def test_all_rejected_raises_with_columns(tmp_path):
     with pytest.raises(DataError) as e:
         validate_rows(load_rows(path, what="data.train"), norm, what="data.train")
     msg = str(e.value)
-    assert "all 3 rows" in msg and "missing columns: 3" in msg and "Columns found: answer, question." in msg
+    assert "all 3 rows" in msg
+    assert "missing columns: 3" in msg
+    assert "Columns found: answer, question." in msg
 
 
 def test_missing_file_and_unsupported_format(tmp_path):
@@ -146,12 +153,15 @@ def test_json_parquet_and_saved_dataset(tmp_path):
 def test_demo_data_is_valid_and_big_enough():
     rows = load_rows("demo:sft", what="data.train")
     kept, acct = validate_rows(rows, norm, what="data.train")
-    assert acct.rows_in >= 100 and not acct.rejected
+    assert acct.rows_in >= 100
+    assert not acct.rejected
     assert len(set(rows.ids)) == len(rows.ids)
     from rlhf.preferences import normalize_preference_row
 
     prefs = load_rows("demo:preferences", what="data.train")
     kept, acct = validate_rows(prefs, normalize_preference_row, what="data.train")
-    assert acct.rows_in >= 100 and not acct.rejected
+    assert acct.rows_in >= 100
+    assert not acct.rejected
     prompts = load_rows("demo:prompts", what="data.prompts")
-    assert len(prompts.rows) >= 40 and all(r["prompt"] for r in prompts.rows)
+    assert len(prompts.rows) >= 40
+    assert all(r["prompt"] for r in prompts.rows)

@@ -54,4 +54,5 @@ def test_minhash_on_many_rows_with_planted_near_duplicates():
         docs.append(" ".join(w))
         planted.append((i, len(docs) - 1))
     found = {tuple(sorted(c)) for c in dedup.minhash_clusters(docs, threshold=0.6)}
-    assert all(p in found for p in planted) and len(found) == len(planted)
+    assert all(p in found for p in planted)
+    assert len(found) == len(planted)

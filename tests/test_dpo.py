@@ -50,15 +50,15 @@ def test_each_loss_type_changes_weights(tmp_path, tiny_model_dir, prefs, loss):
     before, after = weights(tiny_model_dir), weights(run.model_dir)
     assert sum(not torch.equal(before[k], after[k]) for k in before) >= len(before) - 1
     m = run.read_manifest()
-    assert m["result"]["global_step"] == 2 and m["result"]["reference"] == "frozen copy"
+    assert m["result"]["global_step"] == 2
+    assert m["result"]["reference"] == "frozen copy"
     acct = m["data"]["train"]
-    assert (
-        acct["rows_in"] == 13
-        and acct["rows_rejected"] == 1
-        and acct["rejected_examples"][0]["id"] == "too-long"
-    )
+    assert acct["rows_in"] == 13
+    assert acct["rows_rejected"] == 1
+    assert acct["rejected_examples"][0]["id"] == "too-long"
     logged = [r for r in run.read_metrics() if "loss" in r]
-    assert logged and any(k.startswith("rewards/margins") for k in logged[-1])
+    assert logged
+    assert any(k.startswith("rewards/margins") for k in logged[-1])
 
 
 def test_lora_dpo_holds_no_reference_copy(tmp_path, tiny_model_dir, prefs, monkeypatch):
@@ -90,7 +90,8 @@ def test_drift_guard_logs_kl_and_length(tmp_path, tiny_model_dir, prefs):
     run = dpo.run(cfg_for(tmp_path, tiny_model_dir, prefs, "dpo-drift", **extra))
     drift = [r for r in run.read_metrics() if "drift/kl" in r]
     assert [r["step"] for r in drift] == [0, 1, 2]
-    assert drift[0]["drift/kl"] == pytest.approx(0.0, abs=1e-5) and drift[0]["drift/length_ratio"] == 1.0
+    assert drift[0]["drift/kl"] == pytest.approx(0.0, abs=1e-5)
+    assert drift[0]["drift/length_ratio"] == 1.0
     assert drift[-1]["drift/kl"] != pytest.approx(0.0, abs=1e-5)  # the policy moved away from the reference
     assert run.read_manifest()["result"]["drift"]["alarms"] == []
 
@@ -99,7 +100,8 @@ def test_drift_stop_ends_training_and_says_why(tmp_path, tiny_model_dir, prefs):
     extra = {"drift.every_steps": 1, "drift.max_kl": 1e-9, "drift.action": "stop", "trainer.max_steps": 4}
     run = dpo.run(cfg_for(tmp_path, tiny_model_dir, prefs, "dpo-stop", **extra))
     result = run.read_manifest()["result"]
-    assert result["global_step"] == 1 and result["drift"]["stopped"]
+    assert result["global_step"] == 1
+    assert result["drift"]["stopped"]
     assert "drift.max_kl" in result["drift"]["alarms"][0]["alarm"]
     assert result["drift"]["restored_checkpoint"] is None  # no checkpoint was saved within bounds
 
@@ -112,7 +114,8 @@ def test_dpo_first_loss_is_log2_and_training_moves_the_weights(tmp_path, tiny_mo
     extra = {"trainer.bf16": bf16, "trainer.loss_type": "sigmoid"}
     run = dpo.run(cfg_for(tmp_path, tiny_model_dir, prefs, f"dpo-{bf16}", **extra))
     losses = [r["loss"] for r in run.read_metrics() if "loss" in r]
-    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert len(losses) == 2
+    assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[0] == pytest.approx(0.6931, abs=0.02 if bf16 else 1e-3)
     before, after = weights(tiny_model_dir), weights(run.model_dir)
     assert sum(not torch.equal(before[k], after[k]) for k in before) >= len(before) - 1

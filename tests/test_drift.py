@@ -32,23 +32,30 @@ def test_settings_are_checked():
 def test_guard_tracks_baseline_last_ok_step_and_stops():
     g = DriftGuard(DriftSettings(max_kl=1.0, max_length_ratio=1.5, action="stop"))
     metrics, fired = g.observe(1, 0.0, 10.0)
-    assert metrics == {"drift/kl": 0.0, "drift/mean_length": 10.0, "drift/length_ratio": 1.0} and fired == []
+    assert metrics == {"drift/kl": 0.0, "drift/mean_length": 10.0, "drift/length_ratio": 1.0}
+    assert fired == []
     g.observe(2, 0.5, 14.0)
-    assert g.last_ok_step == 2 and not g.should_stop
+    assert g.last_ok_step == 2
+    assert not g.should_stop
     _, fired = g.observe(3, 0.4, 16.0)  # 16 / 10 = 1.6 > 1.5
-    assert len(fired) == 1 and g.should_stop and g.last_ok_step == 2
+    assert len(fired) == 1
+    assert g.should_stop
+    assert g.last_ok_step == 2
     g.observe(4, 0.1, 10.0)  # once stopped, a good step does not move the fallback point
     assert g.last_ok_step == 2
     restored = DriftGuard(g.settings)
     restored.load_state_dict(g.state_dict())
-    assert restored.summary()["last_step_within_bounds"] == 2 and restored.baseline_length == 10.0
+    assert restored.summary()["last_step_within_bounds"] == 2
+    assert restored.baseline_length == 10.0
     assert [a["step"] for a in restored.alarms] == [3]
 
 
 def test_warn_never_stops():
     g = DriftGuard(DriftSettings(max_kl=1.0, action="warn"))
     g.observe(1, 5.0, 3.0)
-    assert not g.should_stop and g.alarms and g.last_ok_step == 0
+    assert not g.should_stop
+    assert g.alarms
+    assert g.last_ok_step == 0
 
 
 def test_best_checkpoint_is_the_newest_complete_one_within_bounds(tmp_path):
@@ -69,5 +76,6 @@ def test_sequence_kl_by_hand():
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
     kl, length = sequence_kl(logp, ref, mask)
     # row 0: 0.5 + 0 = 0.5 (the third token is padding); row 1: 0.5 + 0.5 = 1.0; mean 0.75
-    assert kl == pytest.approx(0.75) and length == pytest.approx(2.0)
+    assert kl == pytest.approx(0.75)
+    assert length == pytest.approx(2.0)
     assert sequence_kl(logp, None, mask) == (None, pytest.approx(2.0))

@@ -36,11 +36,15 @@ def test_values_per_task():
 def test_kwise_to_pairs_counts():
     ranks = {1: 1, 2: 2, 3: 3, 4: 4}
     pairs, ties = preferences("ranking", ranks)
-    assert len(pairs) == 6 and ties == 0 and (1, 4) in pairs and (4, 1) not in pairs
+    assert len(pairs) == 6
+    assert ties == 0
+    assert (1, 4) in pairs
+    assert (4, 1) not in pairs
     pairs, _ = preferences("ranking", ranks, mode="best_vs_others")
     assert pairs == [(1, 2), (1, 3), (1, 4)]
     pairs, ties = preferences("likert", {1: 5.0, 2: 5.0, 3: 2.0})
-    assert sorted(pairs) == [(1, 3), (2, 3)] and ties == 1
+    assert sorted(pairs) == [(1, 3), (2, 3)]
+    assert ties == 1
 
 
 def test_majority_margin_and_accounting():
@@ -60,25 +64,26 @@ def test_majority_margin_and_accounting():
         ("t1.0", "t1.2"): 1.0,
         ("t1.1", "t1.2"): pytest.approx(1 / 3),
     }
-    assert acct["items_in"] == 4 and acct["items_exported"] == 1
+    assert acct["items_in"] == 4
+    assert acct["items_exported"] == 1
     assert acct["items_dropped"] == {"only ties": 1, "no annotations": 1, "gold item": 1}
     assert acct["items_in"] == acct["items_exported"] + sum(acct["items_dropped"].values())
-    assert acct["pairs_dropped"] == {"tie": 1} and acct["pairs_out"] == 3
+    assert acct["pairs_dropped"] == {"tie": 1}
+    assert acct["pairs_out"] == 3
 
 
 def test_even_split_has_no_majority_and_per_vote_keeps_both():
     items = [item(1, k=2)]
     anns = [vote(1, "a", {10: 1, 11: 2}), vote(1, "b", {10: 2, 11: 1})]
     rows, acct = export_rows(items, anns, "ranking", ExportSettings())
-    assert (
-        rows == []
-        and acct["items_dropped"] == {"no majority": 1}
-        and acct["pairs_dropped"] == {"no majority": 1}
-    )
+    assert rows == []
+    assert acct["items_dropped"] == {"no majority": 1}
+    assert acct["pairs_dropped"] == {"no majority": 1}
     rows, acct = export_rows(items, anns, "ranking", ExportSettings(aggregate="per_vote"))
     assert [(r["chosen"], r["assessor"]) for r in rows] == [("t1.0", "a"), ("t1.1", "b")]
     rows, acct = export_rows(items, anns, "ranking", ExportSettings(exclude_assessors=["b"]))
-    assert len(rows) == 1 and acct["votes_excluded_assessors"] == 1
+    assert len(rows) == 1
+    assert acct["votes_excluded_assessors"] == 1
 
 
 def test_conversational_prompts_and_one_format():
@@ -124,11 +129,9 @@ def test_two_admin_exports_in_the_same_second_do_not_collide(tmp_path):
         lease = s.next_item("p", "ann")
         s.submit("p", "ann", lease.item_id, {"choice": "A"}, client_token="t")
         first, second = (export_to_run(s, "p", str(tmp_path / "runs")) for _ in range(2))
-    assert (
-        first.path != second.path
-        and (first.path / "COMPLETED").exists()
-        and (second.path / "COMPLETED").exists()
-    )
+    assert first.path != second.path
+    assert (first.path / "COMPLETED").exists()
+    assert (second.path / "COMPLETED").exists()
     assert first.output("preferences").read_text() == second.output("preferences").read_text() != ""
 
 
@@ -142,9 +145,11 @@ def test_items_flagged_unsafe_by_an_assessor_are_left_out_unless_asked():
     ]
     rows, acct = export_rows(items, anns, "pairwise", ExportSettings())
     assert [r["item_id"] for r in rows] == ["e2"]
-    assert acct["items_dropped"] == {"flagged unsafe by an assessor": 1} and acct["items_in"] == 2
+    assert acct["items_dropped"] == {"flagged unsafe by an assessor": 1}
+    assert acct["items_in"] == 2
     rows, acct = export_rows(items, anns, "pairwise", ExportSettings(include_flagged=True))
-    assert len(rows) == 2 and acct["items_dropped"] == {}
+    assert len(rows) == 2
+    assert acct["items_dropped"] == {}
 
 
 def test_review_decisions_are_values_not_preferences():

@@ -53,16 +53,20 @@ def test_generate_label_export_stats(tmp_path, tiny_model_dir, store_target, cap
     run = generate.run(gen_cfg(tmp_path, tiny_model_dir, store_target))
     m = run.read_manifest()
     acct = m["data"]["prompts"]
-    assert acct["rows_in"] == 5 and acct["rows_rejected"] == 2
+    assert acct["rows_in"] == 5
+    assert acct["rows_rejected"] == 2
     assert acct["rejected_by_reason"] == {"empty prompt": 1, "too long": 1}
-    assert (
-        m["result"]["items_added"] == 3 and m["result"]["candidates"] == 12 and m["result"]["new_tokens"] > 0
-    )
+    assert m["result"]["items_added"] == 3
+    assert m["result"]["candidates"] == 12
+    assert m["result"]["new_tokens"] > 0
     store = Store(store_target)
     items = store.items("demo")
-    assert len(items) == 3 and all(len(it["candidates"]) == 4 for it in items)
+    assert len(items) == 3
+    assert all(len(it["candidates"]) == 4 for it in items)
     src = items[0]["candidates"][0]["source"]
-    assert src["policy"] == tiny_model_dir and src["sampling"]["max_new_tokens"] == 6 and src["seed"] == 42
+    assert src["policy"] == tiny_model_dir
+    assert src["sampling"]["max_new_tokens"] == 6
+    assert src["seed"] == 42
     assert [c["source"]["policy_index"] for c in items[0]["candidates"]] == [0, 1, 0, 1]
     assert isinstance(next(it for it in items if it["external_id"] == "p2@gen")["prompt"], list)
     for user in ("ann", "bob"):
@@ -78,9 +82,12 @@ def test_generate_label_export_stats(tmp_path, tiny_model_dir, store_target, cap
     )
     out = export.run(cfg)
     acct = out.read_manifest()["accounting"]
-    assert acct["items_in"] == 3 and acct["items_exported"] == 3 and acct["pairs_out"] == 18
+    assert acct["items_in"] == 3
+    assert acct["items_exported"] == 3
+    assert acct["pairs_out"] == 18
     rows = [json.loads(x) for x in (out.path / "preferences.jsonl").read_text().splitlines()]
-    assert len(rows) == 18 and all(r["margin"] == 1.0 for r in rows)
+    assert len(rows) == 18
+    assert all(r["margin"] == 1.0 for r in rows)
     assert all(isinstance(r["prompt"], list) for r in rows)  # one format: conversational
     from datasets import load_from_disk
 
@@ -124,7 +131,9 @@ def test_import_reports_each_reject(tmp_path):
     cfg = load_config(importer.ImportStageConfig, None, [f"run.output_root={tmp_path}", f"source={src}"])
     run = importer.run(cfg)
     acct = run.read_manifest()["accounting"]
-    assert acct["rows_in"] == 4 and acct["rows_kept"] == 2 and acct["rows_rejected"] == 2
+    assert acct["rows_in"] == 4
+    assert acct["rows_kept"] == 2
+    assert acct["rows_rejected"] == 2
     rejected = [json.loads(x) for x in (run.path / "rejected.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rejected] == ["line 2", "line 4"]
 

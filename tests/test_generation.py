@@ -33,12 +33,15 @@ def test_cut_at_eos_keeps_the_first_eos_and_pads_after_it():
 
 def test_cut_at_eos_with_several_eos_ids():
     resp, mask, ended = cut_at_eos(torch.tensor([[5, 7, 9, 5]]), [9, 7], PAD)
-    assert resp.tolist() == [[5, 7, 0, 0]] and mask.tolist() == [[1, 1, 0, 0]] and ended.tolist() == [True]
+    assert resp.tolist() == [[5, 7, 0, 0]]
+    assert mask.tolist() == [[1, 1, 0, 0]]
+    assert ended.tolist() == [True]
 
 
 def test_left_padding_and_position_ids():
     ids, mask = left_pad([[3, 4, 5], [6]], PAD)
-    assert ids.tolist() == [[3, 4, 5], [0, 0, 6]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert ids.tolist() == [[3, 4, 5], [0, 0, 6]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     full = torch.cat([mask, torch.tensor([[1, 1], [1, 0]])], 1)
     assert position_ids(full).tolist() == [[0, 1, 2, 3, 4], [0, 0, 0, 1, 1]]
 
@@ -79,7 +82,8 @@ def test_one_batch_equals_one_prompt_at_a_time_and_logprobs_ignore_padding(tiny_
     greedy = SamplingSettings(max_new_tokens=6, do_sample=False)
     prompts = [encode_prompt(tok, p) for p in ("the cat sat on the mat today", "hello")]
     batch = sample(model, tok, prompts, greedy)
-    assert batch.input_ids.shape[0] == 2 and batch.prompt_width == max(map(len, prompts))
+    assert batch.input_ids.shape[0] == 2
+    assert batch.prompt_width == max(map(len, prompts))
     logp = sequence_logprobs(model, batch)
     for i, ids in enumerate(prompts):
         alone = sample(model, tok, [ids], greedy)

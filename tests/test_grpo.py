@@ -104,7 +104,8 @@ def test_trains_on_reward_model_scores(tmp_path, tiny_model_dir, tiny_rm_dir, pr
     m = run.read_manifest()
     assert changed(run, tiny_model_dir, algo)
     # the RM was called on decoded completions (message lists of text, not token ids), 8 per step
-    assert len(spy_scores) == 2 == m["result"]["reward_calls"] and m["result"]["completions_scored"] == 16
+    assert len(spy_scores) == 2 == m["result"]["reward_calls"]
+    assert m["result"]["completions_scored"] == 16
     for ps, rs in spy_scores:
         assert len(ps) == len(rs) == 8
         assert all(isinstance(r, list) and r[-1]["role"] == "assistant" for r in rs)
@@ -114,15 +115,17 @@ def test_trains_on_reward_model_scores(tmp_path, tiny_model_dir, tiny_rm_dir, pr
     assert any("reward" in r and f"rewards/{grpo.REWARD_NAME}/mean" in r for r in metrics)
     assert any(grpo.LOG_KL in r and grpo.LOG_LENGTH in r for r in metrics)
     drift = [r for r in metrics if "drift/kl" in r]
-    assert [r["step"] for r in drift] == [1, 2] and "drift/length_ratio" in drift[-1]
+    assert [r["step"] for r in drift] == [1, 2]
+    assert "drift/length_ratio" in drift[-1]
     acct = m["data"]["prompts"]
     assert (acct["rows_in"], acct["rows_used"], acct["rows_rejected"]) == (11, 9, 2)
     rejected = {r["id"]: r["reason"] for r in acct["rejected_examples"]}
-    assert (
-        "data.max_prompt_length 32" in rejected["too-long"] and "last turn" in rejected["ends-with-assistant"]
-    )
-    assert m["result"]["reference"] == reference and m["result"]["algorithm"] == algo
-    assert m["status"] == "completed" and m["inputs"]["reward.model"]["sha256"]
+    assert "data.max_prompt_length 32" in rejected["too-long"]
+    assert "last turn" in rejected["ends-with-assistant"]
+    assert m["result"]["reference"] == reference
+    assert m["result"]["algorithm"] == algo
+    assert m["status"] == "completed"
+    assert m["inputs"]["reward.model"]["sha256"]
 
 
 @pytest.mark.parametrize("algo", ["grpo", "rloo"])
@@ -139,9 +142,12 @@ def test_drift_stop_exports_best_checkpoint(tmp_path, tiny_model_dir, tiny_rm_di
     run = grpo.run(cfg_for(tmp_path, algo, tiny_model_dir, tiny_rm_dir, prompts, "drift", **extra))
     result = run.read_manifest()["result"]
     # step 1 measures the untouched policy (KL 0); step 2 exceeds the tiny bound and stops the run
-    assert result["global_step"] == 2 and result["drift"]["stopped"]
+    assert result["global_step"] == 2
+    assert result["drift"]["stopped"]
     alarm = result["drift"]["alarms"][0]
-    assert alarm["step"] == 2 and alarm["action"] == "stop" and "drift.max_kl" in alarm["alarm"]
+    assert alarm["step"] == 2
+    assert alarm["action"] == "stop"
+    assert "drift.max_kl" in alarm["alarm"]
     best = run.checkpoints / "checkpoint-1"
     assert result["restored_checkpoint"] == str(best)
     exported = tensors(run.model_dir, weights_file)
@@ -159,9 +165,11 @@ def test_nan_reward_stops_with_training_error(tmp_path, tiny_model_dir, tiny_rm_
         grpo.run(cfg)
     msg = str(e.value)
     assert f"reward ({tiny_rm_dir}) was not finite for 8 of 8 responses at step 1" in msg
-    assert "(first: prompt p" in msg and "value nan" in msg
+    assert "(first: prompt p" in msg
+    assert "value nan" in msg
     m = json.loads((tmp_path / "runs" / "nan" / "manifest.json").read_text())
-    assert m["status"] == "failed" and "TrainingError" in m["error"]
+    assert m["status"] == "failed"
+    assert "TrainingError" in m["error"]
 
 
 def test_missing_reward_model_and_kl_without_beta(tmp_path, tiny_model_dir, prompts):

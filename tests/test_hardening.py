@@ -71,7 +71,8 @@ def test_bad_bytes_in_a_json_array_spoil_only_their_row(tmp_path):
     ).encode()
     path.write_bytes(good.replace(b"XX", b"\xc3\x28"))
     rows = load_rows(str(path), what="data.train")
-    assert rows.ids == ["a", "c"] and [r.id for r in rows.unreadable] == ["row 1"]
+    assert rows.ids == ["a", "c"]
+    assert [r.id for r in rows.unreadable] == ["row 1"]
     assert rows.unreadable[0].reason.startswith("invalid UTF-8")
 
 
@@ -83,7 +84,8 @@ def test_unicode_line_separators_inside_strings_do_not_split_rows(tmp_path):
     path = tmp_path / "sep.jsonl"
     path.write_bytes(b"\n".join(json.dumps(r, ensure_ascii=False).encode() for r in rows) + b"\r\n")
     loaded = load_rows(str(path), what="data.train")
-    assert loaded.count == 3 and not loaded.unreadable
+    assert loaded.count == 3
+    assert not loaded.unreadable
     assert [r["chosen"] for r in loaded.rows] == ["one\u2028two", "one\x85two", "one\u2029two"]
 
 
@@ -109,9 +111,12 @@ def test_ids_become_strings_repeats_are_renamed_and_blank_lines_counted(tmp_path
     kept = [json.loads(x) for x in (run / "preferences.jsonl").read_text().splitlines()]
     assert [r.get("id") for r in kept] == ["7", "7#2", "x", "x#2", None]
     acct = json.loads((run / "manifest.json").read_text())["accounting"]
-    assert acct["rows_in"] == 5 and acct["blank_lines"] == 2 and acct["ids_repeated"] == 2
+    assert acct["rows_in"] == 5
+    assert acct["blank_lines"] == 2
+    assert acct["ids_repeated"] == 2
     assert acct["ids_renamed_examples"][0] == {"id": "7", "renamed": "7#2", "row": "line 2"}
-    assert "2 blank lines skipped" in out and "2 repeated ids renamed" in out
+    assert "2 blank lines skipped" in out
+    assert "2 repeated ids renamed" in out
 
 
 def test_sft_rows_with_mixed_id_types_train_data_builds(tmp_path):
@@ -128,7 +133,8 @@ def test_sft_rows_with_mixed_id_types_train_data_builds(tmp_path):
     kept, acct = validate_rows(
         load_rows(path, what="data.train"), lambda r: normalize_sft_row(r, as_chat=True), what="data.train"
     )
-    assert acct.kept_ids == ["1", "1#2"] and len(kept) == 2
+    assert acct.kept_ids == ["1", "1#2"]
+    assert len(kept) == 2
 
 
 def test_binary_config_file_is_a_clean_error(tmp_path):
@@ -225,11 +231,14 @@ def test_commands_that_create_a_store_say_so(tmp_path):
     code, out, err = cli(
         "users", "add", "ann", "--store", str(new), "--password-stdin", stdin="password123\n"
     )
-    assert code == 0 and "created a new store" in err and new.exists()
+    assert code == 0
+    assert "created a new store" in err
+    assert new.exists()
     code, out, err = cli(
         "users", "add", "bob", "--store", str(new), "--password-stdin", stdin="password123\n"
     )
-    assert code == 0 and "created" not in err
+    assert code == 0
+    assert "created" not in err
 
 
 @pytest.mark.parametrize("kind", ["directory", "not-a-database", "unreachable-postgres"])

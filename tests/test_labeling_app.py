@@ -52,7 +52,8 @@ def test_two_assessors_label_different_items_with_correct_attribution(served):
     ann, bob = client(url, "ann"), client(url, "bob")
     a_view, b_view = ann.predict(api_name="/load"), bob.predict(api_name="/load")
     assert a_view[0] != b_view[0]  # different prompts: different items
-    assert "Logged in as **ann**" in a_view[-1] and "Logged in as **bob**" in b_view[-1]
+    assert "Logged in as **ann**" in a_view[-1]
+    assert "Logged in as **bob**" in b_view[-1]
     for c in (ann, bob):
         out = c.predict(None, "A,B,C", "looks right", False, None, "", api_name="/submit")
         assert "Saved." in out[2]
@@ -95,7 +96,8 @@ def test_crafted_calls_cannot_submit_without_a_lease_or_reach_admin(served):
     bob = client(url, "bob")
     # a submit with no item leased in this session stores nothing; it just serves the next item
     out = bob.predict(None, "A,B,C", "", False, None, "", api_name="/submit")
-    assert store.annotations("demo") == [] and out[0]
+    assert store.annotations("demo") == []
+    assert out[0]
     with pytest.raises(Exception, match="Admins only"):
         bob.predict(api_name="/admin_refresh")
     lead = client(url, "lead")
@@ -130,9 +132,11 @@ def test_arena_reveals_models_only_after_the_vote(tmp_path):
         assert "ckpt" not in str(before)  # nothing about the models before the vote
         out = c.predict("A", "", "", False, None, "", api_name="/submit")
         shown_a = "ckpt-a" if before[3]["value"].split("\n\n", 1)[1] == "hi" else "ckpt-b"
-        assert f"A = runs/{shown_a}" in out[2] and "Saved." in out[2]
+        assert f"A = runs/{shown_a}" in out[2]
+        assert "Saved." in out[2]
         (ann,) = store.annotations("arena")
-        assert ann["payload"] == {"choice": "A"} and ann["kind"] == "pairwise"
+        assert ann["payload"] == {"choice": "A"}
+        assert ann["kind"] == "pairwise"
     finally:
         app.close()
         store.close()

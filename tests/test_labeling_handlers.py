@@ -42,24 +42,31 @@ def test_parse_ranking():
 
 def test_next_submit_next(ranking_store):
     v = handlers.next_view(ranking_store, "p", "ann")
-    assert v.item_id and len(v.candidates_md) == 3 and v.candidates_md[0].startswith("### A")
+    assert v.item_id
+    assert len(v.candidates_md) == 3
+    assert v.candidates_md[0].startswith("### A")
     after = handlers.submit(ranking_store, "p", "ann", v.item_id, client_token="t1", order="C,B,A")
-    assert after.message == "Saved." and after.item_id != v.item_id and after.progress["done_total"] == 1
+    assert after.message == "Saved."
+    assert after.item_id != v.item_id
+    assert after.progress["done_total"] == 1
     (ann,) = ranking_store.annotations("p")
-    assert ann["values"][v.candidate_ids[2]] == 1 and ann["assessor"] == "ann"
+    assert ann["values"][v.candidate_ids[2]] == 1
+    assert ann["assessor"] == "ann"
 
 
 def test_submit_validation_keeps_the_item(ranking_store):
     v = handlers.next_view(ranking_store, "p", "ann")
     again = handlers.submit(ranking_store, "p", "ann", v.item_id, client_token="t1", order="A,A,B")
     assert again.message.startswith("Not saved: each candidate may have only one rank")
-    assert again.item_id == v.item_id and ranking_store.annotations("p") == []
+    assert again.item_id == v.item_id
+    assert ranking_store.annotations("p") == []
 
 
 def test_forged_submit_for_an_item_of_someone_else_is_refused(ranking_store):
     v = handlers.next_view(ranking_store, "p", "ann")
     forged = handlers.submit(ranking_store, "p", "bob", v.item_id, client_token="f1", order="A,B,C")
-    assert forged.message.startswith("Not saved: item") and "is not assigned to 'bob'" in forged.message
+    assert forged.message.startswith("Not saved: item")
+    assert "is not assigned to 'bob'" in forged.message
     assert ranking_store.annotations("p") == []
 
 
@@ -68,12 +75,14 @@ def test_skip_and_done(ranking_store):
     nope = handlers.skip(ranking_store, "p", "ann", v.item_id, "")
     assert nope.message.startswith("Not skipped: say why")
     v2 = handlers.skip(ranking_store, "p", "ann", v.item_id, "off-topic")
-    assert v2.message == "Skipped." and v2.item_id != v.item_id
+    assert v2.message == "Skipped."
+    assert v2.item_id != v.item_id
     while not v2.done:
         v2 = handlers.submit(
             ranking_store, "p", "ann", v2.item_id, client_token=f"t{v2.item_id}", order="A,B,C"
         )
-    assert v2.done and "Nothing left" in v2.message
+    assert v2.done
+    assert "Nothing left" in v2.message
 
 
 def test_likert_and_pairwise_payloads():
@@ -88,13 +97,17 @@ def test_untrusted_text_stays_inert():
         "<script>alert(1)</script> <img src=x onerror=alert(1)> [x](javascript:alert(1)) "
         "[ok](https://example.org) ![i](data:image/png;base64,AAA)"
     )
-    assert "<script>" not in out and "&lt;script&gt;" in out and "<img" not in out
-    assert "javascript:" not in out.split("link removed")[0] and "(link removed: javascript:alert" in out
-    assert "[ok](https://example.org)" in out and "data:image" not in out.replace(
-        "link removed: data:image", ""
-    )
+    assert "<script>" not in out
+    assert "&lt;script&gt;" in out
+    assert "<img" not in out
+    assert "javascript:" not in out.split("link removed")[0]
+    assert "(link removed: javascript:alert" in out
+    assert "[ok](https://example.org)" in out
+    assert "data:image" not in out.replace("link removed: data:image", "")
     conv = render_prompt([{"role": "user", "content": "hi <b>"}, {"role": "assistant", "content": "yo"}])
-    assert "**User:**" in conv and "**Assistant:**" in conv and "&lt;b&gt;" in conv
+    assert "**User:**" in conv
+    assert "**Assistant:**" in conv
+    assert "&lt;b&gt;" in conv
 
 
 def test_code_renders_faithfully_while_html_outside_code_stays_inert():
@@ -159,7 +172,9 @@ def test_review_items_take_keep_or_drop(tmp_path):
     v = handlers.next_view(s, "rev", "ann")
     assert len(v.candidates_md) == 1
     nope = handlers.submit(s, "rev", "ann", v.item_id, client_token="t0", choice="keep")
-    assert nope.outcome == "refused" and "requires a rationale" in nope.message
+    assert nope.outcome == "refused"
+    assert "requires a rationale" in nope.message
     ok = handlers.submit(s, "rev", "ann", v.item_id, client_token="t1", choice="keep", rationale="medical")
-    assert ok.outcome == "saved" and s.annotations("rev")[0]["payload"] == {"decision": "keep"}
+    assert ok.outcome == "saved"
+    assert s.annotations("rev")[0]["payload"] == {"decision": "keep"}
     s.close()

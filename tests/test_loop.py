@@ -123,16 +123,23 @@ def test_two_rounds_lineage_skip_and_resume(tmp_path, tiny_model_dir, loop_files
     finished_before = [k for k in done if k.startswith(("r0-", "r1-")) and not k.endswith("collect")]
     assert finished_before == ["r0-sft", "r1-generate", "r1-export", "r1-reward", "r1-dpo", "r1-compare"]
     assert all(done[k] == "skipped" for k in finished_before + ["r2-generate", "r2-export", "r2-reward"])
-    assert done["r2-dpo"] in ("resumed", "rerun") and done["r2-compare"] == "ran"
-    assert state["status"] == "completed" and set(state["rounds"]) == {"1", "2"}
+    assert done["r2-dpo"] in ("resumed", "rerun")
+    assert done["r2-compare"] == "ran"
+    assert state["status"] == "completed"
+    assert set(state["rounds"]) == {"1", "2"}
 
     # round 2 chose 5 of its 10 pooled prompts by ensemble disagreement; no prompt was used twice
     sel = state["rounds"]["2"]["selection"]
-    assert sel["method"] == "disagreement" and len(sel["picked"]) == 5 and len(sel["values"]) == 10
+    assert sel["method"] == "disagreement"
+    assert len(sel["picked"]) == 5
+    assert len(sel["values"]) == 10
     r1, r2 = (set(state["rounds"][r]["prompt_ids"]) for r in ("1", "2"))
-    assert len(r1) == 5 and len(r2) == 5 and not r1 & r2
+    assert len(r1) == 5
+    assert len(r2) == 5
+    assert not r1 & r2
     eval_ids = {json.loads(x)["id"] for x in (again.dir / "prompts" / "eval.jsonl").read_text().splitlines()}
-    assert len(eval_ids) == 6 and not eval_ids & (r1 | r2)
+    assert len(eval_ids) == 6
+    assert not eval_ids & (r1 | r2)
 
     # simulated assessors voted through the store: overlap 2 on every item, 2 judgements each
     with Store(again.store, create=False) as store:
@@ -143,13 +150,15 @@ def test_two_rounds_lineage_skip_and_resume(tmp_path, tiny_model_dir, loop_files
     meta = json.loads((again.dir / "r1-reward" / "model" / "rlhf_reward.json").read_text())
     assert meta["ensemble"] == ["members/1"]
     rm = json.loads((again.dir / "r1-reward" / "manifest.json").read_text())["result"]["ensemble"]
-    assert rm["members"] == 2 and len(rm["member_accuracy"]) == 2
+    assert rm["members"] == 2
+    assert len(rm["member_accuracy"]) == 2
 
     text = lineage_text(again.dir, again.dir)
     round2 = text.split("\n\n")[1]
     for stage in ("compare", "dpo", "reward", "export", "generate", "sft"):
         assert f"of {stage} " in round2 or round2.startswith(stage), (stage, round2)
-    assert "r1-dpo" in round2 and "r2-reward" in round2  # round 2 compares r2-dpo against round 1's policy
+    assert "r1-dpo" in round2
+    assert "r2-reward" in round2  # round 2 compares r2-dpo against round 1's policy
 
     # a third run changes nothing: every step is skipped
     third = Loop(cfg, source="test")
@@ -180,8 +189,10 @@ def test_human_mode_waits_then_continues(tmp_path, tiny_model_dir, loop_files, m
     assert sum(made.values()) == 10
     loop = Loop(cfg, source="test")
     state = loop.run()
-    assert state["status"] == "completed" and actions(loop)["r1-generate"] == "skipped"
-    assert actions(loop)["r1-export"] == "ran" and state["rounds"]["1"]["win_rate"] is not None
+    assert state["status"] == "completed"
+    assert actions(loop)["r1-generate"] == "skipped"
+    assert actions(loop)["r1-export"] == "ran"
+    assert state["rounds"]["1"]["win_rate"] is not None
 
 
 def test_loop_config_errors_are_named(tmp_path):
@@ -204,8 +215,10 @@ def test_loop_config_errors_are_named(tmp_path):
     cfg = load_config(LoopConfig, None, [f"prompts={bare}", f"run.output_root={tmp_path}", "eval_prompts=3"])
     eval_file, pool = Loop(cfg).split_prompts()
     eval_ids = [json.loads(x)["id"] for x in eval_file.read_text().splitlines()]
-    assert len(eval_ids) == 3 and len(pool) == 5
-    assert len(set(eval_ids) | {r["id"] for r in pool}) == 8 and all(isinstance(i, str) for i in eval_ids)
+    assert len(eval_ids) == 3
+    assert len(pool) == 5
+    assert len(set(eval_ids) | {r["id"] for r in pool}) == 8
+    assert all(isinstance(i, str) for i in eval_ids)
 
 
 @pytest.mark.slow
@@ -248,5 +261,6 @@ def test_ppo_round_without_sft(tmp_path, tiny_model_dir, loop_files, monkeypatch
     assert ppo_manifest["status"] == "completed"
     assert ppo_manifest["inputs"]["reward.model"]["path"].startswith(str(loop.dir / "r1-reward"))
     result = json.loads((loop.dir / "r1-compare" / "compare.json").read_text())
-    assert result["baseline"] == "start" and set(result["names"]) == {"start", "r1-ppo"}
+    assert result["baseline"] == "start"
+    assert set(result["names"]) == {"start", "r1-ppo"}
     assert state["rounds"]["1"]["win_rate"] is not None

@@ -25,7 +25,8 @@ def test_whiten_keeps_or_drops_the_mean_and_zeroes_padding():
     sd = math.sqrt(7 / 3)
     assert w.tolist() == pytest.approx([(1 - 7 / 3) / sd, (2 - 7 / 3) / sd, 0.0, (4 - 7 / 3) / sd], abs=1e-6)
     w2 = L.masked_whiten(x, m, shift_mean=False)
-    assert w2[0].item() == pytest.approx((1 - 7 / 3) / sd + 7 / 3, abs=1e-6) and w2[2].item() == 0.0
+    assert w2[0].item() == pytest.approx((1 - 7 / 3) / sd + 7 / 3, abs=1e-6)
+    assert w2[2].item() == 0.0
 
 
 def test_statistics_reduce_over_processes():
@@ -56,7 +57,8 @@ def test_token_rewards_put_the_score_on_the_last_response_token():
 def test_gae_by_hand():
     ones = t([[1, 1, 1]])
     adv, ret = L.gae(t([[0, 0, 1]]), t([[0.5, 0.5, 0.5]]), ones, gamma=1.0, lam=1.0)
-    assert adv.tolist()[0] == pytest.approx([0.5, 0.5, 0.5]) and ret.tolist()[0] == pytest.approx([1, 1, 1])
+    assert adv.tolist()[0] == pytest.approx([0.5, 0.5, 0.5])
+    assert ret.tolist()[0] == pytest.approx([1, 1, 1])
     # gamma 0.9, lam 0.8: delta2 = 0.5; delta1 = 0.45 - 0.5 = -0.05, A1 = -0.05 + 0.72 * 0.5 = 0.31;
     # delta0 = -0.05, A0 = -0.05 + 0.72 * 0.31 = 0.1732
     adv, _ = L.gae(t([[0, 0, 1]]), t([[0.5, 0.5, 0.5]]), ones, gamma=0.9, lam=0.8)
@@ -65,7 +67,8 @@ def test_gae_by_hand():
 
 def test_gae_ignores_padding_values():
     adv, ret = L.gae(t([[0, 1, 0]]), t([[0.5, 0.5, 9.0]]), t([[1, 1, 0]]), gamma=1.0, lam=1.0)
-    assert adv.tolist()[0] == pytest.approx([0.5, 0.5, 0.0]) and ret.tolist()[0] == pytest.approx([1, 1, 0])
+    assert adv.tolist()[0] == pytest.approx([0.5, 0.5, 0.0])
+    assert ret.tolist()[0] == pytest.approx([1, 1, 0])
 
 
 def test_clipped_policy_loss_by_hand():
@@ -73,7 +76,8 @@ def test_clipped_policy_loss_by_hand():
     new = old + math.log(1.5)  # ratio 1.5, clip 0.2 -> 1.2
     loss, stats = L.policy_loss(new, old, t([1.0, -1.0]), t([1, 1]), clip=0.2)
     # A=+1: max(-1.5, -1.2) = -1.2 ; A=-1: max(1.5, 1.2) = 1.5 ; mean 0.15
-    assert loss.item() == pytest.approx(0.15) and stats["clipfrac"].item() == pytest.approx(0.5)
+    assert loss.item() == pytest.approx(0.15)
+    assert stats["clipfrac"].item() == pytest.approx(0.5)
     loss, _ = L.policy_loss(old, old, t([1.0, -3.0]), t([1, 1]), clip=0.2)
     assert loss.item() == pytest.approx(1.0)  # ratio 1: -mean(A)
     loss, _ = L.policy_loss(new, old, t([1.0, -1.0]), t([1, 1]), clip=0.2, denom=4.0)
@@ -83,7 +87,8 @@ def test_clipped_policy_loss_by_hand():
 def test_clipped_value_loss_by_hand():
     loss, stats = L.value_loss(t([1.0]), t([0.0]), t([2.0]), t([1]), clip=0.5)
     # clipped v = 0.5: max((1-2)^2, (0.5-2)^2) = 2.25, times 0.5
-    assert loss.item() == pytest.approx(1.125) and stats["vf_clipfrac"].item() == 1.0
+    assert loss.item() == pytest.approx(1.125)
+    assert stats["vf_clipfrac"].item() == 1.0
 
 
 def test_kl_controllers():

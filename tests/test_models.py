@@ -29,7 +29,8 @@ def test_missing_dir_and_offline_hub_id_list_aliases(tmp_path):
     assert msg.startswith(
         "model 'some-org/some-model' is not a built-in alias or a local directory, and loading it"
     )
-    assert "smollm2-135m-instruct" in msg and "minilm-l6" in msg
+    assert "smollm2-135m-instruct" in msg
+    assert "minilm-l6" in msg
 
 
 def test_adapter_dir_loads_on_its_base(tiny_model_dir, tmp_path):
@@ -39,7 +40,8 @@ def test_adapter_dir_loads_on_its_base(tiny_model_dir, tmp_path):
 
     model = get_peft_model(load_causal_lm(tiny_model_dir), lora_config(LoraSettings(r=2)))
     kind = save_model(model, load_tokenizer(tiny_model_dir), tmp_path / "adapter", merge_lora=False)
-    assert kind == "adapter" and (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert kind == "adapter"
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
     loaded = load_causal_lm(str(tmp_path / "adapter"))
     assert hasattr(loaded, "peft_config")
     assert load_tokenizer(str(tmp_path / "adapter")).eos_token == "<|im_end|>"
@@ -62,7 +64,8 @@ def test_smollm2_alias_converts_once_then_is_cached():
     t0 = time.perf_counter()
     assert resolve_model_path(SMOLLM2) == path
     second = time.perf_counter() - t0
-    assert second < 0.5 and second < first / 10
+    assert second < 0.5
+    assert second < first / 10
     model = load_causal_lm(SMOLLM2)
     tok = load_tokenizer(SMOLLM2)
     assert sum(p.numel() for p in model.parameters()) == 134_515_008

@@ -94,7 +94,8 @@ def test_ppo_learns_the_programmatic_reward(tmp_path, tiny_model_dir, prompts, b
     assert {"time/generation", "time/scoring", "time/optimisation", "loss/value", "clipfrac"} <= set(m[0])
     manifest = run.read_manifest()
     prompts_acct = manifest["data"]["prompts"]
-    assert prompts_acct["rows_in"] == 31 and prompts_acct["rejected_examples"][0]["id"] == "long-one"
+    assert prompts_acct["rows_in"] == 31
+    assert prompts_acct["rejected_examples"][0]["id"] == "long-one"
     assert manifest["result"]["reference"] == "frozen copy"
 
 
@@ -106,7 +107,8 @@ def test_lora_ppo_uses_the_disabled_adapter_as_reference(tmp_path, tiny_model_di
     )
     before, after = weights(tiny_model_dir), weights(run.model_dir)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert changed and all("proj" in k for k in changed)  # LoRA targets the projections only
+    assert changed
+    assert all("proj" in k for k in changed)  # LoRA targets the projections only
     assert run.read_manifest()["result"]["reference"] == "adapter disabled (no copy)"
     kls = [r["kl"] for r in run.read_metrics() if "kl" in r]
     # the first rollout: policy == reference (LoRA B = 0). fp32: exactly; bf16 autocast rounds the two
@@ -153,16 +155,19 @@ def test_killed_run_resumes_exactly(tmp_path, tiny_model_dir, prompts):
 
     resumed = ppo.run(cfg_for(tmp_path, tiny_model_dir, prompts, "killed", **extra), resume=True)
     a, b = weights(straight.model_dir), weights(resumed.model_dir)
-    assert a and a.keys() == b.keys()  # the comparison below covers every parameter of the policy
+    assert a
+    assert a.keys() == b.keys()  # the comparison below covers every parameter of the policy
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     ra = [r["reward"] for r in straight.read_metrics()]
     rb = [r["reward"] for r in resumed.read_metrics()]
-    assert ra == pytest.approx(rb, abs=1e-6) and len(rb) == 8
+    assert ra == pytest.approx(rb, abs=1e-6)
+    assert len(rb) == 8
     from safetensors.torch import load_file
 
     saved = load_file(str(run_dir / "checkpoints" / "checkpoint-2" / "model.safetensors"))
-    assert saved and all("lora_" in k or k.startswith("value_head.") for k in saved)  # no frozen base copy
+    assert saved
+    assert all("lora_" in k or k.startswith("value_head.") for k in saved)  # no frozen base copy
 
 
 def test_nan_reward_halts_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, prompts):
@@ -189,7 +194,8 @@ def test_drift_stop_exports_the_best_checkpoint(tmp_path, tiny_model_dir, prompt
     extra = {"ppo.steps": 6, "ppo.save_steps": 1, "drift.max_kl": 0.01, "drift.action": "stop"}
     run = ppo.run(cfg_for(tmp_path, tiny_model_dir, prompts, "drift", **extra))
     result = run.read_manifest()["result"]
-    assert result["drift"]["stopped"] and result["steps"] == 2  # step 1: policy == reference, KL 0
+    assert result["drift"]["stopped"]
+    assert result["steps"] == 2  # step 1: policy == reference, KL 0
     assert result["drift"]["restored_checkpoint"].endswith("checkpoint-1")
     assert "drift.max_kl" in result["drift"]["alarms"][0]["alarm"]
     from safetensors.torch import load_file

@@ -114,7 +114,8 @@ def test_hh_rejections(chosen, rejected, reason):
     out, got = hh_to_preference({"chosen": chosen, "rejected": rejected})
     assert out is None
     if reason is None:
-        assert got.startswith("bad transcript: text before the first turn marker") and "(in 'chosen')" in got
+        assert got.startswith("bad transcript: text before the first turn marker")
+        assert "(in 'chosen')" in got
     else:
         assert got == reason
     assert normalize_preference_row({"chosen": chosen, "rejected": rejected}) == (None, got)
@@ -155,16 +156,15 @@ def test_implicit_prompt_conversations_split():
         "rejected": [a("no")],
     }
     bad = {"chosen": [u("hi"), a("x")], "rejected": [u("ho"), a("y")]}
-    assert (
-        normalize_preference_row(bad)[1].startswith("bad transcript: ")
-        and "turn 0 (user)" in (normalize_preference_row(bad)[1])
-    )
+    assert normalize_preference_row(bad)[1].startswith("bad transcript: ")
+    assert "turn 0 (user)" in (normalize_preference_row(bad)[1])
 
 
 def test_margin_kept_and_checked():
     row = {"id": 7, "prompt": "q", "chosen": "good", "rejected": "bad", "margin": 2.5}
     out, reason = normalize_preference_row(row, as_chat=False)
-    assert reason is None and out == row
+    assert reason is None
+    assert out == row
     assert normalize_preference_row({**row, "margin": None}, as_chat=False)[0] == {
         k: v for k, v in row.items() if k != "margin"
     }
@@ -175,7 +175,8 @@ def test_margin_kept_and_checked():
         (float("inf"), "inf"),
     ):
         out, reason = normalize_preference_row({**row, "margin": bad})
-        assert out is None and reason == f"bad margin: expected a finite number, got {text}"
+        assert out is None
+        assert reason == f"bad margin: expected a finite number, got {text}"
 
 
 MISSING = "missing columns: need 'chosen' and 'rejected' (and 'prompt' unless they are full conversations)"
@@ -242,7 +243,8 @@ class CountingTokenizer:
         return {"input_ids": text.split()}
 
     def apply_chat_template(self, messages, *, tokenize, return_dict):
-        assert tokenize and not return_dict
+        assert tokenize
+        assert not return_dict
         return [0] * sum(2 + len(m["content"].split()) for m in messages)
 
 
@@ -275,15 +277,18 @@ def test_import_accounts_for_every_row(tmp_path):
     )
     kept, acct = import_preferences(src, what="data.train", max_length=30, tokenizer=CountingTokenizer())
     assert [r["id"] for r in kept] == ["ok-hh", "ok-trl"]
-    assert kept[1]["margin"] == 1 and kept[1]["prompt"] == [u("the dog")]
-    assert acct.rows_in == 5 and acct.rows_kept == 2
+    assert kept[1]["margin"] == 1
+    assert kept[1]["prompt"] == [u("the dog")]
+    assert acct.rows_in == 5
+    assert acct.rows_kept == 2
     assert {r.id: r.reason.split(":")[0] for r in acct.rejected} == {
         "line 5": "invalid JSON",
         "same": "identical responses",
         "long": "too long",
     }
     kept_raw, _ = import_preferences(src, as_chat=False)
-    assert kept_raw[1]["prompt"] == "the dog" and len(kept_raw) == 3  # no length check without max_length
+    assert kept_raw[1]["prompt"] == "the dog"
+    assert len(kept_raw) == 3  # no length check without max_length
     with pytest.raises(ValueError, match="needs a tokenizer"):
         import_preferences(src, max_length=10)
     with pytest.raises(DataError, match="all 1 rows"):
@@ -305,7 +310,8 @@ def test_import_real_hh_harmless_file():
         pytest.skip(f"real HH data not found at {HH_FILE} (the shared data folder is not mounted here)")
     kept, acct = import_preferences(str(HH_FILE), what="hh_harmless")
     assert acct.rows_in == 1800
-    assert acct.rows_kept == len(kept) and acct.rows_kept + len(acct.rejected) == 1800
+    assert acct.rows_kept == len(kept)
+    assert acct.rows_kept + len(acct.rejected) == 1800
     for r in acct.rejected:
         assert r.id and r.reason and ":" in r.reason, r
         print(f"rejected {r.id}: {r.reason}")

@@ -42,9 +42,12 @@ def test_reward_learns_marker_and_swap_check_flips(tmp_path, tiny_model_dir):
     assert report["accuracy"]["value"] >= 0.85, report["accuracy"]
     lo, hi = report["accuracy"]["ci95"]
     assert lo <= report["accuracy"]["value"] <= hi
-    assert report["swap_check"]["swapped_label_accuracy"] < 0.5 and report["swap_check"]["passed"]
-    assert set(report["per_assessor"]) == {"ann", "bob"} and set(report["per_slice"]) == {"long", "short"}
-    assert 0 <= report["calibration"]["ece"] <= 1 and report["calibration"]["bins"]
+    assert report["swap_check"]["swapped_label_accuracy"] < 0.5
+    assert report["swap_check"]["passed"]
+    assert set(report["per_assessor"]) == {"ann", "bob"}
+    assert set(report["per_slice"]) == {"long", "short"}
+    assert 0 <= report["calibration"]["ece"] <= 1
+    assert report["calibration"]["bins"]
     assert "baseline_accuracy" in report["length"]
     html = (run.path / "rm_report.html").read_text()
     for section in (
@@ -61,7 +64,8 @@ def test_reward_learns_marker_and_swap_check_flips(tmp_path, tiny_model_dir):
     assert m["data"]["train"]["rows_rejected_too_long"] == 0
     assert m["result"]["eval_accuracy"] == report["accuracy"]["value"]
     meta = json.loads((run.model_dir / "rlhf_reward.json").read_text())
-    assert meta["max_length"] == 48 and meta["norm"]["std"] > 0
+    assert meta["max_length"] == 48
+    assert meta["norm"]["std"] > 0
 
 
 def test_scorer_batched_equals_one_by_one_and_left_truncation(tmp_path, tiny_model_dir):
@@ -88,11 +92,13 @@ def test_scorer_batched_equals_one_by_one_and_left_truncation(tmp_path, tiny_mod
         (single[0] - 1.0) / 2.0, abs=1e-5
     )
     ids, cut = encode_pair(tok, rows[0]["prompt"], "the marker", 24)
-    assert cut and len(ids) == 24
+    assert cut
+    assert len(ids) == 24
     from rlhf.reward.scorer import format_pair
 
     full = tok(format_pair(tok, rows[0]["prompt"], "the marker"), add_special_tokens=False)["input_ids"]
-    assert len(full) > 24 and ids == full[-24:]  # cut from the left: the end (the response) is kept
+    assert len(full) > 24
+    assert ids == full[-24:]  # cut from the left: the end (the response) is kept
 
 
 def test_margin_column_reaches_the_trainer(tmp_path, tiny_model_dir):
@@ -115,9 +121,9 @@ def test_response_that_cannot_fit_is_rejected_and_reported(tmp_path, tiny_model_
     rows = [reward.normalize(r, True)[0] for r in marker_rows(3)]
     rows[1]["chosen"] = [{"role": "assistant", "content": " ".join(["tree"] * 80)}]
     pairs, acct = reward.tokenize_pairs(rows, tok, 48)
-    assert (
-        len(pairs) == 2 and acct["rows_rejected_too_long"] == 1 and acct["rejected_too_long"][0]["id"] == "r1"
-    )
+    assert len(pairs) == 2
+    assert acct["rows_rejected_too_long"] == 1
+    assert acct["rejected_too_long"][0]["id"] == "r1"
 
 
 def test_score_cli_accuracy_and_rewards(tmp_path, tiny_model_dir, capsys):
@@ -133,11 +139,13 @@ def test_score_cli_accuracy_and_rewards(tmp_path, tiny_model_dir, capsys):
     )
     assert main(["score", "--model", d, "--input", pairs]) == 0
     out = capsys.readouterr().out
-    assert "6 pairs scored (1 rows rejected {'identical responses': 1})" in out and "accuracy" in out
+    assert "6 pairs scored (1 rows rejected {'identical responses': 1})" in out
+    assert "accuracy" in out
     resp = write_jsonl(tmp_path / "resp.jsonl", [{"prompt": "the cat", "response": "sat on mat"}] * 2)
     assert main(["score", "--model", d, "--input", resp, "--output", str(tmp_path / "o.jsonl")]) == 0
     scored = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
-    assert len(scored) == 2 and scored[0]["reward"] == pytest.approx(scored[1]["reward"])
+    assert len(scored) == 2
+    assert scored[0]["reward"] == pytest.approx(scored[1]["reward"])
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "x"}])
     assert main(["score", "--model", d, "--input", bad]) == 2
     assert "need 'chosen' and 'rejected'" in capsys.readouterr().err
@@ -160,7 +168,8 @@ def test_ensemble_scorer_mean_members_and_spread(tmp_path, tiny_model_dir):
     (tmp_path / "rm" / "rlhf_reward.json").write_text(json.dumps({**meta, "ensemble": ["members/1"]}))
     ens = RewardScorer(main_dir)
     members = ens.score_members(prompts, responses)
-    assert len(ens.members) == 2 and members[0] == pytest.approx(alone, abs=1e-5)
+    assert len(ens.members) == 2
+    assert members[0] == pytest.approx(alone, abs=1e-5)
     assert members[0] != pytest.approx(members[1], abs=1e-3)  # different heads, different scores
     mean, spread = ens.score_with_spread(prompts, responses)
     assert ens.score(prompts, responses) == pytest.approx(mean, abs=1e-6)

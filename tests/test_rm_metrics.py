@@ -12,7 +12,9 @@ def test_accuracy_counts_ties_as_half():
 def test_bootstrap_ci_brackets_the_mean_and_collapses_on_constant():
     correct = [1.0] * 70 + [0.0] * 30
     lo, hi = m.bootstrap_ci(correct, n=500, seed=1)
-    assert lo < 0.7 < hi and lo > 0.55 and hi < 0.85
+    assert lo < 0.7 < hi
+    assert lo > 0.55
+    assert hi < 0.85
     assert m.bootstrap_ci([1.0] * 10, n=100) == (1.0, 1.0)
 
 

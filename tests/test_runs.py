@@ -15,10 +15,13 @@ def settings(tmp_path, name="r1"):
 def test_prepare_writes_config_and_manifest(tmp_path):
     run = RunDir.prepare(settings(tmp_path), "sft", SFTStageConfig())
     m = json.loads(run.manifest_path.read_text())
-    assert m["stage"] == "sft" and m["status"] == "running" and m["versions"]["torch"]
+    assert m["stage"] == "sft"
+    assert m["status"] == "running"
+    assert m["versions"]["torch"]
     assert "model:" in run.config_path.read_text()
     run.finish(result={"x": 1})
-    assert (run.path / DONE_MARKER).exists() and run.read_manifest()["status"] == "completed"
+    assert (run.path / DONE_MARKER).exists()
+    assert run.read_manifest()["status"] == "completed"
 
 
 def test_finished_run_not_overwritten_without_flag(tmp_path):
@@ -70,7 +73,8 @@ def test_content_hash_changes_with_content(tmp_path):
     f.write_text("one")
     h1 = content_hash(f)
     f.write_text("two")
-    assert content_hash(f) != h1 and len(h1) == 64
+    assert content_hash(f) != h1
+    assert len(h1) == 64
     assert content_hash(tmp_path) == content_hash(tmp_path)
 
 

@@ -47,7 +47,8 @@ def test_planted_subset_is_found_far_more_often_than_at_random(method):
     for seed in range(5):
         items, hard = planted(seed)
         chosen, values = select(items, 30, method=method, seed=seed)
-        assert len(chosen) == 30 == len(set(chosen)) and len(values) == len(items)
+        assert len(chosen) == 30 == len(set(chosen))
+        assert len(values) == len(items)
         hits += len(hard & set(chosen))
         rnd, _ = select(items, 30, method="random", seed=seed + 100)  # not the planting sequence
         random_hits += len(hard & set(rnd))

@@ -68,20 +68,25 @@ def test_full_finetune_trains_and_writes_everything(tmp_path, tiny_model_dir, da
     before, after = weights(tiny_model_dir), weights(run.model_dir)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) >= len(before) - 1  # every trained tensor moved
-    assert (run.path / DONE_MARKER).exists() and run.config_path.exists()
+    assert (run.path / DONE_MARKER).exists()
+    assert run.config_path.exists()
     m = json.loads(run.manifest_path.read_text())
-    assert (
-        m["status"] == "completed" and m["result"]["global_step"] == 6 and m["result"]["model_kind"] == "full"
-    )
+    assert m["status"] == "completed"
+    assert m["result"]["global_step"] == 6
+    assert m["result"]["model_kind"] == "full"
     acct = m["data"]["train"]
-    assert acct["rows_in"] == 42 and acct["rows_rejected"] == 2
+    assert acct["rows_in"] == 42
+    assert acct["rows_rejected"] == 2
     assert acct["rows_in"] == acct["rows_trained"] + acct["rows_held_out_for_eval"] + acct["rows_rejected"]
     assert {r["id"] for r in acct["rejected_examples"]} == {"empty-one", "long-one"}
     assert acct["rejected_by_reason"] == {"empty content": 1, "too long": 1}
-    assert m["inputs"]["data.train"]["sha256"] and m["inputs"]["model"]["sha256"]
+    assert m["inputs"]["data.train"]["sha256"]
+    assert m["inputs"]["model"]["sha256"]
     losses = [r["loss"] for r in run.read_metrics() if "loss" in r]
-    assert len(losses) == 6 and all(x == x for x in losses)
-    assert any("eval_loss" in r for r in run.read_metrics()) and m["result"]["eval_loss"] > 0
+    assert len(losses) == 6
+    assert all(x == x for x in losses)
+    assert any("eval_loss" in r for r in run.read_metrics())
+    assert m["result"]["eval_loss"] > 0
     assert sorted(p.name for p in run.checkpoints.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
     assert all((p / CKPT_MARKER).exists() for p in run.checkpoints.glob("checkpoint-*"))
 
@@ -116,19 +121,22 @@ def test_lora_merged_and_adapter(tmp_path, tiny_model_dir):
         ),
     )
     run = sft.run(cfg)
-    assert (run.model_dir / "adapter_config.json").exists() and not (
-        run.model_dir / "model.safetensors"
-    ).exists()
+    assert (run.model_dir / "adapter_config.json").exists()
+    assert not (run.model_dir / "model.safetensors").exists()
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, tiny_model_dir, capsys):
     code = main(["sft", *overrides(tmp_path, tiny_model_dir, str(tmp_path / "missing.jsonl"))])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: data.train: file '") and "Traceback" not in err
+    assert code == 2
+    assert err.startswith("error: data.train: file '")
+    assert "Traceback" not in err
     code = main(["sft", "trainer.lerning_rate=1"])
-    assert code == 2 and "Did you mean 'learning_rate'" in capsys.readouterr().err
+    assert code == 2
+    assert "Did you mean 'learning_rate'" in capsys.readouterr().err
     code = main(["sft", "--config", str(tmp_path / "nope.yaml")])
-    assert code == 2 and "config file" in capsys.readouterr().err
+    assert code == 2
+    assert "config file" in capsys.readouterr().err
 
 
 def test_help_is_fast_and_lists_stages():
@@ -185,7 +193,8 @@ def test_kill_then_resume_continues_from_last_complete_checkpoint(tmp_path, tiny
         for p in (run_dir / "checkpoints").glob("checkpoint-*")
         if (p / CKPT_MARKER).exists()
     )
-    assert complete and complete[-1] >= 40
+    assert complete
+    assert complete[-1] >= 40
     partial = run_dir / "checkpoints" / f"checkpoint-{complete[-1] + 20}"  # as if killed mid-save
     partial.mkdir(exist_ok=True)
     (partial / "trainer_state.json").write_text("{")
@@ -193,7 +202,9 @@ def test_kill_then_resume_continues_from_last_complete_checkpoint(tmp_path, tiny
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"resuming from {run_dir / 'checkpoints' / f'checkpoint-{complete[-1]}'}" in out.stdout
     m = json.loads((run_dir / "manifest.json").read_text())
-    assert m["status"] == "completed" and m["result"]["global_step"] == 400 and len(m["resumed_at"]) == 1
+    assert m["status"] == "completed"
+    assert m["result"]["global_step"] == 400
+    assert len(m["resumed_at"]) == 1
     steps = [
         r["step"]
         for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())

@@ -56,7 +56,8 @@ def test_overlap_is_exact_and_never_repeats(store):
     per_item = {}
     for a in anns:
         per_item.setdefault(a["item_id"], set()).add(a["assessor"])
-    assert len(per_item) == 10 and all(len(v) == 3 for v in per_item.values())
+    assert len(per_item) == 10
+    assert all(len(v) == 3 for v in per_item.values())
     assert len(anns) == 30
     assert store.progress("p", "u0")["remaining"] == 0
 
@@ -65,7 +66,8 @@ def test_live_lease_is_returned_again_until_submitted(store):
     make_project(store)
     first = store.next_item("p", "a")
     assert store.next_item("p", "a").item_id == first.item_id
-    assert [c["text"] for c in first.candidates] != [] and "source" not in first.candidates[0]
+    assert [c["text"] for c in first.candidates] != []
+    assert "source" not in first.candidates[0]
 
 
 def test_expired_lease_is_reoffered_and_late_submit_refused(store):
@@ -75,7 +77,8 @@ def test_expired_lease_is_reoffered_and_late_submit_refused(store):
     assert store.next_item("p", "b", now=t0 + timedelta(seconds=30)) is None
     later = t0 + timedelta(seconds=61)
     lease_b = store.next_item("p", "b", now=later)
-    assert lease_b is not None and lease_b.item_id == lease.item_id
+    assert lease_b is not None
+    assert lease_b.item_id == lease.item_id
     with pytest.raises(StoreError, match="expired and the item went to other assessors"):
         store.submit("p", "a", lease.item_id, judge("ranking", lease), client_token="late", now=later)
     store.submit("p", "b", lease_b.item_id, judge("ranking", lease_b), client_token="b1", now=later)
@@ -135,7 +138,8 @@ def test_gold_items_go_to_every_assessor(store):
     make_project(store, n_items=2, overlap=1, gold={"ranking": "first"}, users=("a", "b"))
     a_items, b_items = label_all(store, "a"), label_all(store, "b")
     gold_id = next(it["id"] for it in store.items("p") if it["is_gold"])
-    assert gold_id in a_items and gold_id in b_items
+    assert gold_id in a_items
+    assert gold_id in b_items
     assert len(a_items) + len(b_items) == 3
 
 
@@ -148,7 +152,8 @@ def test_users_passwords_and_disable(store):
     with pytest.raises(StoreError, match="too short"):
         store.add_user("x", "short")
     store.set_password("admin1", "another-pass")
-    assert store.authenticate("admin1", "another-pass") and not store.authenticate("admin1", PW)
+    assert store.authenticate("admin1", "another-pass")
+    assert not store.authenticate("admin1", PW)
     store.set_disabled("admin1")
     assert store.authenticate("admin1", "another-pass") is None
     assert store.list_users() == [{"username": "admin1", "role": "admin", "disabled": True}]

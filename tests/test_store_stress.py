@@ -84,4 +84,5 @@ def test_sigkill_loses_no_acknowledged_ranking(tmp_path):
     state = check_sqlite(db, k=4)
     assert state["integrity"] == "ok"
     assert acked <= state["ids"], f"{len(acked - state['ids'])} acknowledged annotations lost"
-    assert state["half_written"] == 0 and state["done_without_annotation"] == 0
+    assert state["half_written"] == 0
+    assert state["done_without_annotation"] == 0
