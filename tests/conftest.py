@@ -28,13 +28,14 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_target(request, tmp_path):
-    """A fresh, empty store location on each backend. PostgreSQL needs RLHF_TEST_PG_URL (.ci/run sets it)."""
+    """A fresh, empty store location on each backend. PostgreSQL needs RLHF_TEST_PG_URL (scripts/test.sh sets it)."""
     if request.param == "sqlite":
         return str(tmp_path / "labels.db")
     url = os.environ.get("RLHF_TEST_PG_URL")
     if not url:
         pytest.skip(
-            "PostgreSQL store tests need RLHF_TEST_PG_URL (bash scripts/pg_test_server.sh start DIR sets it)"
+            "PostgreSQL store tests need RLHF_TEST_PG_URL: bash scripts/test.sh starts a throwaway server "
+            "(as root, installing postgresql where missing) and sets it"
         )
     from sqlalchemy import create_engine
 
