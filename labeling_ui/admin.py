@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -46,18 +47,128 @@ def export_to_run(store, project: str, runs_root: str) -> RunDir:
 
 
 def admin_tab(store, settings, guard) -> gr.Tab:
-    def require_admin(request: gr.Request) -> str:
-        user = guard.user(request)
-        if store.role(user) != "admin":
+    """The Admin tab, hidden until the app's load shows it to an admin: its layout, handlers and events."""
+    ui = admin_layout()
+    wire_admin_events(ui, AdminHandlers(store, settings, guard))
+    return ui.tab
+
+
+# -- layout ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdminComponents:
+    """The Admin tab's components that its events use (from `admin_layout`)."""
+
+    tab: gr.Tab
+    refresh_btn: gr.Button
+    queue: gr.Dataframe
+    people: gr.Dataframe
+    recent: gr.Dataframe
+    users: gr.Dataframe
+    board: gr.Dataframe
+    export_btn: gr.Button
+    export_out: gr.Markdown
+    new_name: gr.Textbox
+    new_pw: gr.Textbox
+    new_role: gr.Radio
+    add_btn: gr.Button
+    dis_name: gr.Textbox
+    dis_btn: gr.Button
+    user_out: gr.Markdown
+
+
+def admin_layout() -> AdminComponents:
+    with gr.Tab("Admin", visible=False) as tab:
+        gr.Markdown("Admins only: queue, assessors, activity, export and users.")
+        refresh_btn = gr.Button("Refresh", elem_id="admin_refresh")
+        queue, people, recent, users, board = report_tables()
+        export_btn = gr.Button("Export preferences", elem_id="admin_export")
+        export_out = gr.Markdown()
+        with gr.Row():
+            new_name = gr.Textbox(label="username")
+            new_pw = gr.Textbox(label="password", type="password")
+            new_role = gr.Radio(["assessor", "admin"], value="assessor", label="role")
+        add_btn = gr.Button("Add user")
+        dis_name = gr.Textbox(label="username to disable")
+        dis_btn = gr.Button("Disable user")
+        user_out = gr.Markdown()
+    return AdminComponents(
+        tab=tab,
+        refresh_btn=refresh_btn,
+        queue=queue,
+        people=people,
+        recent=recent,
+        users=users,
+        board=board,
+        export_btn=export_btn,
+        export_out=export_out,
+        new_name=new_name,
+        new_pw=new_pw,
+        new_role=new_role,
+        add_btn=add_btn,
+        dis_name=dis_name,
+        dis_btn=dis_btn,
+        user_out=user_out,
+    )
+
+
+def report_tables() -> tuple[gr.Dataframe, ...]:
+    """The tables Refresh fills: queue, assessors, recent activity, users, arena leaderboard."""
+    queue = gr.Dataframe(
+        headers=["items", "leased now", "annotations", "skips", "alpha"],
+        label="Queue",
+        elem_id="admin_queue",
+    )
+    people = gr.Dataframe(
+        headers=[
+            "assessor",
+            "annotations",
+            "agree w/ majority",
+            "gold accuracy",
+            "gold, last 10",
+            "median s/item",
+            "pace",
+            "per hour",
+        ],
+        label="Assessors (pace: median time per judgement far below the project's -> TOO FAST)",
+        elem_id="admin_people",
+    )
+    recent = gr.Dataframe(
+        headers=["time", "assessor", "item", "flagged"], label="Recent activity", elem_id="admin_recent"
+    )
+    users = gr.Dataframe(headers=["user", "role", "status"], label="Users", elem_id="admin_users")
+    board = gr.Dataframe(
+        headers=["rank", "checkpoint", "rating", "95% CI", "P(best)", "votes"],
+        label="Arena leaderboard (Bradley-Terry on the votes; for projects made by `rlhf compare`)",
+        elem_id="admin_leaderboard",
+    )
+    return queue, people, recent, users, board
+
+
+# -- handlers --------------------------------------------------------------------------------------------------
+
+
+class AdminHandlers:
+    """The Admin tab's event functions: each re-checks the caller's role on the server (the tab's visibility
+    is no protection: every event is also an HTTP endpoint). Parameter names are the API's."""
+
+    def __init__(self, store, settings, guard):
+        self.store, self.settings, self.guard = store, settings, guard
+
+    def require_admin(self, request: gr.Request) -> str:
+        user = self.guard.user(request)
+        if self.store.role(user) != "admin":
             raise gr.Error("Admins only.")
         return user
 
-    def refresh(request: gr.Request):
-        require_admin(request)
-        items, anns = store.items(settings.project), store.annotations(settings.project)
-        assigns = store.assignments(settings.project)
+    def refresh(self, request: gr.Request):
+        self.require_admin(request)
+        store, project = self.store, self.settings.project
+        items, anns = store.items(project), store.annotations(project)
+        assigns = store.assignments(project)
         st = project_stats(
-            items, anns, store.project(settings.project).task, too_fast_ratio=settings.too_fast_ratio
+            items, anns, store.project(project).task, too_fast_ratio=self.settings.too_fast_ratio
         )
         queue = [
             [
@@ -91,74 +202,40 @@ def admin_tab(store, settings, guard) -> gr.Tab:
         ]
         return queue, people, recent, users, leaderboard_rows(items, anns)
 
-    def export(request: gr.Request):
-        require_admin(request)
+    def export(self, request: gr.Request):
+        self.require_admin(request)
         try:
-            run = export_to_run(store, settings.project, settings.runs_root)
+            run = export_to_run(self.store, self.settings.project, self.settings.runs_root)
         except RlhfError as e:
             return f"Not exported: {e}"
         acct = run.read_manifest()["accounting"]
         return f"Exported {acct['pairs_out']} pairs from {acct['items_exported']} items to `{run.path}`."
 
-    def add_user(name, password, role, request: gr.Request):
-        require_admin(request)
+    def add_user(self, name, password, role, request: gr.Request):
+        self.require_admin(request)
         try:
-            store.add_user(name or "", password or "", role=role)
+            self.store.add_user(name or "", password or "", role=role)
         except RlhfError as e:
             return f"Not added: {e}"
         return f"Added {role} '{name}'."
 
-    def disable_user(name, request: gr.Request):
-        require_admin(request)
+    def disable_user(self, name, request: gr.Request):
+        self.require_admin(request)
         try:
-            store.set_disabled(name or "")
+            self.store.set_disabled(name or "")
         except RlhfError as e:
             return f"Not disabled: {e}"
         return f"Disabled '{name}'."
 
-    with gr.Tab("Admin", visible=False) as tab:
-        gr.Markdown("Admins only: queue, assessors, activity, export and users.")
-        refresh_btn = gr.Button("Refresh", elem_id="admin_refresh")
-        queue = gr.Dataframe(
-            headers=["items", "leased now", "annotations", "skips", "alpha"],
-            label="Queue",
-            elem_id="admin_queue",
-        )
-        people = gr.Dataframe(
-            headers=[
-                "assessor",
-                "annotations",
-                "agree w/ majority",
-                "gold accuracy",
-                "gold, last 10",
-                "median s/item",
-                "pace",
-                "per hour",
-            ],
-            label="Assessors (pace: median time per judgement far below the project's -> TOO FAST)",
-            elem_id="admin_people",
-        )
-        recent = gr.Dataframe(
-            headers=["time", "assessor", "item", "flagged"], label="Recent activity", elem_id="admin_recent"
-        )
-        users = gr.Dataframe(headers=["user", "role", "status"], label="Users", elem_id="admin_users")
-        board = gr.Dataframe(
-            headers=["rank", "checkpoint", "rating", "95% CI", "P(best)", "votes"],
-            label="Arena leaderboard (Bradley-Terry on the votes; for projects made by `rlhf compare`)",
-            elem_id="admin_leaderboard",
-        )
-        refresh_btn.click(refresh, None, [queue, people, recent, users, board], api_name="admin_refresh")
-        export_btn = gr.Button("Export preferences", elem_id="admin_export")
-        export_out = gr.Markdown()
-        export_btn.click(export, None, export_out, api_name="admin_export")
-        with gr.Row():
-            new_name = gr.Textbox(label="username")
-            new_pw = gr.Textbox(label="password", type="password")
-            new_role = gr.Radio(["assessor", "admin"], value="assessor", label="role")
-        add_btn = gr.Button("Add user")
-        dis_name = gr.Textbox(label="username to disable")
-        dis_btn = gr.Button("Disable user")
-        user_out = gr.Markdown()
-        add_btn.click(add_user, [new_name, new_pw, new_role], user_out, api_name="admin_add_user")
-        dis_btn.click(disable_user, dis_name, user_out, api_name="admin_disable_user")
-    return tab
+
+# -- event wiring ----------------------------------------------------------------------------------------------
+
+
+def wire_admin_events(ui: AdminComponents, on: AdminHandlers) -> None:
+    tables = [ui.queue, ui.people, ui.recent, ui.users, ui.board]
+    ui.refresh_btn.click(on.refresh, None, tables, api_name="admin_refresh")
+    ui.export_btn.click(on.export, None, ui.export_out, api_name="admin_export")
+    ui.add_btn.click(
+        on.add_user, [ui.new_name, ui.new_pw, ui.new_role], ui.user_out, api_name="admin_add_user"
+    )
+    ui.dis_btn.click(on.disable_user, ui.dis_name, ui.user_out, api_name="admin_disable_user")
