@@ -1,13 +1,18 @@
-"""Reward stage on the tiny model: learns a marker preference, swap check flips, margin used, long rows cut
-from the left and counted, report files complete, RewardScorer batched == one by one."""
+"""Reward stage on the tiny model: learns a marker preference, swap check flips (scored by RewardScorer),
+rlhf_reward.json written once with its normalization, margin used, long rows cut from the left and
+counted, report files complete, RewardScorer batched == one by one."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 from support.data import marker_rows, write_jsonl
 
 from rlhf.config import load_config
+from rlhf.reward import META_FILE, RewardScorer, accuracy
 from rlhf.stages import reward
+from rlhf.train import tokenize_pairs
 
 
 def cfg_for(tmp_path, model, data, **extra):
@@ -68,6 +73,61 @@ def test_reward_learns_marker_and_swap_check_flips(tmp_path, tiny_model_dir):
     assert meta["norm"]["std"] > 0
 
 
+@pytest.fixture
+def spied(monkeypatch):
+    """Every RewardScorer score() call as (model dir, scores), and every write of an rlhf_reward.json."""
+    seen = {"scores": [], "meta_writes": []}
+    init, score, write_text = RewardScorer.__init__, RewardScorer.score, Path.write_text
+
+    def spy_init(self, model_dir, **kw):
+        init(self, model_dir, **kw)
+        self.spied_dir = Path(model_dir)
+
+    def spy_score(self, prompts, responses, **kw):
+        out = score(self, prompts, responses, **kw)
+        seen["scores"].append((self.spied_dir, out))
+        return out
+
+    def spy_write(self, *a, **kw):
+        if self.name == META_FILE:
+            seen["meta_writes"].append(self)
+        return write_text(self, *a, **kw)
+
+    monkeypatch.setattr(RewardScorer, "__init__", spy_init)
+    monkeypatch.setattr(RewardScorer, "score", spy_score)
+    monkeypatch.setattr(Path, "write_text", spy_write)
+    return seen
+
+
+def test_swap_check_scores_with_reward_scorer_and_meta_is_written_once(tmp_path, tiny_model_dir, spied):
+    """The swap check scores the held-out rows with RewardScorer on the swapped model (saved in a scratch
+    dir of the run, removed after), like the model itself; rlhf_reward.json is written once, its `norm`
+    the mean and sample std of the held-out rewards the scorer gave, its `ensemble` the members."""
+    data = write_jsonl(tmp_path / "prefs.jsonl", marker_rows(40))
+    run = reward.run(
+        cfg_for(tmp_path, tiny_model_dir, data, **{"trainer.num_train_epochs": 1, "ensemble": 2})
+    )
+    assert spied["meta_writes"] == [run.model_dir / META_FILE]
+    scratch = run.path / "swap_check"
+    assert not scratch.exists()
+    by_dir = {}
+    for model_dir, scores in spied["scores"]:
+        by_dir.setdefault(model_dir, []).append(scores)
+    assert set(by_dir) == {run.model_dir, scratch / "model"}
+    (chosen, rejected), (swap_chosen, swap_rejected) = by_dir[run.model_dir], by_dir[scratch / "model"]
+    report = json.loads((run.path / "rm_report.json").read_text())
+    assert len(swap_chosen) == len(chosen) == report["pairs"] == 10
+    assert report["swap_check"]["swapped_label_accuracy"] == accuracy(swap_chosen, swap_rejected)
+    meta = json.loads((run.model_dir / META_FILE).read_text())
+    held_out = chosen + rejected
+    assert meta["norm"]["mean"] == pytest.approx(np.mean(held_out), abs=1e-9)
+    assert meta["norm"]["std"] == pytest.approx(np.std(held_out, ddof=1), abs=1e-9)
+    assert meta["norm"]["n"] == 20
+    assert meta["ensemble"] == ["members/1"]
+    assert meta["max_length"] == 48
+    assert run.read_manifest()["result"]["ensemble"] == report["ensemble"]
+
+
 def test_scorer_batched_equals_one_by_one_and_left_truncation(tmp_path, tiny_model_dir):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -106,7 +166,7 @@ def test_margin_column_reaches_the_trainer(tmp_path, tiny_model_dir):
 
     tok = load_tokenizer(tiny_model_dir)
     rows = [reward.normalize(r, True)[0] for r in marker_rows(4, margin=True)]
-    pairs, acct = reward.tokenize_pairs(rows, tok, 48)
+    pairs, acct = tokenize_pairs(rows, tok, 48)
     assert [p["margin"] for p in pairs] == [0.5] * 4
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
@@ -120,7 +180,7 @@ def test_response_that_cannot_fit_is_rejected_and_reported(tmp_path, tiny_model_
     tok = load_tokenizer(tiny_model_dir)
     rows = [reward.normalize(r, True)[0] for r in marker_rows(3)]
     rows[1]["chosen"] = [{"role": "assistant", "content": " ".join(["tree"] * 80)}]
-    pairs, acct = reward.tokenize_pairs(rows, tok, 48)
+    pairs, acct = tokenize_pairs(rows, tok, 48)
     assert len(pairs) == 2
     assert acct["rows_rejected_too_long"] == 1
     assert acct["rejected_too_long"][0]["id"] == "r1"

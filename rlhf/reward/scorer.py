@@ -70,11 +70,15 @@ def read_reward_meta(model_dir: str | Path) -> dict:
 class RewardScorer:
     """Scores (prompt, response) pairs with a trained reward model. A reward model trained with
     `ensemble: N` holds N-1 more members under model/members/; `score` is then the members' mean and
-    `score_members` gives each member's scores (their spread is the ensemble's disagreement)."""
+    `score_members` gives each member's scores (their spread is the ensemble's disagreement).
+    `meta` stands in for the directory's rlhf_reward.json: the reward stage scores its held-out pairs before
+    it writes that file, once, with their normalization statistics."""
 
-    def __init__(self, model_dir: str, *, batch_size: int = 16, device: str | None = None):
+    def __init__(
+        self, model_dir: str, *, batch_size: int = 16, device: str | None = None, meta: dict | None = None
+    ):
         path = resolve_model_path(model_dir)
-        self.meta = read_reward_meta(path)
+        self.meta = read_reward_meta(path) if meta is None else meta
         self.max_length = int(self.meta.get("max_length", 512))
         self.norm = self.meta.get("norm")
         self.tokenizer = AutoTokenizer.from_pretrained(path)

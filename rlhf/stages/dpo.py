@@ -29,26 +29,14 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from rlhf.config import bounded, documented
-from rlhf.data import holdout_split, source_path
+from rlhf.data import holdout_split
 from rlhf.distributed import zero3_sharded
-from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
+from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config
 from rlhf.preferences import import_preferences
 from rlhf.runs import RunDir, RunSettings
-from rlhf.train import (
-    DriftCallback,
-    DriftGuard,
-    DriftSettings,
-    RunDirCallback,
-    build_trl_config,
-    check_reserved,
-    check_trainer,
-    point_tensorboard_at,
-    sample_drift,
-    save_trained,
-    train,
-)
+from rlhf.train import DriftCallback, DriftGuard, DriftSettings, TRLStage, check_trainer_section, sample_drift
 
-RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed", "max_length": "data.max_length"}
+RESERVED = {"max_length": "data.max_length"}  # trainer keys the stage sets itself (beyond output_dir, seed)
 COLUMNS = ("prompt", "chosen", "rejected")
 
 
@@ -74,8 +62,7 @@ class DPOStageConfig:
     trainer: dict = documented(default_factory=dict, help="-> trl.DPOConfig(**trainer)")
 
     def __post_init__(self):
-        check_reserved(self.trainer, RESERVED)
-        check_trainer(DPOConfig, self.trainer)
+        check_trainer_section(DPOConfig, self.trainer, RESERVED)
 
 
 def prepare_rows(cfg: DPOStageConfig, tokenizer) -> tuple[list[dict], list[dict], dict]:
@@ -100,70 +87,53 @@ def prepare_rows(cfg: DPOStageConfig, tokenizer) -> tuple[list[dict], list[dict]
     return keep(rows), keep(eval_rows), report
 
 
-def training_args(cfg: DPOStageConfig, *, has_eval: bool) -> DPOConfig:
-    owned = {
-        "output_dir": str(RunDir.at(cfg.run).checkpoints),
-        "seed": cfg.run.seed,
-        "max_length": cfg.data.max_length,
-    }
-    if has_eval and "eval_strategy" not in cfg.trainer:
-        owned["eval_strategy"] = "epoch"
-    return build_trl_config(DPOConfig, cfg.trainer, owned)
+def drift_callback(cfg: DPOStageConfig, run_dir: RunDir, tokenizer, train_rows: list[dict], reference):
+    """The drift guard's callback: it samples a few training prompts (spread over the rows) and measures
+    the KL to `reference()` (the trainer's reference model, None with LoRA: the adapter disabled)."""
+    probe = [r["prompt"] for r in train_rows[:: max(1, len(train_rows) // cfg.drift.num_prompts)]]
+    probe = probe[: cfg.drift.num_prompts]
+    return DriftCallback(
+        run_dir,
+        DriftGuard(cfg.drift),
+        measure=lambda m: sample_drift(
+            m, tokenizer, probe, cfg.drift.max_new_tokens, reference(), synced_gpus=zero3_sharded()
+        ),
+        every_steps=cfg.drift.every_steps,
+    )
 
 
 def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
-    training_args(cfg, has_eval=False)  # bad trainer keys fail before anything is written
-    with RunDir.prepare(cfg.run, "dpo", cfg, resume=resume, overwrite=overwrite) as run_dir:
+    stage = TRLStage("dpo", DPOConfig, cfg, owned={"max_length": cfg.data.max_length})  # fails early
+    with stage.open(resume=resume, overwrite=overwrite) as run_dir:
         tokenizer = load_tokenizer(cfg.model.name)
         train_rows, eval_rows, report = prepare_rows(cfg, tokenizer)
-        run_dir.record_input("data.train", cfg.data.train, source_path(cfg.data.train))
-        run_dir.record_input("model", cfg.model.name, resolve_model_path(cfg.model.name))
+        stage.record_inputs("data.train", cfg.data.train)
         run_dir.account("dpo", report)
-        args = training_args(cfg, has_eval=bool(eval_rows))
-        point_tensorboard_at(run_dir.path / "tensorboard")
-        model = load_causal_lm(cfg.model.name, cfg.model.dtype)
-        callback = RunDirCallback(run_dir)
-        guard = DriftGuard(cfg.drift)
-        probe = [r["prompt"] for r in train_rows[:: max(1, len(train_rows) // cfg.drift.num_prompts)]]
-        probe = probe[: cfg.drift.num_prompts]
-        drift = DriftCallback(
-            run_dir,
-            guard,
-            measure=lambda m: sample_drift(
-                m, tokenizer, probe, cfg.drift.max_new_tokens, trainer.ref_model, synced_gpus=zero3_sharded()
-            ),
-            every_steps=cfg.drift.every_steps,
-        )
+        args = stage.args(has_eval=bool(eval_rows))
+        drift = drift_callback(cfg, run_dir, tokenizer, train_rows, lambda: trainer.ref_model)
         trainer = DPOTrainer(
-            model=model,
+            model=load_causal_lm(cfg.model.name, cfg.model.dtype),
             ref_model=None,
             args=args,
             train_dataset=Dataset.from_list(train_rows),
             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
             processing_class=tokenizer,
             peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
-            callbacks=[callback, drift],
+            callbacks=[stage.callback, drift],
         )
-        trained = train(trainer, run_dir, resume=resume, drift=drift)
-        result, seconds = trained.result, trained.seconds
-        last = {k: v for k, v in callback.last_logs.items() if k.startswith(("rewards/", "logps/", "loss"))}
+        trained = stage.train(trainer, resume=resume, drift=drift)
+        logged = stage.callback.last_logs.items()
         reference = (
             "adapter disabled (no copy)"
             if cfg.model.lora
             else ("precomputed log-probs" if args.precompute_ref_log_probs else "frozen copy")
         )
         outcome = {
-            "global_step": trainer.state.global_step,
-            "train_loss": result.training_loss,
-            "train_seconds": round(seconds, 2),
+            **trained.outcome(),
             "reference": reference,
-            "last_logged": last,
-            "drift": {**guard.summary(), "restored_checkpoint": trained.restored},
+            "last_logged": {k: v for k, v in logged if k.startswith(("rewards/", "logps/", "loss"))},
+            "drift": {**drift.guard.summary(), "restored_checkpoint": trained.restored},
         }
-        outcome["model_kind"] = save_trained(trainer.model, tokenizer, run_dir, cfg.save)
-        run_dir.finish(result=outcome, outputs={"model": run_dir.model_dir})
-        run_dir.say(
-            f"dpo finished: {trainer.state.global_step} steps in {seconds:.0f} s, train loss "
-            f"{result.training_loss:.4f} -> model {run_dir.model_dir}"
-        )
+        summary = f"train loss {outcome['train_loss']:.4f}"
+        stage.finish(trainer, tokenizer, trained, outcome, save=cfg.save, summary=summary)
         return run_dir

@@ -36,26 +36,13 @@ import trl
 from datasets import Dataset
 
 from rlhf.config import ConfigError, documented
-from rlhf.data import source_path
 from rlhf.errors import DataError
-from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
+from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config
 from rlhf.prompts import PromptSource, as_messages, encode_prompt, load_prompts
 from rlhf.reward import Reward, RewardSettings, check_reward, load_reward
 from rlhf.runs import RunDir, RunSettings
-from rlhf.train import (
-    DriftCallback,
-    DriftGuard,
-    DriftSettings,
-    RunDirCallback,
-    build_trl_config,
-    check_reserved,
-    check_trainer,
-    point_tensorboard_at,
-    save_trained,
-    train,
-)
+from rlhf.train import DriftCallback, DriftGuard, DriftSettings, Trained, TRLStage, check_trainer_section
 
-RESERVED = {"output_dir": "run.output_root and run.name", "seed": "run.seed"}
 LOG_KL = "kl"  # TRL 1.16: mean per-token KL to the reference (logged only when beta > 0)
 LOG_LENGTH = "completions/mean_length"  # TRL 1.16: mean completion length in tokens
 REWARD_NAME = "reward_model"  # TRL logs rewards/reward_model/mean and /std (plus `reward`, `reward_std`)
@@ -81,8 +68,7 @@ class GRPOStageConfig:
     trainer: dict = documented(default_factory=dict, help="-> trl.GRPOConfig(**trainer)")
 
     def __post_init__(self):
-        check_reserved(self.trainer, RESERVED)
-        check_trainer(TRL_CLASSES[self.algorithm][0], self.trainer)
+        check_trainer_section(TRL_CLASSES[self.algorithm][0], self.trainer)
 
 
 @dataclass
@@ -129,12 +115,33 @@ class TRLReward:
         return self.reward.clipped(values)
 
 
+def result_of(stage: TRLStage, trained: Trained, reward: Reward, guard: DriftGuard) -> dict:
+    """The manifest's result: training, reference, reward-model use, last logged metrics, drift."""
+    cfg, args, logs = stage.cfg, stage.config, stage.callback.last_logs
+    rewards = [r["reward"] for r in stage.run_dir.read_metrics() if "reward" in r]
+    keys = ("reward", "reward_std", "kl", "loss", "entropy", LOG_LENGTH, f"rewards/{REWARD_NAME}/")
+    reference = "adapter disabled (no copy)" if cfg.model.lora else "frozen copy"
+    return {
+        "algorithm": cfg.algorithm,
+        **trained.outcome(),
+        "reference": "none (beta = 0: no KL term)" if not args.beta else reference,
+        "reward_model": cfg.reward.source,
+        "reward_calls": reward.calls,
+        "completions_scored": reward.scored,
+        "reward_first_logged": rewards[0] if rewards else None,
+        "reward_last_logged": rewards[-1] if rewards else None,
+        "last_logged": {k: v for k, v in logs.items() if k.startswith(keys)},
+        "drift": guard.summary(),
+        "restored_checkpoint": trained.restored,
+    }
+
+
 def run(cfg: GRPOStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     algo = cfg.algorithm
     config_cls, trainer_cls = TRL_CLASSES[algo]
     # Config errors (trainer keys, the reward model, KL without beta) fail before the run dir is written.
-    owned = {"output_dir": str(RunDir.at(cfg.run).checkpoints), "seed": cfg.run.seed}
-    args = build_trl_config(config_cls, cfg.trainer, owned)
+    stage = TRLStage(algo, config_cls, cfg)
+    args = stage.config
     if cfg.drift.max_kl is not None and not args.beta > 0:
         raise ConfigError(
             f"'drift.max_kl' needs trainer.beta > 0: TRL computes the KL to the reference only then "
@@ -142,55 +149,27 @@ def run(cfg: GRPOStageConfig, *, resume: bool = False, overwrite: bool = False) 
         )
     rm_path = check_reward(cfg.reward)
 
-    with RunDir.prepare(cfg.run, algo, cfg, resume=resume, overwrite=overwrite) as run_dir:
+    with stage.open(resume=resume, overwrite=overwrite) as run_dir:
         tokenizer = load_tokenizer(cfg.model.name)
         prompts, report = prepare_prompts(cfg.data, tokenizer)
-        run_dir.record_input("data.prompts", cfg.data.prompts, source_path(cfg.data.prompts))
-        run_dir.record_input("model", cfg.model.name, resolve_model_path(cfg.model.name))
+        stage.record_inputs("data.prompts", cfg.data.prompts)
         run_dir.record_input(
             "reward.model" if cfg.reward.model else "reward.function", cfg.reward.source, rm_path
         )
         run_dir.account(algo, {"prompts": report})
         reward = load_reward(cfg.reward)
-        point_tensorboard_at(run_dir.path / "tensorboard")
-        model = load_causal_lm(cfg.model.name, cfg.model.dtype)
-        guard = DriftGuard(cfg.drift)
-        log_cb = RunDirCallback(run_dir)
-        drift_cb = DriftCallback(run_dir, guard, kl_key=LOG_KL, length_key=LOG_LENGTH)
+        drift = DriftCallback(run_dir, DriftGuard(cfg.drift), kl_key=LOG_KL, length_key=LOG_LENGTH)
         trainer = trainer_cls(
-            model=model,
+            model=load_causal_lm(cfg.model.name, cfg.model.dtype),
             reward_funcs=TRLReward(reward),
             args=args,
             train_dataset=Dataset.from_list(prompts),
             processing_class=tokenizer,
             peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
-            callbacks=[log_cb, drift_cb],
+            callbacks=[stage.callback, drift],
         )
-        trained = train(trainer, run_dir, resume=resume, drift=drift_cb)
-        result, seconds = trained.result, trained.seconds
-        rewards = [r["reward"] for r in run_dir.read_metrics() if "reward" in r]
-        keys = ("reward", "reward_std", "kl", "loss", "entropy", LOG_LENGTH, f"rewards/{REWARD_NAME}/")
-        reference = "adapter disabled (no copy)" if cfg.model.lora else "frozen copy"
-        outcome = {
-            "algorithm": algo,
-            "global_step": trainer.state.global_step,
-            "train_loss": result.training_loss,
-            "train_seconds": round(seconds, 2),
-            "reference": "none (beta = 0: no KL term)" if not args.beta else reference,
-            "reward_model": cfg.reward.source,
-            "reward_calls": reward.calls,
-            "completions_scored": reward.scored,
-            "reward_first_logged": rewards[0] if rewards else None,
-            "reward_last_logged": rewards[-1] if rewards else None,
-            "last_logged": {k: v for k, v in log_cb.last_logs.items() if k.startswith(keys)},
-            "drift": guard.summary(),
-            "restored_checkpoint": trained.restored,
-        }
-        outcome["model_kind"] = save_trained(trainer.model, tokenizer, run_dir, cfg.save)
-        run_dir.finish(result=outcome, outputs={"model": run_dir.model_dir})
+        trained = stage.train(trainer, resume=resume, drift=drift)
+        outcome = result_of(stage, trained, reward, drift.guard)
         first, last = outcome["reward_first_logged"], outcome["reward_last_logged"]
-        run_dir.say(
-            f"{algo} finished: {trainer.state.global_step} steps in {seconds:.0f} s, reward {first} -> {last} "
-            f"-> model {run_dir.model_dir}"
-        )
+        stage.finish(trainer, tokenizer, trained, outcome, save=cfg.save, summary=f"reward {first} -> {last}")
         return run_dir

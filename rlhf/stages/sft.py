@@ -27,25 +27,13 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from rlhf.config import ConfigError, bounded, documented
-from rlhf.data import Accounting, holdout_split, load_rows, normalize_sft_row, source_path, validate_rows
-from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config, resolve_model_path
+from rlhf.data import Accounting, holdout_split, load_rows, normalize_sft_row, validate_rows
+from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config
 from rlhf.runs import RunDir, RunSettings
-from rlhf.train import (
-    RunDirCallback,
-    build_trl_config,
-    check_reserved,
-    check_trainer,
-    point_tensorboard_at,
-    save_trained,
-    train,
-)
+from rlhf.train import TRLStage, check_trainer_section
 
-RESERVED_TRAINER_KEYS = {
-    "output_dir": "run.output_root and run.name",
-    "seed": "run.seed",
-    "max_length": "data.max_length",
-    "completion_only_loss": "data.loss_on",
-}
+# trainer keys the stage sets itself (beyond output_dir and seed), with the setting to use instead
+RESERVED = {"max_length": "data.max_length", "completion_only_loss": "data.loss_on"}
 
 
 @dataclass
@@ -76,21 +64,7 @@ class SFTStageConfig:
     trainer: dict = documented(default_factory=dict, help="-> trl.SFTConfig(**trainer)")
 
     def __post_init__(self):
-        check_reserved(self.trainer, RESERVED_TRAINER_KEYS)
-        check_trainer(SFTConfig, self.trainer)
-
-
-def build_training_args(cfg: SFTStageConfig, run: RunDir, *, has_eval: bool):
-    """cfg.trainer + the keys rlhf owns -> trl.SFTConfig."""
-    owned = dict(
-        output_dir=str(run.checkpoints),
-        seed=cfg.run.seed,
-        max_length=cfg.data.max_length,
-        completion_only_loss=cfg.data.loss_on == "completion",
-    )
-    if has_eval and "eval_strategy" not in cfg.trainer:
-        owned["eval_strategy"] = "epoch"
-    return build_trl_config(SFTConfig, cfg.trainer, owned)
+        check_trainer_section(SFTConfig, self.trainer, RESERVED)
 
 
 def token_length(tokenizer, row: dict) -> int:
@@ -135,45 +109,31 @@ def prepare_data(cfg: SFTStageConfig, tokenizer) -> tuple[list[dict], list[dict]
 
 
 def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
-    build_training_args(cfg, RunDir.at(cfg.run), has_eval=False)  # bad trainer keys: before anything
-    with RunDir.prepare(cfg.run, "sft", cfg, resume=resume, overwrite=overwrite) as run_dir:
+    owned = {"max_length": cfg.data.max_length, "completion_only_loss": cfg.data.loss_on == "completion"}
+    stage = TRLStage("sft", SFTConfig, cfg, owned=owned)  # bad trainer keys fail before anything is written
+    with stage.open(resume=resume, overwrite=overwrite) as run_dir:
         tokenizer = load_tokenizer(cfg.model.name)
         train_rows, eval_rows, report = prepare_data(cfg, tokenizer)
         run_dir.account("sft", report)
-        run_dir.record_input("data.train", cfg.data.train, source_path(cfg.data.train))
-        run_dir.record_input("model", cfg.model.name, resolve_model_path(cfg.model.name))
-
-        args = build_training_args(cfg, run_dir, has_eval=bool(eval_rows))
-        point_tensorboard_at(run_dir.path / "tensorboard")
-        model = load_causal_lm(cfg.model.name, cfg.model.dtype)
-        callback = RunDirCallback(run_dir)
+        stage.record_inputs("data.train", cfg.data.train)
         trainer = SFTTrainer(
-            model=model,
-            args=args,
+            model=load_causal_lm(cfg.model.name, cfg.model.dtype),
+            args=stage.args(has_eval=bool(eval_rows)),
             train_dataset=Dataset.from_list(train_rows),
             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
             processing_class=tokenizer,
             peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
-            callbacks=[callback],
+            callbacks=[stage.callback],
         )
-        trained = train(trainer, run_dir, resume=resume)
-        result, train_seconds = trained.result, trained.seconds
-        outcome = {
-            "global_step": trainer.state.global_step,
-            "train_loss": result.training_loss,
-            "train_seconds": round(train_seconds, 3),
-            "train_tokens": int(callback.last_logs.get("num_tokens", 0)),
-        }
+        trained = stage.train(trainer, resume=resume)
+        outcome = trained.outcome()
+        outcome["train_tokens"] = int(stage.callback.last_logs.get("num_tokens", 0))
         if outcome["train_tokens"]:
-            outcome["train_tokens_per_s"] = round(outcome["train_tokens"] / train_seconds, 1)
+            outcome["train_tokens_per_s"] = round(outcome["train_tokens"] / trained.seconds, 1)
         if eval_rows:
             metrics = trainer.evaluate()
             run_dir.log_metrics({"step": trainer.state.global_step, **metrics})
             outcome["eval_loss"] = metrics.get("eval_loss")
-        outcome["model_kind"] = save_trained(trainer.model, tokenizer, run_dir, cfg.save)
-        run_dir.finish(result=outcome, outputs={"model": run_dir.model_dir})
-        run_dir.say(
-            f"sft finished: {outcome['global_step']} steps in {train_seconds:.0f} s, train loss "
-            f"{outcome['train_loss']:.4f} -> model {run_dir.model_dir}"
-        )
+        summary = f"train loss {outcome['train_loss']:.4f}"
+        stage.finish(trainer, tokenizer, trained, outcome, save=cfg.save, summary=summary)
         return run_dir

@@ -1,6 +1,8 @@
-"""What the training stages share: the `trainer:` mapping -> TRL config, precision choice and saving
-(`args`), trainer callbacks and the train/resume/drift-restore step (`callbacks`), and drift guards
-(`drift`). Our own PPO is the sub-package `rlhf.train.ppo`."""
+"""What the training stages share: the frame of a TRL-based stage run (`stage`: TRLStage — trainer keys
+checked early, run dir, inputs, the train/resume/drift-restore step, saving and the closing line), the
+`trainer:` mapping -> TRL config, precision choice and saving (`args`), trainer callbacks (`callbacks`),
+drift guards (`drift`), and reward-model training on preference pairs (`reward_model`). Our own PPO is the
+sub-package `rlhf.train.ppo`."""
 
 from rlhf.train.args import (
     build_trl_config,
@@ -10,7 +12,7 @@ from rlhf.train.args import (
     point_tensorboard_at,
     save_trained,
 )
-from rlhf.train.callbacks import DriftCallback, RunDirCallback, train
+from rlhf.train.callbacks import DriftCallback, RunDirCallback
 from rlhf.train.drift import (
     DriftGuard,
     DriftSettings,
@@ -19,21 +21,42 @@ from rlhf.train.drift import (
     sample_drift,
     sequence_kl,
 )
+from rlhf.train.reward_model import (
+    reward_tokenizer,
+    swap_labels,
+    tokenize_pairs,
+    train_members,
+    train_reward_model,
+)
+from rlhf.train.stage import (
+    Trained,
+    TRLStage,
+    check_trainer_section,
+    train,
+)
 
 __all__ = [
     "DriftCallback",
     "DriftGuard",
     "DriftSettings",
     "RunDirCallback",
+    "TRLStage",
+    "Trained",
     "best_checkpoint",
     "build_trl_config",
     "check_reserved",
     "check_trainer",
+    "check_trainer_section",
     "drift_alarms",
     "fast_bf16",
     "point_tensorboard_at",
+    "reward_tokenizer",
     "sample_drift",
     "save_trained",
     "sequence_kl",
+    "swap_labels",
+    "tokenize_pairs",
     "train",
+    "train_members",
+    "train_reward_model",
 ]

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from peft import set_peft_model_state_dict
-from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from rlhf.errors import TrainingError
 from rlhf.runs import CKPT_MARKER, RunDir
-from rlhf.train.drift import best_checkpoint
 
 
 class RunDirCallback(TrainerCallback):
@@ -52,7 +47,7 @@ class DriftCallback(TrainerCallback):
     (`kl_key`: per-token KL, multiplied by the mean length to give nats per response; `length_key`), or
     from `measure(model) -> (kl, mean_length)` at the start and then every `every_steps` steps (None: at
     each checkpoint save; 0: never). Under `drift.action: stop` an
-    alarm ends training; the stage then exports the best checkpoint (`restore_best`)."""
+    alarm ends training; the stage then exports the best checkpoint (`rlhf.train.stage.restore_best`)."""
 
     def __init__(
         self,
@@ -108,40 +103,3 @@ class DriftCallback(TrainerCallback):
         length = float(logs[self.length_key])
         kl = float(logs[self.kl_key]) * length if self.kl_key in logs else None
         self._observe(state, control, kl, length)
-
-
-def restore_best(model, run: RunDir, guard) -> str | None:
-    """After a drift stop: load the weights of the best checkpoint (newest complete one saved while within
-    bounds) into `model`, so the stage exports those rather than the drifted ones. Returns its path."""
-    ckpt = best_checkpoint(run.checkpoints, guard.last_ok_step, CKPT_MARKER)
-    if ckpt is None:
-        return None
-    if hasattr(model, "peft_config"):
-        set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
-    else:
-        state = load_file(str(ckpt / "model.safetensors"))
-        model.load_state_dict(state, strict=False)
-    return str(ckpt)
-
-
-@dataclass
-class Trained:
-    result: object  # transformers' TrainOutput
-    seconds: float  # wall time of train()
-    restored: str | None  # the checkpoint exported after a drift stop, or None
-
-
-def train(trainer, run: RunDir, *, resume: bool, drift: DriftCallback | None = None) -> Trained:
-    """The TRL stages' training step: resume from the newest complete checkpoint (with the drift guard's
-    state), train, time it, and after a drift stop load the best checkpoint's weights for export."""
-    checkpoint = run.resume_point(resume)
-    if drift is not None:
-        drift.resume_from(checkpoint)
-    t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - t0
-    restored = None
-    if drift is not None and drift.guard.should_stop:
-        restored = restore_best(trainer.model, run, drift.guard)
-        run.say(f"drift stop: exporting {restored or 'the final weights (no checkpoint was within bounds)'}")
-    return Trained(result, seconds, restored)

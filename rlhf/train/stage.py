@@ -1,0 +1,155 @@
+"""The frame every TRL-based stage (sft, dpo, reward, grpo/rloo) runs in, written once.
+
+A stage module keeps what is its own — its config, its data, the TRL trainer it builds and the result it
+reports — and leaves the rest to `TRLStage`:
+
+    stage = TRLStage("dpo", DPOConfig, cfg, owned={"max_length": cfg.data.max_length})  # fails early
+    with stage.open(resume=resume, overwrite=overwrite) as run_dir:
+        tokenizer, rows = ...                                   # the stage's own data and accounting
+        stage.record_inputs("data.train", cfg.data.train)
+        trainer = DPOTrainer(args=stage.args(has_eval=...), callbacks=[stage.callback], ...)
+        trained = stage.train(trainer, resume=resume)
+        stage.finish(trainer, tokenizer, trained, {**trained.outcome(), ...}, save=cfg.save, summary="...")
+
+- Keys rlhf owns in the TRL config: `output_dir` (the run's checkpoints/) and `seed` (run.seed) for every
+  stage, plus the stage's own (`owned`: max_length, ...). `check_trainer_section` refuses them in the
+  `trainer:` mapping at config load, naming the setting to use instead.
+- The TRL config is built when the stage is made, before the run directory is touched: a bad `trainer:`
+  key or a value TRL refuses leaves nothing behind.
+- Inside the run: TensorBoard events go into the run dir, `callback` (a RunDirCallback) logs metrics and
+  marks checkpoints, `train` resumes / trains / times and restores the best checkpoint after a drift stop,
+  `finish` saves the model (merged | adapter), declares it, and says the closing line.
+
+`cfg` is a stage config with `run: RunSettings`, `model: ModelConfig` and `trainer: dict`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+
+from rlhf.data import source_path
+from rlhf.models import resolve_model_path
+from rlhf.runs import CKPT_MARKER, RunDir
+from rlhf.train.args import (
+    build_trl_config,
+    check_reserved,
+    check_trainer,
+    point_tensorboard_at,
+    save_trained,
+)
+from rlhf.train.callbacks import DriftCallback, RunDirCallback
+from rlhf.train.drift import best_checkpoint
+
+OWNED_BY_EVERY_STAGE = {"output_dir": "run.output_root and run.name", "seed": "run.seed"}
+
+
+def check_trainer_section(config_cls, trainer: dict, reserved: dict[str, str] | None = None) -> None:
+    """Config-load checks of a stage's `trainer:` mapping: the keys rlhf owns (output_dir, seed and the
+    stage's `reserved` ones, {key: the setting to use instead}) are refused, then `check_trainer`."""
+    check_reserved(trainer, {**OWNED_BY_EVERY_STAGE, **(reserved or {})})
+    check_trainer(config_cls, trainer)
+
+
+@dataclass
+class Trained:
+    result: object  # transformers' TrainOutput
+    seconds: float  # wall time of train()
+    restored: str | None  # the checkpoint exported after a drift stop, or None
+    global_step: int = 0  # the trainer's step count when training ended
+
+    def outcome(self) -> dict:
+        """The result fields every TRL stage reports: steps, training loss, wall time."""
+        return {
+            "global_step": self.global_step,
+            "train_loss": self.result.training_loss,
+            "train_seconds": round(self.seconds, 3),
+        }
+
+
+class TRLStage:
+    """One run of a TRL-based stage; see the module docstring for the order of the calls."""
+
+    def __init__(self, name: str, config_cls, cfg, *, owned: dict | None = None):
+        self.name, self.config_cls, self.cfg = name, config_cls, cfg
+        self.owned = {
+            "output_dir": str(RunDir.at(cfg.run).checkpoints),
+            "seed": cfg.run.seed,
+            **(owned or {}),
+        }
+        self.config = self.args()  # bad trainer keys fail here, before anything is written
+        self.run_dir: RunDir | None = None
+        self.callback: RunDirCallback | None = None
+
+    def args(self, *, has_eval: bool = False, **override):
+        """cfg.trainer + the keys rlhf owns (`override` replaces some, e.g. an ensemble member's seed and
+        output dir) -> the TRL config. With eval rows, evaluation runs each epoch unless
+        trainer.eval_strategy says otherwise."""
+        owned = {**self.owned, **override}
+        if has_eval and "eval_strategy" not in self.cfg.trainer:
+            owned["eval_strategy"] = "epoch"
+        return build_trl_config(self.config_cls, self.cfg.trainer, owned)
+
+    @contextmanager
+    def open(self, *, resume: bool, overwrite: bool) -> Iterator[RunDir]:
+        """The run directory (RunDir.prepare: a failure inside marks the run failed), with TensorBoard
+        pointed into it and `callback` ready for the trainer."""
+        cfg = self.cfg
+        with RunDir.prepare(cfg.run, self.name, cfg, resume=resume, overwrite=overwrite) as run_dir:
+            self.run_dir, self.callback = run_dir, RunDirCallback(run_dir)
+            point_tensorboard_at(run_dir.path / "tensorboard")
+            yield run_dir
+
+    def record_inputs(self, data_key: str, data_source: str) -> None:
+        """The training data and the model, with their content hashes, into the manifest's inputs."""
+        self.run_dir.record_input(data_key, data_source, source_path(data_source))
+        self.run_dir.record_input("model", self.cfg.model.name, resolve_model_path(self.cfg.model.name))
+
+    def train(self, trainer, *, resume: bool, drift: DriftCallback | None = None) -> Trained:
+        return train(trainer, self.run_dir, resume=resume, drift=drift)
+
+    def finish(self, trainer, tokenizer, trained: Trained, outcome: dict, *, save: str, summary: str) -> None:
+        """Save the final model into model/ (`save`: merged | adapter; its kind goes into `outcome`), mark
+        the run completed with `outcome` as its result and the model as its output, say the closing line."""
+        run_dir = self.run_dir
+        outcome["model_kind"] = save_trained(trainer.model, tokenizer, run_dir, save)
+        run_dir.finish(result=outcome, outputs={"model": run_dir.model_dir})
+        run_dir.say(
+            f"{self.name} finished: {trained.global_step} steps in {trained.seconds:.0f} s, {summary} "
+            f"-> model {run_dir.model_dir}"
+        )
+
+
+def train(trainer, run: RunDir, *, resume: bool, drift: DriftCallback | None = None) -> Trained:
+    """The TRL stages' training step: resume from the newest complete checkpoint (with the drift guard's
+    state), train, time it, and after a drift stop load the best checkpoint's weights for export."""
+    checkpoint = run.resume_point(resume)
+    if drift is not None:
+        drift.resume_from(checkpoint)
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - t0
+    restored = None
+    if drift is not None and drift.guard.should_stop:
+        restored = restore_best(trainer.model, run, drift.guard)
+        run.say(f"drift stop: exporting {restored or 'the final weights (no checkpoint was within bounds)'}")
+    return Trained(result, seconds, restored, trainer.state.global_step)
+
+
+def restore_best(model, run: RunDir, guard) -> str | None:
+    """After a drift stop: load the weights of the best checkpoint (newest complete one saved while within
+    bounds) into `model`, so the stage exports those rather than the drifted ones. Returns its path."""
+    ckpt = best_checkpoint(run.checkpoints, guard.last_ok_step, CKPT_MARKER)
+    if ckpt is None:
+        return None
+    if hasattr(model, "peft_config"):
+        set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
+    else:
+        state = load_file(str(ckpt / "model.safetensors"))
+        model.load_state_dict(state, strict=False)
+    return str(ckpt)
