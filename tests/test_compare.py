@@ -10,7 +10,7 @@ from support.data import write_jsonl
 from support.tiny import WORDS, build_tiny_reward_model
 
 from rlhf.cli import main
-from rlhf.compare import arena
+from rlhf.compare import arena, read_result
 from rlhf.config import load_config
 from rlhf.stages import compare
 from rlhf.store.export import ExportSettings, export_rows
@@ -77,6 +77,17 @@ def test_compare_three_checkpoints_report_and_cache(tmp_path, three_checkpoints,
         for n in ("base", "warm", "hot")
     }
     result = json.loads(run.output("compare_json").read_text())
+    typed = read_result(run.output("compare_json"))  # the file is the typed result, and reads back as one
+    assert typed.to_dict() == result
+    assert (
+        typed.checkpoints["hot"].vs_baseline.win_rate
+        == result["checkpoints"]["hot"]["vs_baseline"]["win_rate"]
+    )
+    assert (
+        typed.bradley_terry.checkpoints[0].checkpoint
+        == result["bradley_terry"]["checkpoints"][0]["checkpoint"]
+    )
+    assert "judge" not in result  # what was not measured is left out of the file
     assert result["prompts"] == 20
     assert result["baseline"] == "base"
     for name, c in result["checkpoints"].items():
@@ -204,3 +215,60 @@ def test_arena_battles_votes_leaderboard_and_export(tmp_path, three_checkpoints,
     out = capsys.readouterr().out
     assert out.index("hot") < out.index("warm") < out.index("base")
     assert "40 votes" in out
+
+
+def hand_built_result(*, win=0.8, lc=0.6, implicit=0.3, chars=(10.0, 25.0), kl=30.0, ci=(990.0, 1040.0)):
+    from rlhf.compare import (
+        KL,
+        CheckpointResult,
+        CompareResult,
+        Generation,
+        HumanAgreement,
+        Leaderboard,
+        Lengths,
+        RateCI,
+        Rating,
+        VsBaseline,
+    )
+
+    def entry(mean_chars):
+        return CheckpointResult(Generation(0, 4, 0.1), Lengths([3, 3, 3, 3], 3.0, mean_chars, 1.0))
+
+    base, new = entry(chars[0]), entry(chars[1])
+    new.kl = KL(kl, [kl - 1, kl + 1], 4, per_token=kl / 3)
+    new.vs_baseline = VsBaseline(
+        win, lc, 1.0, win_rate_ci95=[win - 0.1, win], lc_win_rate_ci95=[lc - 0.1, lc]
+    )
+    agreement = HumanAgreement(RateCI(implicit, [0, 1], 4), RateCI(0.5, [0, 1], 4))
+    board = Leaderboard(
+        [Rating("new", 1020.0, list(ci), 0.7), Rating("base", 1000.0, [980.0, 1010.0], 0.3)], 8, "base"
+    )
+    return CompareResult(
+        ["base", "new"],
+        "base",
+        "base",
+        4,
+        {"base": base, "new": new},
+        human_agreement={"new": agreement},
+        bradley_terry=board,
+    )
+
+
+def test_flags_read_the_typed_result():
+    from rlhf.compare import flags, terminal_table
+
+    out = flags(hand_built_result(), kl_threshold=20.0)
+    assert len(out) == 5, out
+    assert out[0].startswith("Possible reward hacking: new beats base by the reward model (80% win rate)")
+    assert "implicit reward orders 30%" in out[0]
+    assert out[1] == "Length drift: new's answers are 2.5x as long as base's on average."
+    assert "falls from 80% to 60% once length is controlled" in out[2]
+    assert "KL 30.0 nats per response > threshold 20.0" in out[3]
+    assert out[4].startswith("No significant difference between new and base")
+    quiet = hand_built_result(
+        win=0.55, lc=0.55, implicit=0.6, chars=(10.0, 11.0), kl=1.0, ci=(1015.0, 1030.0)
+    )
+    assert flags(quiet, kl_threshold=20.0) == []
+    table = terminal_table(quiet).splitlines()
+    assert table[0].split()[:2] == ["checkpoint", "RM"]
+    assert table[2].split() == ["new", "-", "-", "1020", "0.70", "0.55", "0.55", "1.00", "3.0", "0.60"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rlhf.compare import bradley_terry as bt
+from rlhf.compare import human_agreement
 from rlhf.compare import metrics as cm
 
 
@@ -70,12 +71,12 @@ def test_win_rates_and_ties_by_hand():
     assert cm.outcomes(a, b).tolist() == [1.0, 0.5, 0.0, 0.0]
     assert cm.outcomes(a, b, tie_eps=0.1).tolist() == [1.0, 0.5, 0.0, 0.5]
     res = cm.pairwise_wins([a, b, c], n=200)
-    rate = np.array(res["rate"])
+    rate = np.array(res.rate)
     assert rate[0, 1] == pytest.approx(1.5 / 4)
     assert rate[1, 0] == pytest.approx(2.5 / 4)
     assert rate[0, 2] == pytest.approx(0.75)
     assert np.diag(rate).tolist() == [0.5, 0.5, 0.5]
-    lo, hi = np.array(res["ci95_low"]), np.array(res["ci95_high"])
+    lo, hi = np.array(res.ci95_low), np.array(res.ci95_high)
     assert (lo <= rate + 1e-9).all()
     assert (rate <= hi + 1e-9).all()
     assert lo[1, 0] == pytest.approx(1 - hi[0, 1])
@@ -84,12 +85,12 @@ def test_win_rates_and_ties_by_hand():
 
 def test_mean_and_rate_with_ci():
     m = cm.mean_ci([1.0, 2.0, 3.0, 4.0], n=500)
-    assert m["mean"] == 2.5
-    assert m["n"] == 4
-    assert 1.0 <= m["ci95"][0] < 2.5 < m["ci95"][1] <= 4.0
+    assert m.mean == 2.5
+    assert m.n == 4
+    assert 1.0 <= m.ci95[0] < 2.5 < m.ci95[1] <= 4.0
     r = cm.rate_ci([1, 1, 0, 0.5], n=500)
-    assert r["rate"] == pytest.approx(0.625)
-    assert r["ci95"][0] <= 0.625 <= r["ci95"][1]
+    assert r.rate == pytest.approx(0.625)
+    assert r.ci95[0] <= 0.625 <= r.ci95[1]
     assert cm.overlapping([0.1, 0.5], [0.4, 0.9])
     assert not cm.overlapping([0.1, 0.3], [0.4, 0.9])
 
@@ -103,28 +104,27 @@ def test_length_control_removes_a_planted_length_effect():
     p_win = 1 / (1 + np.exp(-(0.0 + 2.5 * d)))  # ...and wins only because of length (quality term 0)
     wins = (rng.random(n) < p_win).astype(float)
     res = cm.length_controlled_win_rate(wins, np.full(n, 0.5), model_len, base_len)
-    assert res["win_rate"] > 0.7  # raw: looks much better
-    assert res["lc_win_rate"] == pytest.approx(0.5, abs=0.05)  # length-controlled: no better
-    assert res["length_coef"] == pytest.approx(2.5, abs=0.4)
+    assert res.win_rate > 0.7  # raw: looks much better
+    assert res.lc_win_rate == pytest.approx(0.5, abs=0.05)  # length-controlled: no better
+    assert res.length_coef == pytest.approx(2.5, abs=0.4)
     # a real quality gap survives the control
     p_win = 1 / (1 + np.exp(-(1.0 + 2.5 * d)))
     wins = (rng.random(n) < p_win).astype(float)
     res = cm.lc_win_rate_ci(wins, np.full(n, 0.5), model_len, base_len, n=50)
-    assert res["lc_win_rate"] == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.05)
-    assert res["lc_win_rate_ci95"][0] <= res["lc_win_rate"] <= res["lc_win_rate_ci95"][1]
+    assert res.lc_win_rate == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.05)
+    assert res.lc_win_rate_ci95[0] <= res.lc_win_rate <= res.lc_win_rate_ci95[1]
+    assert res.win_rate_ci95[0] <= res.win_rate <= res.win_rate_ci95[1]
 
 
 def test_human_agreement_on_hand_built_pairs():
-    from rlhf.compare.measure import human_agreement
-
     # 4 pairs: log-probs of chosen / rejected under the policy and the reference
     policy = ([-10.0, -12.0, -8.0, -5.0], [-11.0, -9.0, -8.0, -6.0])
     reference = ([-12.0, -10.0, -9.0, -5.0], [-10.0, -10.0, -8.0, -4.0])
     # implicit reward differences (chosen - rejected) / beta: (2 - -1)=+3, (-2 - 1)=-3, (1 - 0)=+1, (0 - -2)=+2
     # -> agree, disagree, agree, agree = 0.75; plain log-prob: -10>-11 yes, -12>-9 no, tie 0.5, -5>-6 yes = 0.625
     res = human_agreement(policy, reference, beta=0.1, bootstrap=200)
-    assert res["implicit_reward"]["rate"] == pytest.approx(0.75)
-    assert res["logprob"]["rate"] == pytest.approx(0.625)
-    assert res["implicit_reward"]["n"] == 4
+    assert res.implicit_reward.rate == pytest.approx(0.75)
+    assert res.logprob.rate == pytest.approx(0.625)
+    assert res.implicit_reward.n == 4
     same = human_agreement(reference, reference, beta=0.1, bootstrap=50)
-    assert same["implicit_reward"]["rate"] == 0.5  # the reference against itself: every pair a tie
+    assert same.implicit_reward.rate == 0.5  # the reference against itself: every pair a tie

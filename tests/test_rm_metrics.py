@@ -9,13 +9,17 @@ def test_accuracy_counts_ties_as_half():
     assert m.accuracy([2.0, 1.0, 0.5, 3.0], [1.0, 2.0, 0.5, 0.0]) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
 
 
-def test_bootstrap_ci_brackets_the_mean_and_collapses_on_constant():
-    correct = [1.0] * 70 + [0.0] * 30
-    lo, hi = m.bootstrap_ci(correct, n=500, seed=1)
+def test_accuracy_ci_brackets_the_accuracy_and_collapses_on_constant():
+    chosen, rejected = [1.0] * 70 + [0.0] * 30, [0.5] * 100  # 70 of 100 pairs ordered right
+    lo, hi = m.accuracy_ci(chosen, rejected, resamples=500, seed=1)
     assert lo < 0.7 < hi
     assert lo > 0.55
     assert hi < 0.85
-    assert m.bootstrap_ci([1.0] * 10, n=100) == (1.0, 1.0)
+    assert m.accuracy_ci(chosen, rejected, resamples=500, seed=1) == (lo, hi)  # seeded
+    assert m.accuracy_ci([2.0] * 10, [1.0] * 10, resamples=100) == (1.0, 1.0)
+    assert m.accuracy_ci([1.0, 1.0], [1.0, 1.0], resamples=100) == (0.5, 0.5)  # ties count one half
+    with pytest.raises(ValueError, match="no pairs"):
+        m.accuracy_ci([], [])
 
 
 def test_calibration_by_hand():

@@ -1,6 +1,7 @@
 """The private blind arena: pairwise battles between checkpoints' answers, judged by your assessors in the
 labeling app, and the leaderboard fitted on their votes.
 
+- `open_arena`: a new pairwise labeling project holding the battles (`ArenaSettings`, the stage's `arena:`).
 - `battle_items`: for each prompt, pairs of checkpoints taken round-robin over all pairs (so every pair gets
   the same number of battles, +-1), sides randomised; each candidate's source names its checkpoint, which
   the app hides until the vote (arena mode reveals it afterwards).
@@ -14,9 +15,43 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import dataclass
 from itertools import combinations
 
 from rlhf.compare.bradley_terry import ratings
+from rlhf.compare.result import ArenaBattles
+from rlhf.config import bounded, documented
+from rlhf.store import Store
+
+
+@dataclass
+class ArenaSettings:
+    project: str | None = documented(None, help="a new pairwise project for the blind arena; null: none")
+    store: str = "labels.db"
+    battles_per_prompt: int = bounded(1, ge=1)
+    overlap: int = bounded(1, ge=1)
+    guidelines: str = (
+        "Pick the better answer to the request. Which model wrote which is hidden until you vote."
+    )
+
+
+def open_arena(
+    settings: ArenaSettings, prompts: list, prompt_ids: list[str], answers: dict[str, list[str]], *, seed: int
+) -> ArenaBattles:
+    """Create the arena's pairwise project in the store and add the battles between the checkpoints
+    (`answers`: name -> answer per prompt)."""
+    a = settings
+    items = battle_items(
+        list(answers), prompts, prompt_ids, answers, per_prompt=a.battles_per_prompt, seed=seed
+    )
+    with Store(a.store) as store:
+        store.create_project(
+            a.project, "pairwise", overlap=a.overlap, guidelines=a.guidelines, rationale="optional"
+        )
+        added = store.add_items(a.project, items, seed=seed)
+    return ArenaBattles(
+        a.project, a.store, added, serve=f"rlhf label store={a.store} project={a.project} arena=true"
+    )
 
 
 def battle_items(

@@ -1,5 +1,5 @@
 """Bradley-Terry ratings from pairwise battles, on the Elo scale, with bootstrap confidence intervals — as
-Chatbot Arena computes its leaderboard. Pure numpy, no I/O.
+Chatbot Arena computes its leaderboard. Pure (numpy; the intervals from `rlhf.stats.bootstrap`), no I/O.
 
 Model: P(i beats j) = sigmoid(b_i - b_j). A tie counts as half a win each way. The strengths maximise the
 log-likelihood plus a weak ridge (`l2`, which keeps a model that never won finite and fixes the scale's
@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from rlhf import stats
 
 ELO = 400.0 / math.log(10.0)
 
@@ -63,7 +65,7 @@ def ratings(
     l2: float = 0.01,
 ) -> dict:
     """{"rating": [n], "ci95": [[lo, hi]] * n, "p_best": [n], "battles": count} — CIs and the probability of
-    being the best from `bootstrap` resamples of the battles."""
+    being the best from `bootstrap` resamples of the battles (`rlhf.stats.bootstrap`)."""
     battles = list(battles)
     point = elo(fit_strengths(win_matrix(battles, n), l2=l2), anchor)
     if not battles or bootstrap <= 0:
@@ -73,20 +75,20 @@ def ratings(
             "p_best": [1 / n] * n,
             "battles": 0,
         }
-    rng = np.random.default_rng(seed)
     arr = np.array(battles, dtype=float)
-    samples = np.empty((bootstrap, n))
-    for k in range(bootstrap):
-        pick = arr[rng.integers(0, len(arr), len(arr))]
+    i, j, score = arr[:, 0].astype(int), arr[:, 1].astype(int), arr[:, 2]
+
+    def rated(idx: np.ndarray) -> np.ndarray:
         w = np.zeros((n, n))
-        np.add.at(w, (pick[:, 0].astype(int), pick[:, 1].astype(int)), pick[:, 2])
-        np.add.at(w, (pick[:, 1].astype(int), pick[:, 0].astype(int)), 1.0 - pick[:, 2])
-        samples[k] = elo(fit_strengths(w, l2=l2), anchor)
-    lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
-    best = np.bincount(samples.argmax(1), minlength=n) / bootstrap
+        np.add.at(w, (i[idx], j[idx]), score[idx])
+        np.add.at(w, (j[idx], i[idx]), 1.0 - score[idx])
+        return elo(fit_strengths(w, l2=l2), anchor)
+
+    ci = stats.bootstrap(rated, len(battles), resamples=bootstrap, seed=seed)
+    best = np.bincount(ci.distribution.argmax(1), minlength=n) / bootstrap
     return {
         "rating": point.tolist(),
-        "ci95": [[float(a), float(b)] for a, b in zip(lo, hi, strict=True)],
+        "ci95": [[float(a), float(b)] for a, b in zip(ci.low, ci.high, strict=True)],
         "p_best": best.tolist(),
         "battles": len(battles),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from rlhf.compare.result import JudgeVerdict
 from rlhf.generation import left_pad
 from rlhf.models import load_causal_lm, load_tokenizer
 
@@ -75,13 +76,12 @@ def judge_against(
 
 def judge_all(
     spec: str, answers: dict[str, list[str]], baseline: str, prompts: list, *, batch_size: int = 8
-) -> dict:
-    """Every checkpoint against the baseline, judged by the model `spec`: {name: win_rate, position_bias,
-    order_disagreement}."""
+) -> dict[str, JudgeVerdict]:
+    """Every checkpoint against the baseline, judged by the model `spec`."""
     tok, model = load_tokenizer(spec, padding_side="left"), load_causal_lm(spec).eval()
     out = {}
     for name, texts in answers.items():
         if name != baseline:
             j = judge_against(model, tok, prompts, texts, answers[baseline], batch_size=batch_size)
-            out[name] = {k: v for k, v in j.items() if k != "per_prompt"}
+            out[name] = JudgeVerdict(j["win_rate"], j["position_bias"], j["order_disagreement"])
     return out

@@ -6,6 +6,7 @@
   sum over tokens of log p - log q (the k1 estimator, unbiased) — in nats per response and per token.
 - `human_agreement`: on held-out preference pairs, the share each checkpoint orders like the humans, by its
   implicit reward beta * (log pi(y|x) - log pi_ref(y|x)) (what DPO optimises) and by plain sequence log-prob.
+- `generation_counts`, `lengths`: cache hits and response lengths of a checkpoint's answers.
 - `summarize`: reward-model means, win rates, Bradley-Terry ratings and length-controlled win rates.
 """
 
@@ -20,6 +21,15 @@ from tqdm.auto import tqdm
 from rlhf.compare.answer_cache import GenerationCache
 from rlhf.compare.bradley_terry import ratings
 from rlhf.compare.metrics import battles_from_scores, lc_win_rate_ci, mean_ci, pairwise_wins, rate_ci
+from rlhf.compare.result import (
+    KL,
+    Generation,
+    HumanAgreement,
+    Leaderboard,
+    Lengths,
+    Rating,
+    RewardSummary,
+)
 from rlhf.generation import SamplingSettings, generate_texts
 from rlhf.logprobs import sequence_logprobs
 from rlhf.models import model_fingerprint
@@ -99,6 +109,19 @@ def collect_answers(
     return answers
 
 
+def generation_counts(ans: Answers) -> Generation:
+    return Generation(cached=ans.cached, generated=ans.generated, seconds=ans.seconds)
+
+
+def lengths(ans: Answers) -> Lengths:
+    return Lengths(
+        tokens=ans.tokens,
+        mean_tokens=sum(ans.tokens) / len(ans.tokens),
+        mean_chars=sum(map(len, ans.texts)) / len(ans.texts),
+        ended_fraction=sum(ans.ended) / len(ans.ended),
+    )
+
+
 def same_vocabulary(tok_a, tok_b) -> bool:
     return tok_a.get_vocab() == tok_b.get_vocab()
 
@@ -113,12 +136,12 @@ def kl_on_samples(
     *,
     batch_size: int,
     bootstrap: int,
-) -> dict:
+) -> KL:
     """KL estimate from the answers' log-probs under the checkpoint and the reference; both are cached with
     the answers (the reference's under its content hash), so a re-run computes only what is new. The
     reference against itself is 0 by definition: no forward pass."""
     if model is reference:
-        return {"mean": 0.0, "ci95": [0.0, 0.0], "n": len(prompts), "per_token": 0.0}
+        return KL(mean=0.0, ci95=[0.0, 0.0], n=len(prompts), per_token=0.0)
     ref_key = f"ref_logp:{ref_fp[:16]}"
     entries = [ans.cache.get(p) for p in prompts]
     todo = [i for i, e in enumerate(entries) if "logp" not in e or ref_key not in e]
@@ -136,9 +159,8 @@ def kl_on_samples(
     ref = [e[ref_key] for e in entries]
     counts = [e["scored_tokens"] for e in entries]
     per_response = [a - b for a, b in zip(logp, ref, strict=True)]
-    out = mean_ci(per_response, n=bootstrap)
-    out["per_token"] = sum(per_response) / max(1, sum(counts))
-    return out
+    m = mean_ci(per_response, n=bootstrap)
+    return KL(m.mean, m.ci95, m.n, per_token=sum(per_response) / max(1, sum(counts)))
 
 
 def preference_logprobs(
@@ -154,7 +176,7 @@ def preference_logprobs(
     return chosen, rejected
 
 
-def human_agreement(policy: tuple, reference: tuple, *, beta: float, bootstrap: int) -> dict:
+def human_agreement(policy: tuple, reference: tuple, *, beta: float, bootstrap: int) -> HumanAgreement:
     """policy/reference: (log-probs of chosen, of rejected) per pair. A tie counts one half."""
     (pc, pr), (rc, rr) = policy, reference
 
@@ -163,7 +185,7 @@ def human_agreement(policy: tuple, reference: tuple, *, beta: float, bootstrap: 
 
     implicit = [agree(beta * (c - c0), beta * (r - r0)) for c, r, c0, r0 in zip(pc, pr, rc, rr, strict=True)]
     plain = [agree(c, r) for c, r in zip(pc, pr, strict=True)]
-    return {"implicit_reward": rate_ci(implicit, n=bootstrap), "logprob": rate_ci(plain, n=bootstrap)}
+    return HumanAgreement(implicit_reward=rate_ci(implicit, n=bootstrap), logprob=rate_ci(plain, n=bootstrap))
 
 
 def summarize(
@@ -175,7 +197,7 @@ def summarize(
     bootstrap: int,
     tie_eps: float,
     seed: int,
-) -> dict:
+) -> RewardSummary:
     """Reward means, the win-rate matrix, Bradley-Terry ratings (anchored on the baseline) and, per checkpoint,
     raw and length-controlled win rates over the baseline."""
     scores = [rewards[n] for n in names]
@@ -186,25 +208,24 @@ def summarize(
         seed=seed,
         anchor=names.index(baseline),
     )
-    board = [
-        {"checkpoint": n, "rating": fit["rating"][k], "ci95": fit["ci95"][k], "p_best": fit["p_best"][k]}
-        for k, n in enumerate(names)
-    ]
-    board.sort(key=lambda r: -r["rating"])
-    per_checkpoint = {n: {"reward": mean_ci(rewards[n], n=bootstrap, seed=seed)} for n in names}
-    for n in names:
-        if n != baseline:
-            per_checkpoint[n]["vs_baseline"] = lc_win_rate_ci(
-                rewards[n],
-                rewards[baseline],
-                chars[n],
-                chars[baseline],
-                tie_eps=tie_eps,
-                n=min(bootstrap, 300),
-                seed=seed,
-            )
-    return {
-        "per_checkpoint": per_checkpoint,
-        "win_rates": pairwise_wins(scores, tie_eps=tie_eps, n=bootstrap, seed=seed),
-        "bradley_terry": {"checkpoints": board, "battles": fit["battles"], "anchor": baseline},
+    board = [Rating(n, fit["rating"][k], fit["ci95"][k], fit["p_best"][k]) for k, n in enumerate(names)]
+    board.sort(key=lambda r: -r.rating)
+    vs_baseline = {
+        n: lc_win_rate_ci(
+            rewards[n],
+            rewards[baseline],
+            chars[n],
+            chars[baseline],
+            tie_eps=tie_eps,
+            n=min(bootstrap, 300),
+            seed=seed,
+        )
+        for n in names
+        if n != baseline
     }
+    return RewardSummary(
+        reward={n: mean_ci(rewards[n], n=bootstrap, seed=seed) for n in names},
+        vs_baseline=vs_baseline,
+        win_rates=pairwise_wins(scores, tie_eps=tie_eps, n=bootstrap, seed=seed),
+        bradley_terry=Leaderboard(board, battles=fit["battles"], anchor=baseline),
+    )

@@ -1,8 +1,9 @@
 """The numbers `rlhf compare` reports, as pure functions of scores and lengths (numpy, no I/O, no models).
+Every interval is a percentile bootstrap over prompts (`rlhf.stats.bootstrap`, seeded).
 
-- `mean_ci`: a mean with a percentile-bootstrap 95 % CI.
+- `mean_ci`: a mean with its 95 % CI.
 - `pairwise_wins`: per prompt, +1 / 0.5 / 0 for A over B by a score (a tie within `tie_eps`), and the
-  win-rate matrix with bootstrap CIs over prompts.
+  win-rate matrix with CIs (one bootstrap over prompts for every pair).
 - `length_controlled_win_rate`: AlpacaEval-2-LC style. Regress the outcome (win 1, tie 0.5, loss 0) of a
   model against the baseline on the length difference: logit P(win) = theta + phi * tanh(dlen / scale);
   the LC win rate is sigmoid(theta), the prediction with the length term set to zero — what the win rate
@@ -19,35 +20,26 @@ from itertools import combinations
 
 import numpy as np
 
+from rlhf.compare.result import LengthControlled, MeanCI, RateCI, VsBaseline, WinRates
+from rlhf.stats import bootstrap
 
-def bootstrap(values: Sequence[float], stat=np.mean, *, n: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap 95 % interval of `stat` over `values` (resampled with replacement)."""
+
+def _mean_and_ci(values: Sequence[float], n: int, seed: int) -> tuple[float, list[float], int]:
     x = np.asarray(values, dtype=float)
     if len(x) == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    stats = np.array([stat(x[rng.integers(0, len(x), len(x))]) for _ in range(n)])
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    return float(lo), float(hi)
+        return math.nan, [math.nan, math.nan], 0
+    ci = bootstrap(lambda idx: x[idx].mean(), len(x), resamples=n, seed=seed)
+    return ci.estimate, [ci.low, ci.high], len(x)
 
 
-def mean_ci(values: Sequence[float], *, n: int = 1000, seed: int = 0) -> dict:
-    x = np.asarray(values, dtype=float)
-    return {
-        "mean": float(x.mean()) if len(x) else math.nan,
-        "ci95": list(bootstrap(x, n=n, seed=seed)),
-        "n": len(x),
-    }
+def mean_ci(values: Sequence[float], *, n: int = 1000, seed: int = 0) -> MeanCI:
+    """The mean with its 95 % CI (`n` resamples); NaN for no values."""
+    return MeanCI(*_mean_and_ci(values, n, seed))
 
 
-def rate_ci(flags: Sequence[float], *, n: int = 1000, seed: int = 0) -> dict:
+def rate_ci(flags: Sequence[float], *, n: int = 1000, seed: int = 0) -> RateCI:
     """Share of 1s (0.5 counts half) with its CI."""
-    x = np.asarray(flags, dtype=float)
-    return {
-        "rate": float(x.mean()) if len(x) else math.nan,
-        "ci95": list(bootstrap(x, n=n, seed=seed)),
-        "n": len(x),
-    }
+    return RateCI(*_mean_and_ci(flags, n, seed))
 
 
 def outcomes(a: Sequence[float], b: Sequence[float], tie_eps: float = 0.0) -> np.ndarray:
@@ -58,19 +50,20 @@ def outcomes(a: Sequence[float], b: Sequence[float], tie_eps: float = 0.0) -> np
 
 def pairwise_wins(
     scores: Sequence[Sequence[float]], *, tie_eps: float = 0.0, n: int = 1000, seed: int = 0
-) -> dict:
-    """scores[m][p]: model m's score on prompt p (all models on the same prompts). Returns the win-rate
-    matrix (row beats column; the diagonal is 0.5) and its 95 % CIs, bootstrapped over prompts."""
+) -> WinRates:
+    """scores[m][p]: model m's score on prompt p (all models on the same prompts). The win-rate matrix (row
+    beats column; the diagonal is 0.5) and its 95 % CIs, bootstrapped over prompts."""
     s = np.asarray(scores, dtype=float)
     m = s.shape[0]
-    rate = np.full((m, m), 0.5)
-    lo, hi = np.full((m, m), 0.5), np.full((m, m), 0.5)
-    for i, j in combinations(range(m), 2):
-        o = outcomes(s[i], s[j], tie_eps)
-        rate[i, j], rate[j, i] = o.mean(), 1 - o.mean()
-        lo[i, j], hi[i, j] = bootstrap(o, n=n, seed=seed)
-        lo[j, i], hi[j, i] = 1 - hi[i, j], 1 - lo[i, j]
-    return {"rate": rate.tolist(), "ci95_low": lo.tolist(), "ci95_high": hi.tolist()}
+    rate, lo, hi = np.full((m, m), 0.5), np.full((m, m), 0.5), np.full((m, m), 0.5)
+    pairs = list(combinations(range(m), 2))
+    if pairs and s.shape[1]:
+        o = np.stack([outcomes(s[i], s[j], tie_eps) for i, j in pairs])  # (pair, prompt)
+        ci = bootstrap(lambda idx: o[:, idx].mean(1), o.shape[1], resamples=n, seed=seed)
+        for k, (i, j) in enumerate(pairs):
+            rate[i, j], lo[i, j], hi[i, j] = ci.estimate[k], ci.low[k], ci.high[k]
+            rate[j, i], lo[j, i], hi[j, i] = 1 - rate[i, j], 1 - hi[i, j], 1 - lo[i, j]
+    return WinRates(rate.tolist(), lo.tolist(), hi.tolist())
 
 
 def battles_from_scores(
@@ -106,34 +99,34 @@ def length_controlled_win_rate(
     *,
     tie_eps: float = 0.0,
     scale: float | None = None,
-) -> dict:
-    """{"win_rate", "lc_win_rate", "length_coef"} of a model against the baseline (see the module doc)."""
+) -> LengthControlled:
+    """Raw and length-controlled win rates of a model against the baseline (see the module doc)."""
     y = outcomes(model_scores, base_scores, tie_eps)
     d = np.asarray(model_lengths, dtype=float) - np.asarray(base_lengths, dtype=float)
     scale = scale if scale is not None else float(d.std()) or 1.0
     theta, phi = _logistic_fit(np.tanh(d / scale), y)
-    return {"win_rate": float(y.mean()), "lc_win_rate": 1.0 / (1.0 + math.exp(-theta)), "length_coef": phi}
+    return LengthControlled(float(y.mean()), 1.0 / (1.0 + math.exp(-theta)), phi)
 
 
 def lc_win_rate_ci(
     model_scores, base_scores, model_lengths, base_lengths, *, tie_eps=0.0, n: int = 300, seed: int = 0
-) -> dict:
+) -> VsBaseline:
     """`length_controlled_win_rate` with 95 % CIs (bootstrap over prompts) for both rates."""
-    point = length_controlled_win_rate(
-        model_scores, base_scores, model_lengths, base_lengths, tie_eps=tie_eps
-    )
     arrays = [np.asarray(v, dtype=float) for v in (model_scores, base_scores, model_lengths, base_lengths)]
-    rng = np.random.default_rng(seed)
-    k = len(arrays[0])
-    raw, lc = [], []
-    for _ in range(n):
-        idx = rng.integers(0, k, k)
+
+    def both_rates(idx: np.ndarray) -> np.ndarray:
         r = length_controlled_win_rate(*(a[idx] for a in arrays), tie_eps=tie_eps)
-        raw.append(r["win_rate"])
-        lc.append(r["lc_win_rate"])
-    point["win_rate_ci95"] = [float(x) for x in np.percentile(raw, [2.5, 97.5])]
-    point["lc_win_rate_ci95"] = [float(x) for x in np.percentile(lc, [2.5, 97.5])]
-    return point
+        return np.array([r.win_rate, r.lc_win_rate])
+
+    point = length_controlled_win_rate(*arrays, tie_eps=tie_eps)
+    ci = bootstrap(both_rates, len(arrays[0]), resamples=n, seed=seed)
+    return VsBaseline(
+        point.win_rate,
+        point.lc_win_rate,
+        point.length_coef,
+        win_rate_ci95=[float(ci.low[0]), float(ci.high[0])],
+        lc_win_rate_ci95=[float(ci.low[1]), float(ci.high[1])],
+    )
 
 
 def overlapping(ci_a: Sequence[float], ci_b: Sequence[float]) -> bool:

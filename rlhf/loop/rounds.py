@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from rlhf.compare import read_result
 from rlhf.config import from_dict, to_dict
 from rlhf.data import load_rows
 from rlhf.errors import ConfigError
@@ -199,19 +200,20 @@ class Loop:
         if self.cfg.arena:
             cmp_chain["arena"] = {"project": f"{project}-arena", "store": self.store}
         cmp_run = self.step(f"r{r}-compare", "compare", cmp_chain)
-        result = json.loads(declared_output(cmp_run, "compare_json").read_text())
-        vs = result["checkpoints"][names[new]].get("vs_baseline", {})
-        kl = (result["checkpoints"][names[new]].get("kl") or {}).get("mean")
-        promoted = vs.get("win_rate", 0.0) > self.cfg.promote_above
+        result = read_result(declared_output(cmp_run, "compare_json"))
+        measured = result.checkpoints[names[new]]
+        vs, kl = measured.vs_baseline, measured.kl.mean if measured.kl else None
+        win_rate = vs.win_rate if vs else None
+        promoted = (win_rate or 0.0) > self.cfg.promote_above
         state.update(
-            win_rate=vs.get("win_rate"), win_rate_ci95=vs.get("win_rate_ci95"), kl=kl, promoted=promoted
+            win_rate=win_rate, win_rate_ci95=vs.win_rate_ci95 if vs else None, kl=kl, promoted=promoted
         )
         state.update(best=new if promoted else best, compare_run=str(cmp_run))
         self.save()
         verdict = "becomes the best policy" if promoted else f"stays behind; {names[best]} remains the best"
         self.say(
-            f"round {r}: {names[new]} wins {vs.get('win_rate', float('nan')):.0%} of reward-model battles "
-            f"against {names[best]} on {result['prompts']} held-out prompts (KL {kl if kl is None else round(kl, 2)}) "
+            f"round {r}: {names[new]} wins {win_rate if vs else float('nan'):.0%} of reward-model battles "
+            f"against {names[best]} on {result.prompts} held-out prompts (KL {kl if kl is None else round(kl, 2)}) "
             f"-> it {verdict}"
         )
         return state["best"]

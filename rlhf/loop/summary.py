@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from rlhf.compare import read_result
 from rlhf.loop.steps import StepRecord
 from rlhf.runs import MANIFEST
 
@@ -27,13 +28,11 @@ def key_figure(rec: StepRecord) -> str:
     if rec.stage == "compare":
         out = (_manifest(rec).get("outputs") or {}).get("compare_json")
         if out:
-            res = json.loads((rec.run / out["path"]).read_text())
-            base = res["baseline"]
-            new = next(n for n in res["names"] if n != base)
-            vs = res["checkpoints"][new].get("vs_baseline") or {}
-            kl = (res["checkpoints"][new].get("kl") or {}).get("mean")
-            text = f"{new} beats {base} in {vs.get('win_rate', float('nan')):.0%} (RM)"
-            return text + (f", KL {kl:.2f}" if kl is not None else "")
+            res = read_result(rec.run / out["path"])
+            new = next(n for n in res.names if n != res.baseline)
+            vs, kl = res.checkpoints[new].vs_baseline, res.checkpoints[new].kl
+            text = f"{new} beats {res.baseline} in {vs.win_rate if vs else float('nan'):.0%} (RM)"
+            return text + (f", KL {kl.mean:.2f}" if kl else "")
     return ""
 
 

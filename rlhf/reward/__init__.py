@@ -2,7 +2,7 @@
 function, and the reward model's QA metrics and report (pure)."""
 
 from rlhf.reward import metrics
-from rlhf.reward.metrics import accuracy, bootstrap_ci, ensemble_accuracy, pair_correct
+from rlhf.reward.metrics import accuracy, accuracy_ci, ensemble_accuracy, pair_correct
 from rlhf.reward.report import build_report, write_html
 from rlhf.reward.scorer import (
     META_FILE,
@@ -20,7 +20,7 @@ __all__ = [
     "RewardScorer",
     "RewardSettings",
     "accuracy",
-    "bootstrap_ci",
+    "accuracy_ci",
     "build_report",
     "check_reward",
     "encode_pair",

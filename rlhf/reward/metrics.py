@@ -3,7 +3,8 @@
 Inputs are per held-out pair: r_chosen, r_rejected (the RM's scalar rewards), and the two responses'
 lengths. Definitions:
 - accuracy: share of pairs with r_chosen > r_rejected (an exact tie counts 1/2);
-- bootstrap CI: percentile interval of the accuracy over `n` resamples of the pairs (seeded);
+- accuracy CI: percentile-bootstrap interval of the accuracy over resamples of the pairs (seeded;
+  `rlhf.stats.bootstrap`, the one bootstrap of every interval);
 - calibration: every pair is read in both orientations, p = σ(r_a − r_b) with label 1 when a is the
   chosen one; p is binned into `bins` equal-width bins; each bin reports mean p, observed frequency and
   count; ECE = Σ count/N · |freq − mean p|;
@@ -17,11 +18,13 @@ lengths. Definitions:
 from __future__ import annotations
 
 import math
-import random
 import statistics
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 
+import numpy as np
+
+from rlhf.stats import bootstrap
 from rlhf.store import majority
 
 
@@ -35,18 +38,20 @@ def accuracy(r_chosen: Sequence[float], r_rejected: Sequence[float]) -> float:
     return sum(pair_correct(c, r) for c, r in zip(r_chosen, r_rejected, strict=True)) / len(r_chosen)
 
 
-def bootstrap_ci(
-    correct: Sequence[float], *, n: int = 1000, level: float = 0.95, seed: int = 0
+def accuracy_ci(
+    r_chosen: Sequence[float],
+    r_rejected: Sequence[float],
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-pair correctness values."""
-    if not correct:
-        raise ValueError("bootstrap of no pairs")
-    rng = random.Random(seed)
-    k = len(correct)
-    means = sorted(sum(correct[rng.randrange(k)] for _ in range(k)) / k for _ in range(n))
-    lo = means[int(math.floor((1 - level) / 2 * (n - 1)))]
-    hi = means[int(math.ceil((1 + level) / 2 * (n - 1)))]
-    return lo, hi
+    """Percentile-bootstrap interval of the accuracy, the pairs resampled (`rlhf.stats.bootstrap`)."""
+    if len(r_chosen) == 0:
+        raise ValueError("accuracy of no pairs")
+    correct = np.array([pair_correct(c, r) for c, r in zip(r_chosen, r_rejected, strict=True)])
+    ci = bootstrap(lambda idx: correct[idx].mean(), len(correct), resamples=resamples, level=level, seed=seed)
+    return ci.low, ci.high
 
 
 def sigmoid(x: float) -> float:

@@ -33,7 +33,7 @@ def build_report(
         "pairs": len(eval_rows),
         "accuracy": {
             "value": sum(correct) / len(correct),
-            "ci95": list(m.bootstrap_ci(correct, n=bootstrap, seed=seed)),
+            "ci95": list(m.accuracy_ci(r_c, r_r, resamples=bootstrap, seed=seed)),
             "bootstrap_resamples": bootstrap,
         },
         "calibration": m.calibration(r_c, r_r, bins=bins),

@@ -7,8 +7,9 @@ private blind arena, a leaderboard and a report.
 Inputs : N checkpoints ({name, model}: an alias, a model dir, a LoRA adapter dir, a run dir — resolved to its
          declared model — or a hub id), prompts, optionally a reward model (an `rlhf reward` run), held-out
          preference pairs, a local judge LM, and a store for the arena.
-Outputs: runs/<name>/report.html (self-contained, plots inline; flags in words at the top), compare.json,
-         answers.jsonl (every checkpoint's answer per prompt) — the declared outputs — and a terminal table.
+Outputs: runs/<name>/report.html (self-contained, plots inline; flags in words at the top), compare.json
+         (the typed `rlhf.compare.CompareResult`; `read_result` reads it back), answers.jsonl (every
+         checkpoint's answer per prompt) — the declared outputs — and a terminal table.
 
 Choices:
 - Answers are sampled once per (model content hash, prompt, sampling settings, seed) and cached
@@ -27,16 +28,23 @@ Choices:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rlhf.compare import (
+    Answers,
+    ArenaSettings,
+    CheckpointResult,
+    CompareResult,
     Lazy,
+    RewardSummary,
     collect_answers,
     flags,
+    generation_counts,
     human_agreement,
     judge_all,
     kl_on_samples,
+    lengths,
     preference_logprobs,
     same_vocabulary,
     summarize,
@@ -75,17 +83,6 @@ class HumanSettings:
 class JudgeSettings:
     model: str | None = documented(None, help="a local causal LM; null: no judge")
     batch_size: int = bounded(4, ge=1)
-
-
-@dataclass
-class ArenaSettings:
-    project: str | None = documented(None, help="a new pairwise project for the blind arena; null: none")
-    store: str = "labels.db"
-    battles_per_prompt: int = bounded(1, ge=1)
-    overlap: int = bounded(1, ge=1)
-    guidelines: str = (
-        "Pick the better answer to the request. Which model wrote which is hidden until you vote."
-    )
 
 
 def _default_checkpoints() -> list[Checkpoint]:
@@ -128,7 +125,6 @@ class CompareStageConfig:
 def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     rm_path = check_reward(cfg.reward) if cfg.reward else None  # config errors before anything is written
     specs = {c.name: c.model for c in cfg.checkpoints}
-    names = list(specs)
     with RunDir.prepare(cfg.run, "compare", cfg, resume=resume, overwrite=overwrite) as run_dir:
         for name, spec in specs.items():
             run_dir.record_input(f"checkpoint[{name}]", spec, resolve_model_path(spec))
@@ -137,103 +133,107 @@ def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = Fals
         run_dir.record_input("data.prompts", cfg.data.prompts, source_path(cfg.data.prompts))
         run_dir.account("compare", {"prompts": prompts.accounting})
         pairs = _held_out(cfg, tokenizers[cfg.reference], run_dir)
-        reference = Lazy(lambda: load_causal_lm(specs[cfg.reference]).eval())  # loaded only when needed
-        ref_fp = model_fingerprint(specs[cfg.reference])
-        ref_pref = (
-            preference_logprobs(reference(), tokenizers[cfg.reference], pairs, batch_size=cfg.batch_size)
-            if pairs
-            else None
-        )
-        cache = Path(cfg.cache) if cfg.cache else cache_dir() / "generations"
-        answers, result = {}, {"checkpoints": {}, "human_agreement": {}}
-        for k, name in enumerate(names):
-            tok = tokenizers[name]
-            model = (
-                reference
-                if name == cfg.reference
-                else Lazy(lambda name=name: load_causal_lm(specs[name]).eval())
-            )
-            ans = collect_answers(
-                name,
-                specs[name],
-                tok,
-                prompts.prompts,
-                prompts.encoded[k],
-                cfg.sampling,
-                cache_root=cache,
-                seed=cfg.run.seed,
-                batch_size=cfg.batch_size,
-                model=model,
-            )
-            answers[name] = ans
-            entry = {"generation": {"cached": ans.cached, "generated": ans.generated, "seconds": ans.seconds}}
-            if same_vocabulary(tok, tokenizers[cfg.reference]):
-                entry["kl"] = kl_on_samples(
-                    model,
-                    reference,
-                    ref_fp,
-                    tok,
-                    prompts.prompts,
-                    ans,
-                    batch_size=cfg.batch_size,
-                    bootstrap=cfg.bootstrap,
-                )
-                if pairs:
-                    pol = preference_logprobs(model(), tok, pairs, batch_size=cfg.batch_size)
-                    result["human_agreement"][name] = human_agreement(
-                        pol, ref_pref, beta=cfg.human.beta, bootstrap=cfg.bootstrap
-                    )
-            entry["length"] = {
-                "tokens": ans.tokens,
-                "mean_tokens": sum(ans.tokens) / len(ans.tokens),
-                "mean_chars": sum(map(len, ans.texts)) / len(ans.texts),
-                "ended_fraction": sum(ans.ended) / len(ans.ended),
-            }
-            result["checkpoints"][name] = entry
-            if model is not reference:
-                model.release()
-        chars = {n: [len(t) for t in answers[n].texts] for n in names}
+        answers, result = _measure(cfg, specs, tokenizers, prompts, pairs)
         if cfg.reward:
-            run_dir.record_input(
-                "reward.model" if cfg.reward.model else "reward.function", cfg.reward.source, rm_path
-            )
-            reward = load_reward(cfg.reward)
-            scores = {
-                n: reward(prompts.prompts, answers[n].texts, where=f"scoring {n}", ids=prompts.ids)
-                for n in names
-            }
-            summary = summarize(
-                names,
-                scores,
-                chars,
-                cfg.baseline,
-                bootstrap=cfg.bootstrap,
-                tie_eps=cfg.tie_eps,
-                seed=cfg.run.seed,
-            )
-            for n in names:
-                result["checkpoints"][n].update(summary["per_checkpoint"][n])
-            result.update(win_rates=summary["win_rates"], bradley_terry=summary["bradley_terry"])
+            result.add_rewards(_score(cfg, rm_path, run_dir, prompts, answers))
         if cfg.judge.model:
-            texts = {n: a.texts for n, a in answers.items()}
-            result["judge"] = judge_all(
-                cfg.judge.model, texts, cfg.baseline, prompts.prompts, batch_size=cfg.judge.batch_size
+            result.judge = judge_all(
+                cfg.judge.model,
+                _texts(answers),
+                cfg.baseline,
+                prompts.prompts,
+                batch_size=cfg.judge.batch_size,
             )
         if cfg.arena.project:
-            result["arena"] = _open_arena(cfg, names, prompts, answers)
-        result.update(prompts=len(prompts), baseline=cfg.baseline, reference=cfg.reference, names=names)
-        result["flags"] = flags(result, kl_threshold=cfg.kl_threshold)
-        outputs = write_outputs(
-            run_dir.path, result, prompts.ids, prompts.prompts, {n: a.texts for n, a in answers.items()}
-        )
-        run_dir.finish(result={n: result["checkpoints"][n]["generation"] for n in names}, outputs=outputs)
-        print(terminal_table(result), flush=True)
-        for f in result["flags"]:
-            run_dir.say(f"flag: {f}")
-        run_dir.say(
-            f"compare: {len(names)} checkpoints on {len(prompts)} prompts -> report {outputs['report']}"
-        )
+            result.arena = arena_lib.open_arena(
+                cfg.arena, prompts.prompts, prompts.ids, _texts(answers), seed=cfg.run.seed
+            )
+        result.flags = flags(result, kl_threshold=cfg.kl_threshold)
+        _report(run_dir, result, prompts, answers)
         return run_dir
+
+
+def _measure(
+    cfg: CompareStageConfig, specs: dict[str, str], tokenizers: dict, prompts, pairs: list[dict]
+) -> tuple[dict[str, Answers], CompareResult]:
+    """Every checkpoint's answers (cached), their lengths and, where it shares the reference's vocabulary,
+    its KL to the reference and its agreement with the held-out human pairs. Each model is loaded at most
+    once (the reference only when something needs it) and released after its turn."""
+    reference = Lazy(lambda: load_causal_lm(specs[cfg.reference]).eval())
+    ref_tok, ref_fp = tokenizers[cfg.reference], model_fingerprint(specs[cfg.reference])
+    ref_pref = preference_logprobs(reference(), ref_tok, pairs, batch_size=cfg.batch_size) if pairs else None
+    cache = Path(cfg.cache) if cfg.cache else cache_dir() / "generations"
+    names = list(specs)
+    result = CompareResult(names, cfg.baseline, cfg.reference, prompts=len(prompts), checkpoints={})
+    answers = {}
+    for k, name in enumerate(names):
+        tok = tokenizers[name]
+        model = reference if name == cfg.reference else Lazy(lambda n=name: load_causal_lm(specs[n]).eval())
+        answers[name] = ans = collect_answers(
+            name,
+            specs[name],
+            tok,
+            prompts.prompts,
+            prompts.encoded[k],
+            cfg.sampling,
+            cache_root=cache,
+            seed=cfg.run.seed,
+            batch_size=cfg.batch_size,
+            model=model,
+        )
+        entry = result.checkpoints[name] = CheckpointResult(generation_counts(ans), lengths(ans))
+        if same_vocabulary(tok, ref_tok):
+            entry.kl = kl_on_samples(
+                model,
+                reference,
+                ref_fp,
+                tok,
+                prompts.prompts,
+                ans,
+                batch_size=cfg.batch_size,
+                bootstrap=cfg.bootstrap,
+            )
+            if pairs:
+                pol = preference_logprobs(model(), tok, pairs, batch_size=cfg.batch_size)
+                result.human_agreement[name] = human_agreement(
+                    pol, ref_pref, beta=cfg.human.beta, bootstrap=cfg.bootstrap
+                )
+        if model is not reference:
+            model.release()
+    return answers, result
+
+
+def _score(
+    cfg: CompareStageConfig, rm_path, run_dir: RunDir, prompts, answers: dict[str, Answers]
+) -> RewardSummary:
+    """Every answer scored by the reward model, and the numbers from the scores."""
+    run_dir.record_input(
+        "reward.model" if cfg.reward.model else "reward.function", cfg.reward.source, rm_path
+    )
+    reward = load_reward(cfg.reward)
+    names = list(answers)
+    scores = {
+        n: reward(prompts.prompts, answers[n].texts, where=f"scoring {n}", ids=prompts.ids) for n in names
+    }
+    chars = {n: [len(t) for t in answers[n].texts] for n in names}
+    return summarize(
+        names, scores, chars, cfg.baseline, bootstrap=cfg.bootstrap, tie_eps=cfg.tie_eps, seed=cfg.run.seed
+    )
+
+
+def _report(run_dir: RunDir, result: CompareResult, prompts, answers: dict[str, Answers]) -> None:
+    outputs = write_outputs(run_dir.path, result, prompts.ids, prompts.prompts, _texts(answers))
+    run_dir.finish(result={n: asdict(c.generation) for n, c in result.checkpoints.items()}, outputs=outputs)
+    print(terminal_table(result), flush=True)
+    for f in result.flags:
+        run_dir.say(f"flag: {f}")
+    run_dir.say(
+        f"compare: {len(result.names)} checkpoints on {result.prompts} prompts -> report {outputs['report']}"
+    )
+
+
+def _texts(answers: dict[str, Answers]) -> dict[str, list[str]]:
+    return {n: a.texts for n, a in answers.items()}
 
 
 def _held_out(cfg: CompareStageConfig, tokenizer, run_dir: RunDir) -> list[dict]:
@@ -245,29 +245,6 @@ def _held_out(cfg: CompareStageConfig, tokenizer, run_dir: RunDir) -> list[dict]
     run_dir.record_input("human.preferences", cfg.human.preferences, source_path(cfg.human.preferences))
     run_dir.account("compare", {"human.preferences": acct.summary()})
     return rows[: cfg.human.limit] if cfg.human.limit else rows
-
-
-def _open_arena(cfg: CompareStageConfig, names: list[str], prompts, answers: dict) -> dict:
-    a = cfg.arena
-    items = arena_lib.battle_items(
-        names,
-        prompts.prompts,
-        prompts.ids,
-        {n: answers[n].texts for n in names},
-        per_prompt=a.battles_per_prompt,
-        seed=cfg.run.seed,
-    )
-    with Store(a.store) as store:
-        store.create_project(
-            a.project, "pairwise", overlap=a.overlap, guidelines=a.guidelines, rationale="optional"
-        )
-        added = store.add_items(a.project, items, seed=cfg.run.seed)
-    return {
-        "project": a.project,
-        "store": a.store,
-        "battles": added,
-        "serve": f"rlhf label store={a.store} project={a.project} arena=true",
-    }
 
 
 def leaderboard_command(args) -> int:

@@ -18,7 +18,7 @@ from rlhf.data import load_rows, validate_rows
 from rlhf.errors import DataError, ModelError, RlhfError
 from rlhf.models import resolve_model_path
 from rlhf.preferences import normalize_preference_row
-from rlhf.reward import META_FILE, RewardScorer, accuracy, bootstrap_ci, pair_correct
+from rlhf.reward import META_FILE, RewardScorer, accuracy, accuracy_ci
 
 
 def check_args(args) -> str:
@@ -55,7 +55,7 @@ def main(args) -> int:
         rr = scorer.score(
             [p["prompt"] for p in pairs], [p["rejected"] for p in pairs], normalize=args.normalize
         )
-        lo, hi = bootstrap_ci([pair_correct(c, r) for c, r in zip(rc, rr, strict=True)])
+        lo, hi = accuracy_ci(rc, rr)
         s = acct.summary()
         print(
             f"{len(pairs)} pairs scored ({s['rows_rejected']} rows rejected {s['rejected_by_reason'] or ''}); "
