@@ -28,7 +28,7 @@ def main() -> None:
 
     from labeling_ui.browser import free_port, launch_chromium, login
     from rlhf.stages.label import LabelStageConfig, launch
-    from rlhf.store.service import Store
+    from rlhf.store import Store
 
     k = 2 if a.task == "pairwise" else 3
     n = a.judgements + 4

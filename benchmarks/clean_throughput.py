@@ -156,7 +156,7 @@ def main() -> None:
         flush=True,
     )
 
-    from rlhf.clean.embeddings import Embedder
+    from rlhf.clean import Embedder
     from rlhf.models import MINILM
 
     subset, sub_truth = make_data(0, seed=1, base_docs=demo_texts())  # real sentences, the same planting

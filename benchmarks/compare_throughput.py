@@ -91,7 +91,7 @@ def side_naive(a, paths: dict, root: Path) -> float:
     from rlhf.data import load_rows
     from rlhf.models import resolve_model_path
     from rlhf.prompts import encode_prompt
-    from rlhf.reward.scorer import RewardScorer
+    from rlhf.reward import RewardScorer
 
     prompts = [r["prompt"] for r in load_rows("demo:prompts", what="prompts").rows[: a.prompts]]
     t0 = time.perf_counter()

@@ -74,7 +74,7 @@ SETTINGS = dict(
 
 
 def bf16_native() -> bool:
-    from rlhf.train.args import fast_bf16
+    from rlhf.train import fast_bf16
 
     return fast_bf16()
 

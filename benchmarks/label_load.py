@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--think-ms", type=float, default=500)
     a = ap.parse_args()
     from rlhf.stages.label import LabelStageConfig, launch
-    from rlhf.store.service import Store
+    from rlhf.store import Store
 
     with tempfile.TemporaryDirectory() as d:
         db = str(Path(d) / "load.db")

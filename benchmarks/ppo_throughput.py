@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 GOAL_S = 0.5
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny model lives in tests/support
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1] / "tests")
+)  # the tiny model lives in tests/support
 
 
 def main() -> None:

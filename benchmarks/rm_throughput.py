@@ -74,7 +74,7 @@ def run_raw(steps: int, out: str) -> dict:
     from rlhf.data import load_rows
     from rlhf.models import MINILM, resolve_model_path
     from rlhf.preferences import normalize_preference_row
-    from rlhf.reward.scorer import format_pair
+    from rlhf.reward import format_pair
 
     path = resolve_model_path(MINILM)
     tok = AutoTokenizer.from_pretrained(path)

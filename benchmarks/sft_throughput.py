@@ -16,7 +16,7 @@ from pathlib import Path
 
 import alternate
 
-from rlhf.train.args import fast_bf16
+from rlhf.train import fast_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(batch=4, max_length=512, lr=2e-4, r=16, alpha=32, dropout=0.05, seed=42)

@@ -19,8 +19,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=1000)
     a = ap.parse_args()
+    from rlhf.store import Store
     from rlhf.store.durability import check_sqlite, crash_loop
-    from rlhf.store.service import Store
 
     with tempfile.TemporaryDirectory() as d:
         db = str(Path(d) / "crash.db")

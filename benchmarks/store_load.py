@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def seed(target: str, n_items: int, writers: int) -> None:
-    from rlhf.store.service import Store
+    from rlhf.store import Store
 
     s = Store(target)
     s.create_project("load", "ranking", overlap=1, lease_ttl_s=3600)
@@ -51,7 +51,7 @@ def seed(target: str, n_items: int, writers: int) -> None:
 
 
 def writer(target: str, w: int, cycles: int, think_ms: float, start: float, q) -> None:
-    from rlhf.store.service import Store
+    from rlhf.store import Store
 
     s = Store(target)
     rng = random.Random(w)
@@ -81,7 +81,7 @@ def writer(target: str, w: int, cycles: int, think_ms: float, start: float, q) -
 
 
 def measure(target: str, writers: int, cycles: int, think_ms: float) -> dict:
-    from rlhf.store.service import Store
+    from rlhf.store import Store
 
     seed(target, writers * cycles, writers)
     ctx = mp.get_context("fork")

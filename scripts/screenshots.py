@@ -69,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--report")
     a = ap.parse_args()
-    from rlhf.store.service import Store
+    from rlhf.store import Store
 
     docs = ROOT / "docs"
     with tempfile.TemporaryDirectory() as tmp:
