@@ -73,12 +73,9 @@ def side_rlhf(a, paths: dict, root: Path) -> float:
     cfg = load_config(compare.CompareStageConfig, None, over)
     import rlhf.generation as gen
 
-    original = gen.SamplingSettings.generate_kwargs  # equal work: exactly new_tokens per answer
-
-    def exact(self):
-        return {**original(self), "min_new_tokens": self.max_new_tokens}
-
-    gen.SamplingSettings.generate_kwargs = exact
+    # equal work: exactly new_tokens per answer (the naive side sets min_new_tokens; rlhf's seeded sampler
+    # simply sees no end-of-sequence token)
+    gen.eos_ids = lambda model, tokenizer: []
     t0 = time.perf_counter()
     compare.run(cfg)
     return time.perf_counter() - t0

@@ -9,14 +9,27 @@ log-probs of sampled responses. Used by `rlhf generate`, PPO rollouts, the drift
 - Log-probs are recomputed with explicit position ids (left padding would otherwise shift the positions
   against those used while generating) and at the sampling temperature, so the "old" log-probs of PPO
   match the distribution sampled from.
+- Seeded rows (`sample(..., seeds=[...])`): each row draws from its own generator, so a row's answer
+  depends only on (model, prompt, settings, its seed) — not on the batch it shares or its size. Used where
+  answers are cached and compared (`rlhf compare`). The logits pass through the same processors HF
+  `generate` applies (repetition penalty, temperature, top-k, top-p, in that order).
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from transformers import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from rlhf.config import bounded, documented
 from rlhf.errors import ConfigError
@@ -45,6 +58,26 @@ class SamplingSettings:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
         return kwargs
 
+    def processors(self) -> LogitsProcessorList:
+        """The logits processors `generate` applies for these settings, in its order."""
+        out = LogitsProcessorList()
+        if self.repetition_penalty != 1.0:
+            out.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
+        if self.do_sample:
+            if self.temperature != 1.0:
+                out.append(TemperatureLogitsWarper(self.temperature))
+            if self.top_k:
+                out.append(TopKLogitsWarper(self.top_k))
+            if self.top_p < 1.0:
+                out.append(TopPLogitsWarper(self.top_p))
+        return out
+
+
+def row_seed(seed: int, key: str, index: int = 0) -> int:
+    """A row's own seed from the run seed, a key (e.g. the prompt's hash) and the sample index. Pure."""
+    digest = hashlib.sha256(f"{seed}|{key}|{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
 
 @dataclass
 class Rollout:
@@ -72,6 +105,7 @@ class Sample(NamedTuple):
     text: str  # the response, without its EOS
     ended: bool  # reached EOS within max_new_tokens
     tokens: int  # response tokens generated (the EOS included)
+    ids: tuple[int, ...] = ()  # the sampled token ids (the EOS included when ended)
 
 
 @dataclass
@@ -113,26 +147,38 @@ def cut_at_eos(
 
 
 def sample(
-    model, tokenizer, prompts: list[list[int]], settings: SamplingSettings, *, n: int = 1, synced_gpus=False
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    settings: SamplingSettings,
+    *,
+    n: int = 1,
+    synced_gpus=False,
+    seeds: list[int] | None = None,
 ) -> Rollout:
     """`n` responses per prompt (token ids in), as one batch; rows are prompt-major (prompt i's samples
-    are rows i*n .. i*n+n-1)."""
+    are rows i*n .. i*n+n-1). With `seeds` (one per row), each row samples from its own generator."""
     pad = tokenizer.pad_token_id
     eos = eos_ids(model, tokenizer)
     ids, mask = left_pad(prompts, pad)
-    device = next(model.parameters()).device
-    kwargs = settings.generate_kwargs()
-    kwargs.update(pad_token_id=pad, eos_token_id=eos, num_return_sequences=n)
-    if synced_gpus:
-        kwargs["synced_gpus"] = True
-    with torch.no_grad():
-        seqs = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True, **kwargs
-        ).cpu()
-    width = ids.shape[1]
-    resp, rmask, ended = cut_at_eos(seqs[:, width:], eos, pad)
     if n > 1:
         ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+    width = ids.shape[1]
+    if seeds is not None:
+        if len(seeds) != ids.shape[0]:
+            raise ValueError(f"seeds: one per row ({ids.shape[0]}), got {len(seeds)}")
+        generated = _seeded_decode(model, ids, mask, settings, eos, pad, seeds)
+    else:
+        device = next(model.parameters()).device
+        kwargs = settings.generate_kwargs()
+        kwargs.update(pad_token_id=pad, eos_token_id=eos)
+        if synced_gpus:
+            kwargs["synced_gpus"] = True
+        with torch.no_grad():
+            generated = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True, **kwargs
+            ).cpu()[:, width:]
+    resp, rmask, ended = cut_at_eos(generated, eos, pad)
     return Rollout(
         input_ids=torch.cat([ids, resp], 1),
         attention_mask=torch.cat([mask, rmask.long()], 1),
@@ -140,6 +186,56 @@ def sample(
         response_mask=rmask,
         ended=ended,
     )
+
+
+def _seeded_decode(
+    model, ids: torch.Tensor, mask: torch.Tensor, settings: SamplingSettings, eos, pad, seeds
+) -> torch.Tensor:
+    """Token-by-token decoding with the KV cache, each row drawing from `torch.Generator(seed)`: the new
+    tokens (B x <= max_new_tokens), `pad` after a row's EOS. Greedy when `do_sample` is false."""
+    device = next(model.parameters()).device
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    processors = settings.processors()
+    eos_t = torch.tensor(eos or [-1])
+    seq, attn = ids.clone(), mask.clone()
+    done = torch.zeros(ids.shape[0], dtype=torch.bool)
+    new: list[torch.Tensor] = []
+    past, step_ids, pos = None, seq, position_ids(attn)
+    # transformers >= 5.2x names the KV cache `cache` (`past_key_values` before)
+    cache_kw = (
+        "cache"
+        if "cache"
+        in inspect.signature(
+            model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
+        ).parameters
+        else "past_key_values"
+    )
+    with torch.no_grad():
+        for _ in range(settings.max_new_tokens):
+            out = model(
+                input_ids=step_ids.to(device),
+                attention_mask=attn.to(device),
+                position_ids=pos.to(device),
+                use_cache=True,
+                **{cache_kw: past},
+            )
+            past = getattr(out, cache_kw)
+            scores = processors(seq, out.logits[:, -1, :].float().cpu())
+            if settings.do_sample:
+                cdf = torch.softmax(scores, -1).cumsum(-1)
+                u = torch.stack([torch.rand(1, generator=g) for g in gens]) * cdf[:, -1:]
+                token = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=scores.shape[-1] - 1)
+            else:
+                token = scores.argmax(-1)
+            token = torch.where(done, torch.full_like(token, pad), token)
+            new.append(token)
+            done |= torch.isin(token, eos_t)
+            if bool(done.all()):
+                break
+            seq = torch.cat([seq, token[:, None]], 1)
+            attn = torch.cat([attn, torch.ones_like(token[:, None])], 1)
+            step_ids, pos = token[:, None], attn.sum(1, keepdim=True) - 1
+    return torch.stack(new, 1)
 
 
 def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
@@ -160,19 +256,26 @@ def generate_texts(
     n: int = 1,
     batch_size: int = 8,
     progress=None,
+    seeds: list[int] | None = None,
 ) -> Generated:
-    """`n` samples for each prompt, prompts batched after sorting them by length."""
+    """`n` samples for each prompt, prompts batched after sorting them by length. With `seeds` (one per
+    prompt and n = 1), each answer comes from its own generator: the same whatever the batching."""
+    if seeds is not None and (n != 1 or len(seeds) != len(prompts)):
+        raise ValueError("seeds: one per prompt, with n = 1")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[Sample]] = [[] for _ in prompts]
     new_tokens = 0
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        rollout = sample(model, tokenizer, [prompts[i] for i in idx], settings, n=n)
+        rows = [seeds[i] for i in idx] if seeds is not None else None
+        rollout = sample(model, tokenizer, [prompts[i] for i in idx], settings, n=n, seeds=rows)
         new_tokens += int(rollout.response_mask.sum().item())
         texts = decode_responses(tokenizer, rollout)
         lengths = rollout.response_mask.sum(1).long().tolist()
+        responses = rollout.responses.tolist()
         for row, (text, ended) in enumerate(zip(texts, rollout.ended.tolist(), strict=True)):
-            out[idx[row // n]].append(Sample(text, bool(ended), lengths[row]))
+            ids = tuple(responses[row][: lengths[row]])
+            out[idx[row // n]].append(Sample(text, bool(ended), lengths[row], ids))
         if progress is not None:
             progress.update(len(idx))
     return Generated(out, new_tokens)

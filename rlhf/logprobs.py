@@ -1,9 +1,11 @@
 """Log-probabilities of given responses under a causal LM, batched: what checkpoint comparison needs for the
-KL to a reference (on a checkpoint's own samples) and for agreement with held-out human preferences
-(chosen vs rejected, under the policy and the reference).
+KL to a reference (`token_logprobs`: a checkpoint's own sampled token ids, at the sampling temperature)
+and for agreement with held-out human preferences (`sequence_logprobs`: chosen vs rejected texts, under
+the policy and the reference).
 
-A response is scored as the policy would produce it: the prompt through `encode_prompt` (chat template and
-generation prompt), then the response's tokens and the end-of-turn (EOS) token. Sequences are left-padded
+A text response is scored as the policy would produce it: the prompt through `encode_prompt` (chat template
+and generation prompt), then the response's tokens and the end-of-turn (EOS) token (a human answer is
+complete). Sequences are left-padded
 prompts + right-padded responses — the `Rollout` layout — and scored with explicit position ids.
 """
 
@@ -33,6 +35,30 @@ def pack(prompts: list[list[int]], responses: list[list[int]], pad: int) -> Roll
         response_mask=rmask,
         ended=torch.ones(len(responses), dtype=torch.bool),
     )
+
+
+def token_logprobs(
+    model,
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    pad: int,
+    *,
+    temperature: float,
+    batch_size: int = 8,
+) -> list[float]:
+    """Sum of log-probs of given response token ids (as sampled: the EOS only where the answer ended) after
+    given prompt ids, at the sampling temperature — what an unbiased KL on a policy's own samples needs."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
+    sums = [0.0] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = pack([prompts[i] for i in idx], [list(responses[i]) for i in idx], pad)
+        with torch.inference_mode():
+            logp, _ = forward_responses(model, batch, temperature=temperature)
+        mask = batch.response_mask.to(logp.device)
+        for row, i in enumerate(idx):
+            sums[i] = float((logp[row] * mask[row]).sum())
+    return sums
 
 
 def sequence_logprobs(

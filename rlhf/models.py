@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from huggingface_hub import HfApi, snapshot_download
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
@@ -225,12 +226,26 @@ def save_model(model, tokenizer, out_dir: Path, *, merge_lora: bool) -> str:
 
 def model_fingerprint(spec: str) -> str:
     """Content hash of a model: its directory's files (with its base model's, for a LoRA adapter); a hub id
-    that is not on disk is identified by its name."""
+    that is not a local directory by the revision it resolves to (`hub_revision`), so a new upload of the
+    same id is a different model."""
     path = resolve_model_path(spec)
     if not Path(path).is_dir():
-        return hashlib.sha256(f"hub:{spec}".encode()).hexdigest()
+        return hashlib.sha256(f"hub:{spec}@{hub_revision(spec)}".encode()).hexdigest()
     parts = [content_hash(path)]
     base = adapter_base(path)
     if base is not None:
         parts.append(model_fingerprint(base))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def hub_revision(repo_id: str) -> str:
+    """The commit a hub id resolves to: the local Hugging Face cache's snapshot, else the hub's answer;
+    'unresolved' when neither is reachable (then the model cannot be loaded either)."""
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True)).name
+    except Exception:  # noqa: BLE001 - not in the local cache (any of several hub errors)
+        pass
+    try:
+        return HfApi().model_info(repo_id).sha or "unresolved"
+    except Exception:  # noqa: BLE001 - offline, unknown or private id
+        return "unresolved"

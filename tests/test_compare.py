@@ -1,16 +1,19 @@
 """`rlhf compare` on tiny models: every report section, the generation cache (a re-run generates nothing, a
-new checkpoint only its own answers), human agreement, the judge, and the arena end to end."""
+new checkpoint only its own answers), human agreement against each checkpoint's own reference, the judge,
+interval-based flags, and the arena end to end (a re-run adds nothing twice)."""
 
 import json
 import shutil
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 from support.data import write_jsonl
-from support.tiny import WORDS, build_tiny_reward_model
+from support.tiny import WORDS, build_always_a_judge, build_tiny_reward_model
 
 from rlhf.cli import main
-from rlhf.compare import arena, read_result
+from rlhf.compare import arena, preference_logprobs, read_result
 from rlhf.config import load_config
 from rlhf.stages import compare
 from rlhf.store.export import ExportSettings, export_rows
@@ -35,6 +38,7 @@ def three_checkpoints(tiny_model_dir, tmp_path_factory):
         m.save_pretrained(d)
         out[name] = str(d)
     out["rm"] = build_tiny_reward_model(root / "rm", tiny_model_dir)
+    out["judge"] = build_always_a_judge(root / "judge")
     return out
 
 
@@ -107,7 +111,18 @@ def test_compare_three_checkpoints_report_and_cache(tmp_path, three_checkpoints,
     human = result["human_agreement"]
     assert set(human) == {"base", "warm", "hot"}
     assert human["base"]["implicit_reward"]["rate"] == 0.5  # all ties
-    assert 0 <= human["hot"]["logprob"]["rate"] <= 1
+    from rlhf.models import load_causal_lm, load_tokenizer
+
+    pairs = [json.loads(x) for x in Path(held_out).read_text().splitlines()]
+    lp = preference_logprobs(
+        load_causal_lm(three_checkpoints["hot"]),
+        load_tokenizer(three_checkpoints["hot"]),
+        pairs,
+        batch_size=4,
+    )
+    expected = sum(0.5 if c == r else float(c > r) for c, r in zip(lp.chosen, lp.rejected, strict=True)) / 8
+    assert human["hot"]["logprob"]["rate"] == pytest.approx(expected)
+    assert human["hot"]["reference"] == "base"  # plain model dirs: the global reference
     html = run.output("report").read_text()
     for section in (
         "Flags",
@@ -117,13 +132,18 @@ def test_compare_three_checkpoints_report_and_cache(tmp_path, three_checkpoints,
         "Response lengths",
         "Agreement with held-out",
         "Against the baseline",
+        "Answers side by side",
+        "At random",
     ):
         assert section in html, section
+    assert "<pre>checkpoint" not in html  # the summary is a table, not preformatted text
+    assert "<th>LC win</th>" in html
     assert "<svg" in html
     assert "http" not in html.split("<svg", 1)[0].replace("http://www.w3.org", "")  # self-contained
     answers = [json.loads(x) for x in run.output("answers").read_text().splitlines()]
     assert len(answers) == 20
     assert set(answers[0]["answers"]) == {"base", "warm", "hot"}
+    assert set(answers[0]["reward"]) == {"base", "warm", "hot"}
 
     again = compare.run(cfg_for(tmp_path, three_checkpoints, prompts, name="cmp2"))
     assert {n: g["generated"] for n, g in again.read_manifest()["result"].items()} == {
@@ -148,13 +168,34 @@ def test_judge_and_flags(tmp_path, three_checkpoints, prompts):
         three_checkpoints,
         prompts,
         names=("base", "hot"),
-        **{"judge.model": three_checkpoints["base"], "kl_threshold": 1e-6},
+        **{"judge.model": three_checkpoints["judge"], "judge.bootstrap": 20, "flags.kl": 1e-6},
     )
-    result = json.loads(compare.run(cfg).output("compare_json").read_text())
+    run = compare.run(cfg)
+    result = json.loads(run.output("compare_json").read_text())
+    assert read_result(run.output("compare_json")).judge["hot"].position_bias == 1.0  # reads back typed
     j = result["judge"]["hot"]
-    assert 0 <= j["win_rate"] <= 1
-    assert 0 <= j["position_bias"] <= 1
+    # a judge that always answers "A": each answer wins in one order and loses in the other
+    assert j["win_rate"] == 0.5
+    assert j["position_bias"] == 1.0
+    assert j["order_disagreement"] == 1.0  # the verdict followed the side on every prompt
+    assert j["lc_win_rate"] == pytest.approx(0.5, abs=1e-6)
+    assert j["per_prompt"] == [0.5] * 20
     assert any("far from the reference" in f for f in result["flags"])
+
+
+def test_a_judge_without_letter_tokens_is_refused(tmp_path, three_checkpoints, prompts):
+    from rlhf.errors import ModelError
+
+    # the tiny word-level vocabulary has no "A" or "B": both would read as <unk> and every call tie
+    cfg = cfg_for(
+        tmp_path,
+        three_checkpoints,
+        prompts,
+        names=("base", "hot"),
+        **{"judge.model": three_checkpoints["base"]},
+    )
+    with pytest.raises(ModelError, match="no single, distinct tokens for 'A' and 'B'"):
+        compare.run(cfg)
 
 
 def test_config_errors(three_checkpoints, tmp_path, prompts):
@@ -216,8 +257,51 @@ def test_arena_battles_votes_leaderboard_and_export(tmp_path, three_checkpoints,
     assert out.index("hot") < out.index("warm") < out.index("base")
     assert "40 votes" in out
 
+    # a re-run (a new run name, or a resume after a kill) reuses the project and adds no battle twice
+    cfg.run.name = "cmp-again"
+    again = json.loads(compare.run(cfg).output("compare_json").read_text())
+    assert again["arena"]["battles"] == 0
+    assert again["arena"]["existing"] == 20
+    with Store(store_path) as s:
+        assert len(s.items("arena")) == 20
+        assert len(s.annotations("arena")) == 40  # the votes are kept
 
-def hand_built_result(*, win=0.8, lc=0.6, implicit=0.3, chars=(10.0, 25.0), kl=30.0, ci=(990.0, 1040.0)):
+
+def test_arena_pairs_go_to_prompts_at_random_balanced_and_stable():
+    names, n = ["a", "b", "c"], 30
+    answers = {x: [f"{x} answers q{i}" for i in range(n)] for x in names}
+
+    def items(seed, per_prompt=1):
+        qs, ids = [f"q{i}" for i in range(n)], [f"p{i}" for i in range(n)]
+        return arena.battle_items(names, qs, ids, answers, per_prompt=per_prompt, seed=seed)
+
+    pairs = [frozenset(it["meta"]["battle"]) for it in items(0)]
+    assert sorted(Counter(pairs).values()) == [10, 10, 10]  # every pair as often
+    round_robin = [frozenset(p) for p in (("a", "b"), ("a", "c"), ("b", "c"))]
+    assert pairs != [round_robin[p % 3] for p in range(n)]  # not prompt p -> pair p mod 3
+    assert [frozenset(it["meta"]["battle"]) for it in items(1)] != pairs  # the seed decides
+    assert [it["external_id"] for it in items(0)] == [it["external_id"] for it in items(0)]  # stable ids
+    two = items(0, per_prompt=2)
+    per_prompt = Counter(it["meta"]["prompt_id"] for it in two)
+    assert set(per_prompt.values()) == {2}
+    assert all(
+        len({frozenset(it["meta"]["battle"]) for it in two if it["meta"]["prompt_id"] == p}) == 2
+        for p in per_prompt
+    )  # two different pairs on a prompt
+    assert sorted(Counter(frozenset(it["meta"]["battle"]) for it in two).values()) == [20, 20, 20]
+
+
+def hand_built_result(
+    *,
+    win=0.8,
+    win_ci=(0.6, 0.9),
+    lc=0.6,
+    implicit=0.3,
+    implicit_ci=(0.2, 0.4),
+    chars=(10.0, 25.0),
+    kl=30.0,
+    ci=(990.0, 1040.0),
+):
     from rlhf.compare import (
         KL,
         CheckpointResult,
@@ -236,10 +320,14 @@ def hand_built_result(*, win=0.8, lc=0.6, implicit=0.3, chars=(10.0, 25.0), kl=3
 
     base, new = entry(chars[0]), entry(chars[1])
     new.kl = KL(kl, [kl - 1, kl + 1], 4, per_token=kl / 3)
-    new.vs_baseline = VsBaseline(
-        win, lc, 1.0, win_rate_ci95=[win - 0.1, win], lc_win_rate_ci95=[lc - 0.1, lc]
+    new.vs_baseline = VsBaseline(win, lc, 1.0, win_rate_ci95=list(win_ci), lc_win_rate_ci95=[lc - 0.1, lc])
+    agreement = HumanAgreement(
+        implicit_reward=RateCI(implicit, list(implicit_ci), 100),
+        logprob=RateCI(0.5, [0.4, 0.6], 100),
+        logprob_per_token=RateCI(0.5, [0.4, 0.6], 100),
+        reference="sft",
+        reference_source="its run's starting policy",
     )
-    agreement = HumanAgreement(RateCI(implicit, [0, 1], 4), RateCI(0.5, [0, 1], 4))
     board = Leaderboard(
         [Rating("new", 1020.0, list(ci), 0.7), Rating("base", 1000.0, [980.0, 1010.0], 0.3)], 8, "base"
     )
@@ -255,20 +343,157 @@ def hand_built_result(*, win=0.8, lc=0.6, implicit=0.3, chars=(10.0, 25.0), kl=3
 
 
 def test_flags_read_the_typed_result():
-    from rlhf.compare import flags, terminal_table
+    from rlhf.compare import FlagSettings, flags, terminal_table
 
-    out = flags(hand_built_result(), kl_threshold=20.0)
+    out = flags(hand_built_result(), FlagSettings(kl=20.0))
     assert len(out) == 5, out
-    assert out[0].startswith("Possible reward hacking: new beats base by the reward model (80% win rate)")
-    assert "implicit reward orders 30%" in out[0]
+    assert out[0].startswith(
+        "Possible reward hacking: new beats base by the reward model (80% win rate, CI 60%–90%)"
+    )
+    assert "implicit reward against sft orders 30% (CI 20%–40%)" in out[0]
     assert out[1] == "Length drift: new's answers are 2.5x as long as base's on average."
     assert "falls from 80% to 60% once length is controlled" in out[2]
     assert "KL 30.0 nats per response > threshold 20.0" in out[3]
     assert out[4].startswith("No significant difference between new and base")
     quiet = hand_built_result(
-        win=0.55, lc=0.55, implicit=0.6, chars=(10.0, 11.0), kl=1.0, ci=(1015.0, 1030.0)
+        win=0.55,
+        win_ci=(0.45, 0.65),
+        lc=0.55,
+        implicit=0.6,
+        implicit_ci=(0.5, 0.7),
+        chars=(10.0, 11.0),
+        kl=1.0,
+        ci=(1015.0, 1030.0),
     )
-    assert flags(quiet, kl_threshold=20.0) == []
+    assert flags(quiet, FlagSettings()) == []
     table = terminal_table(quiet).splitlines()
     assert table[0].split()[:2] == ["checkpoint", "RM"]
-    assert table[2].split() == ["new", "-", "-", "1020", "0.70", "0.55", "0.55", "1.00", "3.0", "0.60"]
+    assert table[2].split() == ["new", "-", "-", "1020", "0.70", "0.55", "0.55", "1.00", "3.0", "0.60", "-"]
+
+
+def test_reward_hacking_is_flagged_only_when_the_intervals_say_so():
+    from rlhf.compare import FlagSettings, flags
+
+    def hacking(**kw) -> bool:
+        return any(
+            f.startswith("Possible reward hacking") for f in flags(hand_built_result(**kw), FlagSettings())
+        )
+
+    assert hacking(win=0.7, win_ci=(0.55, 0.85), implicit=0.3, implicit_ci=(0.2, 0.4))
+    # the issue's case: 41 % on 100 pairs, CI 31–51 %: the interval does not exclude 50 % -> no flag
+    assert not hacking(win=0.7, win_ci=(0.55, 0.85), implicit=0.41, implicit_ci=(0.31, 0.51))
+    # the reward model's win rate CI reaches 0.5: not surely preferred -> no flag
+    assert not hacking(win=0.6, win_ci=(0.45, 0.75), implicit=0.3, implicit_ci=(0.2, 0.4))
+    # a margin asks for more: the CI's upper bound must lie below 0.5 - margin
+    margin = FlagSettings(agreement_margin=0.15)
+    assert not any(
+        f.startswith("Possible reward hacking")
+        for f in flags(hand_built_result(implicit_ci=(0.2, 0.4)), margin)
+    )
+    tight = FlagSettings(length_ratio=3.0, lc_drop=0.5, kl=100.0)
+    assert [f for f in flags(hand_built_result(), tight) if "hacking" not in f][0].startswith(
+        "No significant"
+    )
+
+
+def fake_run(path, started_from, model_dir):
+    """A finished training run directory: its manifest records the policy it started from (`model` input)
+    and declares its model, as `RunDir` writes them."""
+    path.mkdir(parents=True)
+    shutil.copytree(model_dir, path / "model")
+    manifest = {
+        "stage": "dpo",
+        "status": "completed",
+        "inputs": {"model": {"source": str(started_from), "path": str(started_from)}},
+        "outputs": {"model": {"path": "model", "sha256": "-"}},
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "COMPLETED").write_text("done\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def lineage(three_checkpoints, tmp_path_factory):
+    """base -> sft (a run started from base) -> dpo (a run started from the sft run), and a LoRA adapter on
+    base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("lineage")
+    sft = fake_run(root / "sft-run", three_checkpoints["base"], three_checkpoints["warm"])
+    dpo = fake_run(root / "dpo-run", sft, three_checkpoints["hot"])
+    model = AutoModelForCausalLM.from_pretrained(three_checkpoints["base"])
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    lora.save_pretrained(root / "lora")
+    AutoTokenizer.from_pretrained(three_checkpoints["base"]).save_pretrained(root / "lora")
+    return {
+        "base": three_checkpoints["base"],
+        "sft": sft,
+        "dpo": dpo,
+        "lora": str(root / "lora"),
+        "rm": three_checkpoints["rm"],
+    }
+
+
+def test_each_checkpoint_is_scored_against_its_own_reference(tmp_path, lineage, prompts, monkeypatch):
+    import rlhf.compare.agreement as agreement
+    from rlhf.compare import human_agreement
+    from rlhf.models import load_causal_lm, load_tokenizer
+
+    pairs = [
+        {"id": f"h{i}", "prompt": f"{WORDS[i]} {WORDS[i + 1]}", "chosen": "yes thanks", "rejected": "no"}
+        for i in range(8)
+    ]
+    held_out = write_jsonl(tmp_path / "held.jsonl", pairs)
+    calls = Counter()
+    for fn in ("preference_logprobs", "adapter_off_logprobs"):
+        real = getattr(agreement, fn)
+        monkeypatch.setattr(
+            agreement, fn, lambda *a, _real=real, _fn=fn, **k: calls.update([_fn]) or _real(*a, **k)
+        )
+    over = {"baseline": "base", "reference": "base", "human.preferences": held_out, "data.limit": 4}
+    names = ("lora", "base", "sft", "dpo")
+    run = compare.run(cfg_for(tmp_path, lineage, prompts, names=names, **over))
+    result = read_result(run.output("compare_json"))
+    human = result.human_agreement
+    assert {n: (h.reference, h.reference_source) for n, h in human.items()} == {
+        "lora": ("base", "LoRA base, adapter off"),
+        "base": ("base", "the global reference"),
+        "sft": ("base", "its run's starting policy"),
+        "dpo": ("sft", "its run's starting policy"),  # not the global reference
+    }
+    # four distinct models, four passes over the pairs: base's log-probs come from the LoRA model with its
+    # adapter off and serve as the reference of base, sft and the adapter
+    assert calls == {"preference_logprobs": 3, "adapter_off_logprobs": 1}
+    lp = {
+        n: preference_logprobs(load_causal_lm(lineage[n]), load_tokenizer(lineage[n]), pairs, batch_size=4)
+        for n in ("base", "sft", "dpo")
+    }
+    expected = human_agreement(lp["dpo"], lp["sft"], reference_name="sft", reference_source="-", bootstrap=10)
+    assert human["dpo"].implicit_reward.rate == expected.implicit_reward.rate
+    assert human["base"].implicit_reward.rate == 0.5  # against itself: every pair a tie
+    html = run.output("report").read_text()
+    assert "sft (its run&#x27;s starting policy)" in html  # the report names each reference
+    assert "base (LoRA base, adapter off)" in html
+
+
+def test_several_samples_per_prompt_average_and_resample_prompts(tmp_path, three_checkpoints, prompts):
+    """sampling.n = 3: every checkpoint answers each prompt three times (only those are generated), KL and
+    win rates average them per prompt, and their intervals count prompts, not answers."""
+    cfg = cfg_for(tmp_path, three_checkpoints, prompts, names=("base", "warm"), **{"sampling.n": 3})
+    run = compare.run(cfg)
+    result = read_result(run.path / "compare.json")
+    warm = result.checkpoints["warm"]
+    assert warm.generation.generated == 3 * 20
+    assert len(warm.length.tokens) == 3 * 20
+    assert warm.kl.n == 20
+    assert warm.reward.n == 20
+    assert result.bradley_terry.battles == 20  # one battle per prompt: its 3 samples' mean outcome
+    again = compare.run(cfg_for(tmp_path, three_checkpoints, prompts, names=("base", "warm"), name="cmp1"))
+    first = read_result(again.path / "compare.json").checkpoints["warm"]
+    assert first.generation.generated == 0  # sample 0 of each prompt was cached by the n = 3 run

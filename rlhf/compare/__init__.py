@@ -3,22 +3,27 @@
 report and the loop read, the blind arena, the LLM judge, the answer cache and the report."""
 
 from rlhf.compare import arena, bradley_terry, metrics
+from rlhf.compare.agreement import Reference, agreement_with_humans, own_reference, started_from
 from rlhf.compare.answer_cache import GenerationCache
-from rlhf.compare.arena import ArenaSettings
-from rlhf.compare.judge import judge_all
-from rlhf.compare.measure import (
+from rlhf.compare.answers import (
     Answers,
     Lazy,
     collect_answers,
     generation_counts,
-    human_agreement,
     kl_on_samples,
     lengths,
-    preference_logprobs,
     same_vocabulary,
+)
+from rlhf.compare.arena import ArenaSettings
+from rlhf.compare.judge import judge_all
+from rlhf.compare.measure import (
+    PairLogprobs,
+    adapter_off_logprobs,
+    human_agreement,
+    preference_logprobs,
     summarize,
 )
-from rlhf.compare.report import flags, terminal_table, write_outputs
+from rlhf.compare.report import FlagSettings, flags, terminal_table, write_outputs
 from rlhf.compare.result import (
     KL,
     ArenaBattles,
@@ -38,14 +43,20 @@ from rlhf.compare.result import (
     WinRates,
     read_result,
 )
+from rlhf.compare.settings import Checkpoint, CompareSampling, HumanSettings, JudgeSettings
 
 __all__ = [
+    "Checkpoint",
+    "CompareSampling",
+    "HumanSettings",
+    "JudgeSettings",
     "KL",
     "Answers",
     "ArenaBattles",
     "ArenaSettings",
     "CheckpointResult",
     "CompareResult",
+    "FlagSettings",
     "Generation",
     "GenerationCache",
     "HumanAgreement",
@@ -55,11 +66,15 @@ __all__ = [
     "LengthControlled",
     "Lengths",
     "MeanCI",
+    "PairLogprobs",
     "RateCI",
     "Rating",
+    "Reference",
     "RewardSummary",
     "VsBaseline",
     "WinRates",
+    "adapter_off_logprobs",
+    "agreement_with_humans",
     "arena",
     "bradley_terry",
     "collect_answers",
@@ -70,9 +85,11 @@ __all__ = [
     "kl_on_samples",
     "lengths",
     "metrics",
+    "own_reference",
     "preference_logprobs",
     "read_result",
     "same_vocabulary",
+    "started_from",
     "summarize",
     "terminal_table",
     "write_outputs",

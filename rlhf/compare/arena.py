@@ -1,10 +1,17 @@
 """The private blind arena: pairwise battles between checkpoints' answers, judged by your assessors in the
 labeling app, and the leaderboard fitted on their votes.
 
-- `open_arena`: a new pairwise labeling project holding the battles (`ArenaSettings`, the stage's `arena:`).
-- `battle_items`: for each prompt, pairs of checkpoints taken round-robin over all pairs (so every pair gets
-  the same number of battles, +-1), sides randomised; each candidate's source names its checkpoint, which
-  the app hides until the vote (arena mode reveals it afterwards).
+- `open_arena`: the pairwise labeling project holding the battles (`ArenaSettings`, the stage's `arena:`),
+  created on the first run and reused after: a re-run (or a resume after a kill) adds only the battles
+  that are not there yet, so none is added twice.
+- `battle_items`: each prompt gets `per_prompt` distinct pairs of checkpoints drawn at random (seeded) among
+  the pairs used least so far — every pair gets the same number of battles, +-1, and which prompt a pair
+  meets is random, not fixed by the prompt's position; sides randomised. Each candidate's source names
+  its checkpoint, which the app hides until the vote (arena mode reveals it afterwards). A battle's
+  external id is stable: the prompt id, the two checkpoint names (sorted) and a hash of the two answers —
+  the same battle on a re-run has the same id; a checkpoint retrained under the same name (other answers)
+  gets new battles, whose votes then join the old ones under that name (use a new name or project to
+  keep them apart).
 - `battles_from_votes`: pairwise judgements -> (i, j, score) battles; "tie" and "both bad" are ties.
 - `leaderboard`: Bradley-Terry ratings with bootstrap CIs, P(best), and the votes per pair.
 The votes are an ordinary pairwise project: `rlhf export project=<arena>` turns them into preference rows
@@ -13,6 +20,7 @@ for the next reward model.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -38,20 +46,51 @@ class ArenaSettings:
 def open_arena(
     settings: ArenaSettings, prompts: list, prompt_ids: list[str], answers: dict[str, list[str]], *, seed: int
 ) -> ArenaBattles:
-    """Create the arena's pairwise project in the store and add the battles between the checkpoints
-    (`answers`: name -> answer per prompt)."""
+    """Create (or reopen) the arena's pairwise project in the store and add the battles between the
+    checkpoints (`answers`: name -> answer per prompt) that it does not hold yet."""
     a = settings
     items = battle_items(
         list(answers), prompts, prompt_ids, answers, per_prompt=a.battles_per_prompt, seed=seed
     )
     with Store(a.store) as store:
         store.create_project(
-            a.project, "pairwise", overlap=a.overlap, guidelines=a.guidelines, rationale="optional"
+            a.project,
+            "pairwise",
+            overlap=a.overlap,
+            guidelines=a.guidelines,
+            rationale="optional",
+            exist_ok=True,
         )
-        added = store.add_items(a.project, items, seed=seed)
+        there = {it["external_id"] for it in store.items(a.project)}
+        new = [it for it in items if it["external_id"] not in there]
+        added = store.add_items(a.project, new, seed=seed) if new else 0
     return ArenaBattles(
-        a.project, a.store, added, serve=f"rlhf label store={a.store} project={a.project} arena=true"
+        a.project,
+        a.store,
+        added,
+        serve=f"rlhf label store={a.store} project={a.project} arena=true",
+        existing=len(items) - len(new),
     )
+
+
+def assign_pairs(prompts: int, checkpoints: int, per_prompt: int, rng: random.Random) -> list[list[tuple]]:
+    """For each prompt, `per_prompt` distinct pairs of checkpoints: at random among the pairs used least so
+    far, so that every pair gets the same number of battles (+-1)."""
+    pairs = list(combinations(range(checkpoints), 2))
+    used = Counter()
+    out = []
+    for _ in range(prompts):
+        chosen = sorted(pairs, key=lambda pr: (used[pr], rng.random()))[: min(per_prompt, len(pairs))]
+        used.update(chosen)
+        out.append(chosen)
+    return out
+
+
+def battle_id(prompt_id: str, name_a: str, answer_a: str, name_b: str, answer_b: str) -> str:
+    """A battle's external id: the same for the same prompt, checkpoints and answers, in either order."""
+    (na, ta), (nb, tb) = sorted([(name_a, answer_a), (name_b, answer_b)])
+    digest = hashlib.sha256(f"{ta}\0{tb}".encode()).hexdigest()[:12]
+    return f"{prompt_id}:{na}~{nb}:{digest}"
 
 
 def battle_items(
@@ -64,24 +103,23 @@ def battle_items(
     seed: int,
 ) -> list[dict]:
     """Store items {external_id, prompt, candidates, meta} for the battles."""
-    pairs = list(combinations(range(len(names)), 2))
     rng = random.Random(seed)
-    items, k = [], 0
+    assigned = assign_pairs(len(prompts), len(names), per_prompt, rng)
+    items = []
     for p, (pid, prompt) in enumerate(zip(prompt_ids, prompts, strict=True)):
-        for _ in range(min(per_prompt, len(pairs))):
-            i, j = pairs[k % len(pairs)]
-            k += 1
+        for i, j in assigned[p]:
             if rng.random() < 0.5:
                 i, j = j, i
+            a, b = names[i], names[j]
             items.append(
                 {
-                    "external_id": f"{pid}:{names[i]}~{names[j]}",
+                    "external_id": battle_id(pid, a, answers[a][p], b, answers[b][p]),
                     "prompt": prompt,
                     "candidates": [
-                        {"text": answers[names[i]][p], "source": {"policy": names[i], "arena": True}},
-                        {"text": answers[names[j]][p], "source": {"policy": names[j], "arena": True}},
+                        {"text": answers[a][p], "source": {"policy": a, "arena": True}},
+                        {"text": answers[b][p], "source": {"policy": b, "arena": True}},
                     ],
-                    "meta": {"prompt_id": pid, "battle": [names[i], names[j]]},
+                    "meta": {"prompt_id": pid, "battle": [a, b]},
                 }
             )
     return items
@@ -112,6 +150,7 @@ def leaderboard(items: list[dict], annotations: list[dict], *, bootstrap: int = 
     names, battles = battles_from_votes(items, annotations)
     if len(names) < 2:
         return {"checkpoints": [], "battles": 0, "votes_per_pair": {}}
+    # human votes are independent: the bootstrap resamples them one by one (no groups)
     fit = ratings(battles, len(names), bootstrap=bootstrap, seed=seed)
     per_pair = Counter(tuple(sorted((names[i], names[j]))) for i, j, _ in battles)
     rows = [

@@ -7,13 +7,20 @@ origin); Newton's method on the full Hessian converges in a few steps for the ha
 comparison holds. Ratings = 1000 + 400 * b / ln(10), shifted so that the `anchor` model (default: the mean)
 sits at 1000: a 400-point gap means 10:1 odds.
 
-Battles are (i, j, score) with score 1 when i won, 0 when j won, 0.5 for a tie.
+Battles are (i, j, score) with score 1 when i won, 0 when j won, 0.5 for a tie (or any share in between:
+the mean outcome of several samples on one prompt).
+
+The intervals resample the independent unit. Human votes are independent: each is a unit. The reward-model
+battles of one prompt are not — C(m, 2) battles share the same answers — so `groups` (the prompt of each
+battle) makes the bootstrap resample whole prompts. Resampled one by one, correlated battles give intervals
+that are too narrow: with 6 checkpoints of equal strength on 30 prompts, the 95 % intervals covered the
+truth in 78 % of 200 simulations; resampling prompts, in >= 90 % (tests/test_compare_metrics.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -63,9 +70,11 @@ def ratings(
     seed: int = 0,
     anchor: int | None = None,
     l2: float = 0.01,
+    groups: Sequence[Hashable] | None = None,
 ) -> dict:
     """{"rating": [n], "ci95": [[lo, hi]] * n, "p_best": [n], "battles": count} — CIs and the probability of
-    being the best from `bootstrap` resamples of the battles (`rlhf.stats.bootstrap`)."""
+    being the best from `bootstrap` resamples (`rlhf.stats.bootstrap`) of the battles, or of their `groups`
+    (one label per battle, e.g. its prompt) when given."""
     battles = list(battles)
     point = elo(fit_strengths(win_matrix(battles, n), l2=l2), anchor)
     if not battles or bootstrap <= 0:
@@ -84,7 +93,7 @@ def ratings(
         np.add.at(w, (j[idx], i[idx]), 1.0 - score[idx])
         return elo(fit_strengths(w, l2=l2), anchor)
 
-    ci = stats.bootstrap(rated, len(battles), resamples=bootstrap, seed=seed)
+    ci = stats.bootstrap(rated, len(battles), resamples=bootstrap, seed=seed, groups=groups)
     best = np.bincount(ci.distribution.argmax(1), minlength=n) / bootstrap
     return {
         "rating": point.tolist(),

@@ -99,23 +99,32 @@ class Leaderboard:
 class HumanAgreement:
     """Share of held-out human pairs a checkpoint orders like the humans."""
 
-    implicit_reward: RateCI  # by beta * log(pi / pi_ref)
-    logprob: RateCI  # by plain sequence log-prob
+    implicit_reward: RateCI | None  # by log(pi / pi_ref) against `reference`; None: another vocabulary
+    logprob: RateCI  # by the summed sequence log-prob (favours the shorter answer)
+    logprob_per_token: RateCI  # by the mean log-prob per token
+    reference: str  # this checkpoint's own reference: a checkpoint's name, or the model
+    reference_source: str  # how it was chosen: config, run manifest, LoRA base (adapter off), `reference`
+    logprob_vs_reference: MeanCI | None = None  # log-prob agreement minus the reference's, paired per pair
 
 
 @dataclass
-class JudgeVerdict:
-    win_rate: float  # over the baseline, both orders
-    position_bias: float  # share of calls that picked the first answer
-    order_disagreement: float
+class JudgeVerdict(VsBaseline):
+    """The LLM judge against the baseline: raw and length-controlled win rates (the mean probability that
+    the checkpoint's answer is the better one, both orders averaged) with CIs over prompts, and the judge's
+    own biases."""
+
+    position_bias: float  # share of calls that picked the first answer (0.5: none)
+    order_disagreement: float  # share of prompts where the verdict flipped with the order
+    per_prompt: list[float]  # P(the checkpoint's answer is better), both orders averaged
 
 
 @dataclass
 class ArenaBattles:
     project: str
     store: str
-    battles: int
+    battles: int  # added by this run
     serve: str  # the command that serves the arena
+    existing: int = 0  # already in the project (a re-run adds only what is new)
 
 
 @dataclass

@@ -15,14 +15,21 @@ Choices:
 - Answers are sampled once per (model content hash, prompt, sampling settings, seed) and cached
   (`$RLHF_CACHE/generations`, or `cache:`): a re-run generates nothing, a new checkpoint only its own
   answers; the manifest counts hits and misses per checkpoint.
-- Reward-model metrics: mean score with a bootstrap CI, the pairwise win-rate matrix, Bradley-Terry ratings
-  on the Elo scale (every pair of checkpoints on every prompt is a battle) with P(best), and raw and
-  length-controlled (AlpacaEval-LC) win rates over the baseline.
+- Reward-model metrics: mean score, the pairwise win-rate matrix, Bradley-Terry ratings on the Elo scale
+  (every pair of checkpoints on every prompt is a battle) with P(best), and raw and length-controlled win
+  rates over the baseline (AlpacaEval 2's GLM: checkpoint, prompt-difficulty and length terms). Every
+  interval is a bootstrap over prompts — the battles of one prompt are correlated, so prompts are the unit.
 - KL to the reference on each checkpoint's own samples; response lengths.
 - Judge-free human agreement: on held-out preference pairs, the share each checkpoint orders like your
-  assessors by its implicit reward beta * log(pi / pi_ref), and by plain sequence log-prob.
-- Optional LLM judge (both orders, position bias reported). The arena writes balanced, side-randomised
-  pairwise battles into a labeling project; `--leaderboard` fits Bradley-Terry on the human votes.
+  assessors by its implicit reward log(pi / pi_ref) against its *own* reference (the policy its run
+  started from, a LoRA adapter's base with the adapter off, a configured one, else `reference`; DPO's beta
+  cannot change an ordering, so there is none), by its summed log-prob and by its log-prob per token.
+- Optional LLM judge (both orders, position bias reported; win and LC win rates from its probabilities).
+  The arena writes balanced, side-randomised pairwise battles into a labeling project — reused on a
+  re-run, which adds only new battles; `--leaderboard` fits Bradley-Terry on the human votes.
+- Flags (reward hacking only when the intervals say so) with thresholds named in `flags:`; the report
+  shows answers side by side where the checkpoints differ most, where the reward model and the judge
+  disagree, and at random.
 """
 
 from __future__ import annotations
@@ -34,18 +41,23 @@ from pathlib import Path
 from rlhf.compare import (
     Answers,
     ArenaSettings,
+    Checkpoint,
     CheckpointResult,
     CompareResult,
+    CompareSampling,
+    FlagSettings,
+    HumanAgreement,
+    HumanSettings,
+    JudgeSettings,
     Lazy,
     RewardSummary,
+    agreement_with_humans,
     collect_answers,
     flags,
     generation_counts,
-    human_agreement,
     judge_all,
     kl_on_samples,
     lengths,
-    preference_logprobs,
     same_vocabulary,
     summarize,
     terminal_table,
@@ -54,35 +66,12 @@ from rlhf.compare import (
 from rlhf.compare import arena as arena_lib
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import source_path
-from rlhf.generation import SamplingSettings
 from rlhf.models import cache_dir, load_causal_lm, load_tokenizer, model_fingerprint, resolve_model_path
 from rlhf.preferences import import_preferences
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.reward import RewardSettings, check_reward, load_reward
 from rlhf.runs import RunDir, RunSettings
 from rlhf.store import Store
-
-
-@dataclass
-class Checkpoint:
-    name: str
-    model: str
-
-
-@dataclass
-class HumanSettings:
-    preferences: str | None = documented(
-        None, help="held-out preference pairs (TRL/HH rows, an export or import run)"
-    )
-    beta: float = bounded(0.1, gt=0)
-    limit: int | None = bounded(None, ge=1)
-    max_length: int = bounded(512, ge=1)
-
-
-@dataclass
-class JudgeSettings:
-    model: str | None = documented(None, help="a local causal LM; null: no judge")
-    batch_size: int = bounded(4, ge=1)
 
 
 def _default_checkpoints() -> list[Checkpoint]:
@@ -94,10 +83,13 @@ class CompareStageConfig:
     run: RunSettings = field(default_factory=lambda: RunSettings(name="compare"))
     checkpoints: list[Checkpoint] = field(default_factory=_default_checkpoints)
     baseline: str | None = documented(None, help="default: the first checkpoint")
-    reference: str | None = documented(None, help="for KL and implicit rewards; default: the baseline")
+    reference: str | None = documented(
+        None,
+        help="for KL, and implicit rewards of a checkpoint with no reference of its own; default: the baseline",
+    )
     data: PromptSource = field(default_factory=lambda: PromptSource(limit=50))
-    sampling: SamplingSettings = field(
-        default_factory=lambda: SamplingSettings(max_new_tokens=64, temperature=0.7, top_p=0.9)
+    sampling: CompareSampling = field(
+        default_factory=lambda: CompareSampling(max_new_tokens=64, temperature=0.7, top_p=0.9)
     )
     batch_size: int = bounded(16, ge=1)
     reward: RewardSettings | None = field(default_factory=lambda: RewardSettings(model="runs/reward-demo"))
@@ -106,7 +98,8 @@ class CompareStageConfig:
     arena: ArenaSettings = field(default_factory=ArenaSettings)
     bootstrap: int = bounded(1000, ge=10)
     tie_eps: float = bounded(0.0, ge=0)
-    kl_threshold: float = bounded(20.0, gt=0, help="nats per response: above it, a flag")
+    flags: FlagSettings = field(default_factory=FlagSettings)
+    examples: int = bounded(3, ge=0, help="prompts per kind in the report's side-by-side answers")
     cache: str | None = documented(None, help="generation cache dir; default $RLHF_CACHE/generations")
 
     def __post_init__(self):
@@ -133,9 +126,14 @@ def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = Fals
         run_dir.record_input("data.prompts", cfg.data.prompts, source_path(cfg.data.prompts))
         run_dir.account("compare", {"prompts": prompts.accounting})
         pairs = _held_out(cfg, tokenizers[cfg.reference], run_dir)
-        answers, result = _measure(cfg, specs, tokenizers, prompts, pairs)
+        answers, result = _measure(cfg, specs, tokenizers, prompts)
+        if pairs:
+            result.human_agreement = _human_agreement(cfg, specs, tokenizers, pairs)
+        shown_rewards = None
         if cfg.reward:
-            result.add_rewards(_score(cfg, rm_path, run_dir, prompts, answers))
+            summary, scores = _score(cfg, rm_path, run_dir, prompts, answers)
+            result.add_rewards(summary)
+            shown_rewards = {n: _first(scores[n], answers[n]) for n in scores}
         if cfg.judge.model:
             result.judge = judge_all(
                 cfg.judge.model,
@@ -143,25 +141,26 @@ def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = Fals
                 cfg.baseline,
                 prompts.prompts,
                 batch_size=cfg.judge.batch_size,
+                bootstrap=cfg.judge.bootstrap,
+                seed=cfg.run.seed,
             )
         if cfg.arena.project:
             result.arena = arena_lib.open_arena(
                 cfg.arena, prompts.prompts, prompts.ids, _texts(answers), seed=cfg.run.seed
             )
-        result.flags = flags(result, kl_threshold=cfg.kl_threshold)
-        _report(run_dir, result, prompts, answers)
+        result.flags = flags(result, cfg.flags)
+        _report(cfg, run_dir, result, prompts, answers, shown_rewards)
         return run_dir
 
 
 def _measure(
-    cfg: CompareStageConfig, specs: dict[str, str], tokenizers: dict, prompts, pairs: list[dict]
+    cfg: CompareStageConfig, specs: dict[str, str], tokenizers: dict, prompts
 ) -> tuple[dict[str, Answers], CompareResult]:
     """Every checkpoint's answers (cached), their lengths and, where it shares the reference's vocabulary,
-    its KL to the reference and its agreement with the held-out human pairs. Each model is loaded at most
-    once (the reference only when something needs it) and released after its turn."""
+    its KL to the reference. Each model is loaded at most once (the reference only when something needs it)
+    and released after its turn."""
     reference = Lazy(lambda: load_causal_lm(specs[cfg.reference]).eval())
     ref_tok, ref_fp = tokenizers[cfg.reference], model_fingerprint(specs[cfg.reference])
-    ref_pref = preference_logprobs(reference(), ref_tok, pairs, batch_size=cfg.batch_size) if pairs else None
     cache = Path(cfg.cache) if cfg.cache else cache_dir() / "generations"
     names = list(specs)
     result = CompareResult(names, cfg.baseline, cfg.reference, prompts=len(prompts), checkpoints={})
@@ -175,7 +174,8 @@ def _measure(
             tok,
             prompts.prompts,
             prompts.encoded[k],
-            cfg.sampling,
+            cfg.sampling.plain(),
+            samples=cfg.sampling.n,
             cache_root=cache,
             seed=cfg.run.seed,
             batch_size=cfg.batch_size,
@@ -188,16 +188,13 @@ def _measure(
                 reference,
                 ref_fp,
                 tok,
-                prompts.prompts,
+                prompts.encoded[k],
                 ans,
+                cfg.sampling,
                 batch_size=cfg.batch_size,
-                bootstrap=cfg.bootstrap,
+                bootstrap_resamples=cfg.bootstrap,
+                seed=cfg.run.seed,
             )
-            if pairs:
-                pol = preference_logprobs(model(), tok, pairs, batch_size=cfg.batch_size)
-                result.human_agreement[name] = human_agreement(
-                    pol, ref_pref, beta=cfg.human.beta, bootstrap=cfg.bootstrap
-                )
         if model is not reference:
             model.release()
     return answers, result
@@ -205,24 +202,69 @@ def _measure(
 
 def _score(
     cfg: CompareStageConfig, rm_path, run_dir: RunDir, prompts, answers: dict[str, Answers]
-) -> RewardSummary:
-    """Every answer scored by the reward model, and the numbers from the scores."""
+) -> tuple[RewardSummary, dict[str, list[float]]]:
+    """Every answer scored by the reward model, and the numbers from the scores (intervals over prompts)."""
     run_dir.record_input(
         "reward.model" if cfg.reward.model else "reward.function", cfg.reward.source, rm_path
     )
     reward = load_reward(cfg.reward)
     names = list(answers)
     scores = {
-        n: reward(prompts.prompts, answers[n].texts, where=f"scoring {n}", ids=prompts.ids) for n in names
+        n: reward(
+            [prompts.prompts[i] for i in answers[n].prompt_index],
+            answers[n].texts,
+            where=f"scoring {n}",
+            ids=[prompts.ids[i] for i in answers[n].prompt_index],
+        )
+        for n in names
     }
     chars = {n: [len(t) for t in answers[n].texts] for n in names}
-    return summarize(
-        names, scores, chars, cfg.baseline, bootstrap=cfg.bootstrap, tie_eps=cfg.tie_eps, seed=cfg.run.seed
+    summary = summarize(
+        names,
+        scores,
+        chars,
+        cfg.baseline,
+        groups={n: answers[n].prompt_index for n in names},
+        bootstrap=cfg.bootstrap,
+        tie_eps=cfg.tie_eps,
+        seed=cfg.run.seed,
+    )
+    return summary, scores
+
+
+def _human_agreement(
+    cfg: CompareStageConfig, specs: dict[str, str], tokenizers: dict, pairs: list[dict]
+) -> dict[str, HumanAgreement]:
+    """Each checkpoint's agreement with the held-out human pairs, against its own reference."""
+    return agreement_with_humans(
+        [(c.name, c.model, c.reference) for c in cfg.checkpoints],
+        tokenizers,
+        pairs,
+        default_reference=cfg.reference,
+        batch_size=cfg.batch_size,
+        bootstrap=cfg.bootstrap,
+        seed=cfg.run.seed,
     )
 
 
-def _report(run_dir: RunDir, result: CompareResult, prompts, answers: dict[str, Answers]) -> None:
-    outputs = write_outputs(run_dir.path, result, prompts.ids, prompts.prompts, _texts(answers))
+def _report(
+    cfg: CompareStageConfig,
+    run_dir: RunDir,
+    result: CompareResult,
+    prompts,
+    answers: dict[str, Answers],
+    rewards: dict[str, list[float]] | None,
+) -> None:
+    outputs = write_outputs(
+        run_dir.path,
+        result,
+        prompts.ids,
+        prompts.prompts,
+        _texts(answers),
+        rewards=rewards,
+        examples=cfg.examples,
+        seed=cfg.run.seed,
+    )
     run_dir.finish(result={n: asdict(c.generation) for n, c in result.checkpoints.items()}, outputs=outputs)
     print(terminal_table(result), flush=True)
     for f in result.flags:
@@ -233,7 +275,13 @@ def _report(run_dir: RunDir, result: CompareResult, prompts, answers: dict[str, 
 
 
 def _texts(answers: dict[str, Answers]) -> dict[str, list[str]]:
-    return {n: a.texts for n, a in answers.items()}
+    """Sample 0 of each prompt per checkpoint: what the judge, the arena and the side-by-side view use."""
+    return {n: a.first() for n, a in answers.items()}
+
+
+def _first(values: list, ans: Answers) -> list:
+    """The values of sample 0 of each prompt (parallel to `Answers.first()`)."""
+    return [v for v, j in zip(values, ans.sample, strict=True) if j == 0]
 
 
 def _held_out(cfg: CompareStageConfig, tokenizer, run_dir: RunDir) -> list[dict]:

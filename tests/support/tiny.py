@@ -27,12 +27,14 @@ WORDS = (
 ).split()
 
 
-def build_tiny_llama(directory) -> str:
-    """Save the tiny model and its tokenizer into `directory`; returns the path."""
+def build_tiny_llama(directory, *, extra_words: tuple[str, ...] = ()) -> str:
+    """Save the tiny model and its tokenizer into `directory`; returns the path. `extra_words` join the
+    vocabulary (e.g. "A" and "B" for a judge)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
-    vocab = {t: i for i, t in enumerate(specials + ["\n", "system", "user", "assistant", "tool"] + WORDS)}
+    words = specials + ["\n", "system", "user", "assistant", "tool"] + WORDS + list(extra_words)
+    vocab = {t: i for i, t in enumerate(words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Split("\n", behavior="isolated"), pre_tokenizers.WhitespaceSplit()]
@@ -72,3 +74,25 @@ def build_tiny_reward_model(directory, base: str, *, seed: int = 1) -> str:
     AutoTokenizer.from_pretrained(base).save_pretrained(d)
     (d / "rlhf_reward.json").write_text(json.dumps({"max_length": 64, "norm": {"mean": 0.0, "std": 1.0}}))
     return str(d)
+
+
+def build_always_a_judge(directory) -> str:
+    """A tiny judge that answers "A" whatever it reads: every layer's output projections are zero, so the
+    last position's hidden state is the embedding of the generation prompt's last token, the same for every
+    input; the embeddings of "A" and "B" (tied to the output layer) point along it and against it."""
+    d = build_tiny_llama(directory, extra_words=("A", "B"))
+    model = LlamaForCausalLM.from_pretrained(d)
+    tok = AutoTokenizer.from_pretrained(d)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.model.embed_tokens.weight
+        prompt = [{"role": "user", "content": "question"}]
+        ids = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+        last = ids[-1]
+        h = model.model.norm(emb[last][None])[0]
+        emb[tok.convert_tokens_to_ids("A")] = 5 * h / h.norm()
+        emb[tok.convert_tokens_to_ids("B")] = -5 * h / h.norm()
+    model.save_pretrained(d)
+    return d

@@ -1,0 +1,188 @@
+"""Each checkpoint's sampled answers, and the KL to a reference measured on them.
+
+- `collect_answers`: `n` answers per prompt per checkpoint, from the answer cache or generated now. Each
+  answer is drawn from its own generator seeded by (run seed, prompt, sample index), so it is the same
+  whatever the batch size and whichever other answers were already cached.
+- `kl_on_samples`: KL(checkpoint || reference) on the checkpoint's own samples with the k1 estimator
+  sum_t log pi(y_t) - log pi_ref(y_t). It is unbiased only when y was sampled from the pi being scored,
+  so both models score the **sampled token ids** (not re-tokenized text) under the **same temperature** the
+  answers were sampled at, with **no EOS term on an answer that was cut at max_new_tokens**. Top-k / top-p
+  truncation is not applied when scoring: the reference would give -inf to tokens outside its own nucleus.
+  So with `top_p < 1` (or `top_k`) the estimate is E_{y ~ pi_truncated}[log pi_T(y) - log ref_T(y)], close to
+  but not exactly KL(pi_truncated || ref_T); with `top_p: 1` and `top_k: 0` it is exact in expectation.
+  Per prompt the samples are averaged; the interval is a bootstrap over prompts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rlhf.compare.answer_cache import GenerationCache, prompt_key
+from rlhf.compare.result import KL, Generation, Lengths
+from rlhf.generation import SamplingSettings, generate_texts, row_seed
+from rlhf.logprobs import token_logprobs
+from rlhf.models import model_fingerprint
+from rlhf.stats import bootstrap
+
+
+class Lazy:
+    """A model loaded on first use (`lazy()`), and dropped with `release()`: a re-run whose answers and
+    log-probs are all cached loads no model at all."""
+
+    def __init__(self, load):
+        self.load, self.value = load, None
+
+    def __call__(self):
+        if self.value is None:
+            self.value = self.load()
+        return self.value
+
+    def release(self) -> None:
+        self.value = None
+
+
+@dataclass
+class Answers:
+    """A checkpoint's answers, prompt-major: answer k is sample `sample[k]` of prompt `prompt_index[k]`."""
+
+    texts: list[str]
+    ids: list[list[int]]  # sampled token ids, the EOS included where the answer ended
+    ended: list[bool]
+    prompt_index: list[int]
+    sample: list[int]
+    cached: int  # answers taken from the cache
+    generated: int  # answers generated now
+    seconds: float
+    cache: GenerationCache | None = None
+    prompts: list = field(default_factory=list)
+
+    @property
+    def tokens(self) -> list[int]:
+        return [len(i) for i in self.ids]
+
+    def first(self) -> list[str]:
+        """Sample 0 of each prompt (what the judge, the arena and the side-by-side view use)."""
+        return [t for t, j in zip(self.texts, self.sample, strict=True) if j == 0]
+
+
+def collect_answers(
+    name: str,
+    spec: str,
+    tokenizer,
+    prompts: list,
+    token_ids: list[list[int]],
+    sampling: SamplingSettings,
+    *,
+    samples: int = 1,
+    cache_root,
+    seed: int,
+    batch_size: int,
+    model: Lazy,
+) -> Answers:
+    """`samples` answers per prompt of one checkpoint; the (lazy) model is loaded only when one is missing."""
+    cache = GenerationCache(cache_root, model_fingerprint(spec), sampling, seed)
+    keys = [(i, j) for i in range(len(prompts)) for j in range(samples)]
+    missing = [(i, j) for i, j in keys if cache.get(prompts[i], j) is None]
+    t0 = time.perf_counter()
+    if missing:
+        seeds = [row_seed(seed, prompt_key(prompts[i]), j) for i, j in missing]
+        with tqdm(total=len(missing), desc=f"generate [{name}]") as bar:
+            out = generate_texts(
+                model(),
+                tokenizer,
+                [token_ids[i] for i, _ in missing],
+                sampling,
+                batch_size=batch_size,
+                progress=bar,
+                seeds=seeds,
+            )
+        cache.put_many(
+            [(prompts[i], j) for i, j in missing],
+            [{"text": s[0].text, "ended": s[0].ended, "ids": list(s[0].ids)} for s in out.samples],
+        )
+    entries = [cache.get(prompts[i], j) for i, j in keys]
+    return Answers(
+        texts=[e["text"] for e in entries],
+        ids=[e["ids"] for e in entries],
+        ended=[e["ended"] for e in entries],
+        prompt_index=[i for i, _ in keys],
+        sample=[j for _, j in keys],
+        cached=len(keys) - len(missing),
+        generated=len(missing),
+        seconds=round(time.perf_counter() - t0, 2),
+        cache=cache,
+        prompts=list(prompts),
+    )
+
+
+def generation_counts(ans: Answers) -> Generation:
+    return Generation(cached=ans.cached, generated=ans.generated, seconds=ans.seconds)
+
+
+def lengths(ans: Answers) -> Lengths:
+    tokens = ans.tokens
+    return Lengths(
+        tokens=tokens,
+        mean_tokens=sum(tokens) / len(tokens),
+        mean_chars=sum(map(len, ans.texts)) / len(ans.texts),
+        ended_fraction=sum(ans.ended) / len(ans.ended),
+    )
+
+
+def same_vocabulary(tok_a, tok_b) -> bool:
+    return tok_a.get_vocab() == tok_b.get_vocab()
+
+
+def kl_on_samples(
+    model: Lazy,
+    reference: Lazy,
+    ref_fp: str,
+    tokenizer,
+    token_ids: list[list[int]],
+    ans: Answers,
+    sampling: SamplingSettings,
+    *,
+    batch_size: int,
+    bootstrap_resamples: int,
+    seed: int = 0,
+) -> KL:
+    """KL per answer from the sampled ids' log-probs under the checkpoint and the reference at the sampling
+    temperature (both cached with the answers; the reference's under its content hash), averaged per prompt,
+    with a bootstrap interval over prompts. The reference against itself is 0: no forward pass."""
+    n_answers = len(ans.ids)
+    if model is reference:
+        return KL(mean=0.0, ci95=[0.0, 0.0], n=len(ans.prompts), per_token=0.0)
+    temperature = sampling.temperature if sampling.do_sample else 1.0
+    ref_key = f"ref_logp:{ref_fp[:16]}"
+    keys = [(ans.prompts[i], j) for i, j in zip(ans.prompt_index, ans.sample, strict=True)]
+    entries = [ans.cache.get(p, j) for p, j in keys]
+    todo = [k for k, e in enumerate(entries) if "logp" not in e or ref_key not in e]
+    if todo:
+        prompt_ids = [token_ids[ans.prompt_index[k]] for k in todo]
+        resp = [ans.ids[k] for k in todo]
+        pad = tokenizer.pad_token_id
+        kw = dict(temperature=temperature, batch_size=batch_size)
+        logp = token_logprobs(model(), prompt_ids, resp, pad, **kw)
+        ref = token_logprobs(reference(), prompt_ids, resp, pad, **kw)
+        ans.cache.update_many(
+            [keys[k] for k in todo], [{"logp": a, ref_key: b} for a, b in zip(logp, ref, strict=True)]
+        )
+        entries = [ans.cache.get(p, j) for p, j in keys]
+    per_answer = np.array([e["logp"] - e[ref_key] for e in entries])
+    fit = bootstrap(
+        lambda idx: per_answer[idx].mean(),
+        n_answers,
+        resamples=bootstrap_resamples,
+        seed=seed,
+        groups=ans.prompt_index,
+    )
+    return KL(
+        mean=float(per_answer.mean()),
+        ci95=[float(fit.low), float(fit.high)],
+        n=len(ans.prompts),
+        per_token=float(per_answer.sum() / max(1, sum(ans.tokens))),
+    )
