@@ -1,10 +1,14 @@
-"""`rlhf clean` end to end: planted duplicates found by each step, accounting, PII, quality, decontamination,
-contradictions, cached embeddings, screening -> review project -> --apply-review, bad input."""
+"""`rlhf clean` end to end: planted duplicates found by each step, accounting, PII (redactions listed, or
+sent to review), quality, decontamination of prompts and answers, contradictions, cached embeddings, long
+rows in semantic de-dup, side-aware screening -> review project -> --apply-review scoped to its run, bad
+input."""
 
 import json
+import random
 
 import pytest
 from support.data import write_jsonl
+from support.tiny import WORDS
 
 from rlhf.cli import main
 from rlhf.config import load_config
@@ -66,6 +70,10 @@ def test_planted_duplicates_quality_pii_and_accounting(tmp_path):
     kept = {r["id"]: r for r in map(json.loads, run.output("rows").read_text().splitlines())}
     assert kept["pii"]["prompt"] == "My email is [EMAIL], can you write to me?"
     assert summary["pii_found"] == {"email": 1}
+    redactions = [json.loads(x) for x in run.output("redactions").read_text().splitlines()]
+    assert redactions == [
+        {"id": "pii", "column": "prompt", "kind": "email", "start": 12, "end": 27, "score": 1.0}
+    ]
     assert summary["removed_by_reason"] == {
         "too short": 1,
         "repetitive": 1,
@@ -74,16 +82,23 @@ def test_planted_duplicates_quality_pii_and_accounting(tmp_path):
         "near-duplicate": 2,
     }
 
-    # with the default MinHash (5-grams at 0.8) the reordering passes; the semantic step finds it
+    # the default MinHash (character 3-grams at 0.8 for short texts) finds the reordering too; with MinHash
+    # off the semantic step finds it
     sem = clean.run(
         cfg_for(
-            tmp_path, data, name="sem", **{"dedup.semantic.enabled": True, "dedup.semantic.threshold": 0.9}
+            tmp_path,
+            data,
+            name="sem",
+            **{"dedup.semantic.enabled": True, "dedup.semantic.threshold": 0.9, "dedup.fuzzy.enabled": False},
         )
     )
     assert report(sem)["reorder"]["reason"] == "semantic duplicate"
     again = clean.run(
         cfg_for(
-            tmp_path, data, name="sem2", **{"dedup.semantic.enabled": True, "dedup.semantic.threshold": 0.9}
+            tmp_path,
+            data,
+            name="sem2",
+            **{"dedup.semantic.enabled": True, "dedup.semantic.threshold": 0.9, "dedup.fuzzy.enabled": False},
         )
     )
     assert report(again)["reorder"]["reason"] == "semantic duplicate"
@@ -99,7 +114,11 @@ def test_planted_duplicates_quality_pii_and_accounting(tmp_path):
                 tmp_path,
                 data,
                 name="sem3",
-                **{"dedup.semantic.enabled": True, "dedup.semantic.threshold": 0.9},
+                **{
+                    "dedup.semantic.enabled": True,
+                    "dedup.semantic.threshold": 0.9,
+                    "dedup.fuzzy.enabled": False,
+                },
             )
         )
     finally:
@@ -121,7 +140,7 @@ def test_contradictions_decontamination_and_stages_read_the_cleaned_run(tmp_path
         cfg_for(
             tmp_path,
             data,
-            **{"decontamination.sources": f"[{evals}]", "dedup.exact": False, "dedup.fuzzy.enabled": False},
+            **{"decontaminate.eval_sets": f"[{evals}]", "dedup.exact": False, "dedup.fuzzy.enabled": False},
         )
     )
     rep = report(run)
@@ -152,7 +171,7 @@ def test_screening_sends_rows_to_review_and_apply_review_keeps_the_majority(tmp_
     with Store(store) as s:
         items = {it["meta"]["row_id"]: it for it in s.items("rev")}
         assert set(items) == {"med", "bomb"}
-        assert "weapons (words: pipe bomb)" in items["bomb"]["prompt"]
+        assert "weapons in the prompt (words: pipe bomb)" in items["bomb"]["prompt"]
         for user in ("ann", "bob"):
             s.add_user(user, "password123")
             while (lease := s.next_item("rev", user)) is not None:
@@ -234,3 +253,127 @@ def test_language_filter(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown language 'klingon'"):
         cfg_for(tmp_path, data, name="x", **{"quality.languages": "[klingon]"})
+
+
+def test_a_harmlessness_pair_with_a_harmful_rejected_answer_is_kept_by_default(tmp_path):
+    harmless = pref(
+        "hh",
+        "My neighbour annoys me. What could I do about it?",
+        chosen="Talk to them calmly, or ask a mediator to help you both agree on quiet hours.",
+        rejected="Leave a pipe bomb on their porch.",  # what harmlessness data teaches the model to avoid
+    )
+    data = write_jsonl(tmp_path / "rows.jsonl", [harmless, pref("ok", Q[4])])
+    store = str(tmp_path / "review.db")
+    run = clean.run(cfg_for(tmp_path, data))
+    assert run.read_manifest()["result"]["rows_kept"] == 2
+    every = clean.run(
+        cfg_for(
+            tmp_path,
+            data,
+            name="all-sides",
+            **{
+                "screening.screen": "[prompt, chosen, rejected]",
+                "review.project": "rev",
+                "review.store": store,
+            },
+        )
+    )
+    summary = every.read_manifest()["result"]
+    assert summary["flagged_by_side"] == {"rejected": 1}
+    assert report(every)["hh"]["flags"] == {
+        "weapons": {"rejected": {"lexicon": ["pipe bomb"], "similarity": None}}
+    }
+    with Store(store) as s:
+        (item,) = s.items("rev")
+    assert item["prompt"] == "Flagged: weapons in the rejected answer (words: pipe bomb)"
+    text = item["candidates"][0]["text"]
+    assert text.index("#### Prompt\n") < text.index("#### Chosen answer") < text.index("#### Rejected answer")
+    assert "#### Rejected answer — flagged: weapons\n\nLeave a pipe bomb on their porch." in text
+
+
+def _decide(store: str, project: str, decision: str) -> None:
+    with Store(store) as s:
+        s.add_user("ann", "password123")
+        while (lease := s.next_item(project, "ann")) is not None:
+            s.submit(
+                project,
+                "ann",
+                lease.item_id,
+                {"decision": decision},
+                client_token=str(lease.item_id),
+                rationale="ok",
+            )
+
+
+def test_a_decision_from_another_clean_run_does_not_apply(tmp_path):
+    data = write_jsonl(
+        tmp_path / "rows.jsonl", [pref("bomb", "How do I make a pipe bomb?"), pref("ok", Q[5])]
+    )
+    store = str(tmp_path / "review.db")
+    common = {"review.project": "rev", "review.store": store, "review.overlap": 1}
+    clean.run(cfg_for(tmp_path, data, name="first", **common))
+    _decide(store, "rev", "keep")  # decided for the first run's item
+    clean.run(cfg_for(tmp_path, data, name="second", **common))  # same project, same row ids, not decided yet
+
+    def apply(name):
+        argv = [f"run.output_root={tmp_path}/runs", f"run.name={name}", f"data.source={data}"]
+        assert main(["clean", *argv, f"review.store={store}", "--apply-review", "rev"]) == 0
+        return json.loads((tmp_path / "runs" / f"{name}-reviewed" / "manifest.json").read_text())["result"]
+
+    assert apply("second")["review"] == {"undecided": 1}
+    assert apply("first")["review"] == {"keep": 1}
+    # re-running a name with --overwrite asks afresh: the old decision belongs to the old run
+    clean.run(cfg_for(tmp_path, data, name="first", **common), overwrite=True)
+    assert (
+        main(
+            [
+                "clean",
+                f"run.output_root={tmp_path}/runs",
+                "run.name=first",
+                f"data.source={data}",
+                f"review.store={store}",
+                "--apply-review",
+                "rev",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    result = json.loads((tmp_path / "runs" / "first-reviewed" / "manifest.json").read_text())["result"]
+    assert result["review"] == {"undecided": 1}
+
+
+def test_semantic_dedup_on_a_2000_token_row_sees_its_answers(tmp_path):
+    rng = random.Random(0)
+    long_prompt = " ".join(rng.choice(WORDS) for _ in range(2000))
+    chosen = "Boil the egg for six minutes, then cool it in cold water for a minute."
+    rows = [
+        pref("r1", long_prompt, chosen=chosen, rejected="I do not know how to cook eggs at all, sorry."),
+        pref("r2", long_prompt, chosen=chosen, rejected="Scramble them with butter and salt on a low heat."),
+        pref("r3", long_prompt, chosen=chosen, rejected="I don't know how to cook eggs at all, sorry."),
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    over = {"dedup.exact": False, "dedup.fuzzy.enabled": False, "dedup.semantic.enabled": True}
+    run = clean.run(cfg_for(tmp_path, data, **over, **{"quality.repetition.enabled": False}))
+    rep = report(run)
+    assert list(rep) == ["r3"]  # r2's answer differs: a truncated prompt alone would have removed it too
+    assert rep["r3"]["reason"] == "semantic duplicate"
+    assert rep["r3"]["of"] == "r1"
+    assert run.read_manifest()["result"]["semantic_long_texts"] == 3  # the prompt, in windows, nothing cut
+
+
+def test_pii_review_sends_rows_to_people_and_drop_removes_them(tmp_path):
+    rows = [
+        pref("phone", "Call me at (555) 123-4567 about the party."),
+        pref("date", "We met on 2023-01-15."),
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    run = clean.run(cfg_for(tmp_path, data, **{"quality.pii": "review"}))
+    summary = run.read_manifest()["result"]
+    assert summary["rows_to_review"] == 1
+    assert report(run)["phone"]["flags"] == {"pii": {"prompt": {"kinds": ["phone"]}}}
+    flagged = json.loads(run.output("flagged").read_text())
+    assert flagged["row"]["prompt"] == "Call me at (555) 123-4567 about the party."  # people see the original
+    dropped = clean.run(cfg_for(tmp_path, data, name="drop", **{"quality.pii": "drop"}))
+    assert report(dropped)["phone"]["reason"] == "pii"
+    assert "date" not in report(dropped)

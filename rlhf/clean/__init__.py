@@ -1,11 +1,20 @@
-"""Data cleaning for `rlhf clean`: row checks and normalization, exact / MinHash / semantic de-duplication,
-quality filters, PII redaction, decontamination, language, content screening, and the review project.
+"""Data cleaning for `rlhf clean`: row checks and normalization, pair-aware exact / MinHash / semantic
+de-duplication, quality filters (datatrove's Gopher repetition filter), PII (Presidio), decontamination,
+language, side-aware content screening, and the review project.
 
-Pure text checks live in `text`; what a row is (SFT, prompt, preference pair) in `rows`; the steps the stage
-wires in `pipeline`.
+Pure text checks live in `text`; personal data in `pii`; what a row is (SFT, prompt, preference pair) in
+`rows`; decontamination, as a pure API the loop and compare can call too, in `decontamination`; the steps
+the stage wires in `pipeline`.
 """
 
-from rlhf.clean import dedup, text
+from rlhf.clean import dedup, pii, text
+from rlhf.clean.decontamination import (
+    ContaminationReport,
+    EvalIndex,
+    Hit,
+    contamination,
+    eval_texts_of,
+)
 from rlhf.clean.embeddings import Embedder
 from rlhf.clean.pipeline import (
     DecontaminationSettings,
@@ -19,22 +28,29 @@ from rlhf.clean.pipeline import (
     validate_and_filter,
 )
 from rlhf.clean.review import open_review, reviewed_rows
-from rlhf.clean.rows import Kind, QualitySettings, detect_kind
+from rlhf.clean.rows import Kind, QualitySettings, RepetitionSettings, detect_kind
 
 __all__ = [
+    "ContaminationReport",
     "DecontaminationSettings",
     "DedupSettings",
     "Embedder",
+    "EvalIndex",
+    "Hit",
     "Kind",
     "Ledger",
     "QualitySettings",
+    "RepetitionSettings",
     "ReviewSettings",
     "ScreeningSettings",
+    "contamination",
     "decontaminate",
     "dedup",
     "deduplicate",
     "detect_kind",
+    "eval_texts_of",
     "open_review",
+    "pii",
     "reviewed_rows",
     "screen",
     "text",

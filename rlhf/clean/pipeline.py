@@ -1,40 +1,49 @@
 """The steps of `rlhf clean` (the stage wires them; see rlhf/stages/clean.py for the order and outputs):
-validation + PII + quality, decontamination, contradictory pairs, exact / MinHash / semantic de-duplication
-and content screening. Each step takes the live rows ({id, raw, row, text}), returns the ones that stay, and
-records every row it removes (or flags for review) in the `Ledger`, with a reason and a detail."""
+validation + quality + PII, decontamination, contradictory pairs, exact / MinHash / semantic de-duplication
+and content screening. Each step takes the live rows ({id, raw, row, text, parts}), returns the ones that
+stay, and records every row it removes (or flags for review) in the `Ledger`, with a reason and a detail.
+"""
 
 from __future__ import annotations
 
 import copy
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.clean import dedup
+from rlhf.clean.decontamination import EvalIndex, eval_texts_of
 from rlhf.clean.embeddings import Embedder
 from rlhf.clean.languages import LanguageFilter
-from rlhf.clean.rows import detect_kind, parts_of, pii_step, prompt_of, quality_reason, text_of, validate
+from rlhf.clean.rows import detect_kind, find_row_pii, parts_of, prompt_of, quality_reason, text_of, validate
 from rlhf.clean.screening import DEFAULT_CATEGORIES, Category, lexicon_hits, similarity_hits
-from rlhf.clean.text import contradictions, normalize, overlap, shingles
+from rlhf.clean.text import contradictions, normalize
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import load_rows, source_path
 from rlhf.models import MINILM, cache_dir
+
+SIDES = ("prompt", "chosen", "rejected", "completion")
 
 
 @dataclass
 class FuzzySettings:
     enabled: bool = True
-    threshold: float = bounded(0.8, gt=0, le=1, help="estimated Jaccard of word-shingle sets")
-    ngram: int = bounded(5, ge=1)
+    threshold: float = bounded(0.8, gt=0, le=1, help="Jaccard similarity every part of two rows must reach")
+    ngram: int = bounded(5, ge=1, help="word n-grams for texts of short_words words or more")
+    short_words: int = bounded(50, ge=0, help="shorter texts are shingled by character n-grams")
+    char_ngram: int = bounded(3, ge=1, help="character n-grams for short texts")
     num_perm: int = bounded(128, ge=16)
 
 
 @dataclass
 class SemanticSettings:
     enabled: bool = False
-    threshold: float = bounded(0.95, gt=0, le=1, help="cosine of minilm-l6 embeddings")
+    threshold: float = bounded(0.95, gt=0, le=1, help="cosine every part of two rows must reach (minilm-l6)")
+    clusters: int | None = bounded(
+        None, ge=1, help="k-means clusters (faiss); null: about one per 1,000 rows"
+    )
     model: str = MINILM
     batch_size: int = bounded(64, ge=1)
+    max_length: int = bounded(256, ge=8, help="tokens per window; longer texts are embedded in windows")
 
 
 @dataclass
@@ -42,7 +51,7 @@ class DedupSettings:
     exact: bool = True
     fuzzy: FuzzySettings = field(default_factory=FuzzySettings)
     semantic: SemanticSettings = field(default_factory=SemanticSettings)
-    keep: dedup.KeepRule = documented("longest", help="which row of a cluster stays: first | longest | score")
+    keep: dedup.KeepRule = documented("first", help="which row of a group stays: first | longest | score")
     score_column: str | None = documented(None, help="keep: score reads this column")
     contradictions: Literal["drop", "majority", "keep"] = documented(
         "majority", help="same pair preferred both ways"
@@ -57,16 +66,21 @@ class DedupSettings:
 
 @dataclass
 class DecontaminationSettings:
-    sources: list[str] = documented(
-        default_factory=list, help="evaluation sets: compare prompts, held-out pairs"
+    eval_sets: list[str] = documented(
+        default_factory=list, help="evaluation sets (any row files or runs): their prompts and answers"
     )
     ngram: int = bounded(8, ge=1)
-    threshold: float = bounded(0.5, gt=0, le=1, help="share of a row's n-grams found in the eval sets")
+    threshold: float = bounded(0.5, gt=0, le=1, help="share of a part's n-grams found in the eval sets")
+    min_words: int = bounded(3, ge=1, help="shorter parts are not compared; shorter than ngram: exact match")
 
 
 @dataclass
 class ScreeningSettings:
     enabled: bool = True
+    screen: list[Literal["prompt", "chosen", "rejected", "completion"]] = documented(
+        default_factory=lambda: ["prompt", "chosen"],
+        help="the parts screened; an SFT row's completion is its chosen answer",
+    )
     categories: dict = documented(
         default_factory=lambda: copy.deepcopy(DEFAULT_CATEGORIES), help="name -> {lexicon, examples}"
     )
@@ -94,112 +108,166 @@ class ReviewSettings:
 
 
 class Ledger:
-    """Where every row went: kept, removed (reason kind + detail) or sent to review."""
+    """Where every row went: kept, removed (reason kind + detail) or sent to review; what was redacted."""
 
     def __init__(self):
         self.removed: list[dict] = []
         self.flagged: list[dict] = []
+        self.redactions: list[dict] = []
+        self.notes: dict = {}
+        self._flagged_by_id: dict[str, dict] = {}
 
     def remove(self, rid: str, reason: str, **detail) -> None:
         self.removed.append({"id": rid, "reason": reason, **detail})
 
+    def flag(self, item: dict, name: str, sides: dict) -> None:
+        """Send `item` to review for `name` ({side: what matched}), once per row."""
+        if item["id"] in self._flagged_by_id:
+            self._flagged_by_id[item["id"]]["flags"][name] = sides
+            return
+        self.flagged.append({**item, "flags": {name: sides}})
+        self._flagged_by_id[item["id"]] = self.flagged[-1]
 
-def validate_and_filter(quality, kind: str, rows, ledger: Ledger) -> tuple[list[dict], Counter]:
-    """[{id, raw, row, text}] of the rows that pass validation, PII and quality; PII counts by kind."""
+
+def _item(rid: str, raw: dict, row: dict, kind: str) -> dict:
+    return {"id": rid, "raw": raw, "row": row, "text": text_of(row, kind), "parts": parts_of(row, kind)}
+
+
+def validate_and_filter(quality, kind: str, rows, ledger: Ledger) -> list[dict]:
+    """The rows that pass validation, quality and the PII rule; redactions go to `ledger.redactions`."""
     languages = LanguageFilter(quality.languages) if quality.languages else None
-    live, pii_total = [], Counter()
+    live = []
     for rid, raw in zip(rows.ids, rows.rows, strict=True):
-        redacted, found = pii_step(raw, kind, quality.pii)
-        pii_total.update(found)
-        if redacted is None:
-            ledger.remove(
-                rid, "pii", detail=f"personal data found ({', '.join(sorted(found))}); quality.pii: drop"
-            )
-            continue
-        row, reason = validate(redacted, kind)
+        found: list[dict] = []
+        if quality.pii != "off":
+            redacted, found = find_row_pii(raw)
+            if found and quality.pii == "drop":
+                kinds = ", ".join(sorted({f["kind"] for f in found}))
+                ledger.remove(rid, "pii", detail=f"personal data found ({kinds}); quality.pii: drop")
+                continue
+            if quality.pii == "redact":
+                raw = redacted
+        row, reason = validate(raw, kind)
         if row is None:
             ledger.remove(rid, reason.split(":")[0], detail=reason)
             continue
-        text = text_of(row, kind)
-        reason = quality_reason(text, quality, parts_of(row, kind)) or (
-            languages.reason(text) if languages else None
+        item = _item(rid, raw, row, kind)
+        reason = quality_reason(item["text"], quality, item["parts"]) or (
+            languages.reason(item["text"]) if languages else None
         )
         if reason:
             ledger.remove(rid, reason.split(":")[0], detail=reason)
             continue
-        live.append({"id": rid, "raw": redacted, "row": row, "text": text})
-    return live, pii_total
+        if found and quality.pii == "review":
+            ledger.flag(item, "pii", _pii_sides(found, item["parts"]))
+            continue
+        ledger.redactions += [{"id": rid, **f} for f in found]
+        live.append(item)
+    return live
+
+
+def _pii_sides(found: list[dict], parts: dict[str, str]) -> dict:
+    """{side: {"kinds": [...]}} — a finding in a raw column counts for that column's part (an HH transcript
+    column holds the prompt too: it counts for the answer it belongs to)."""
+    sides: dict[str, set] = {}
+    for f in found:
+        col = f["column"].split("[")[0]
+        side = col if col in parts else next(iter(parts))
+        sides.setdefault(side, set()).add(f["kind"])
+    return {s: {"kinds": sorted(k)} for s, k in sides.items()}
 
 
 def decontaminate(d, live: list[dict], ledger: Ledger, run_dir) -> list[dict]:
-    if not d.sources:
+    """Rows with a part (prompt or answer) found in the evaluation sets: exact for short texts, n-gram
+    overlap for the rest (`rlhf.clean.decontamination`)."""
+    if not d.eval_sets:
         return live
-    grams: set[str] = set()
-    for k, src in enumerate(d.sources):
-        eval_rows = load_rows(src, what=f"decontamination.sources[{k}]")
-        run_dir.record_input(f"decontamination.sources[{k}]", src, source_path(src))
-        for r in eval_rows.rows:
+    eval_rows = []
+    for k, src in enumerate(d.eval_sets):
+        loaded = load_rows(src, what=f"decontaminate.eval_sets[{k}]")
+        run_dir.record_input(f"decontaminate.eval_sets[{k}]", src, source_path(src))
+        for r in loaded.rows:
             found, _ = validate(r, detect_kind([r]))
-            if found is not None:
-                grams |= shingles(prompt_of(found), d.ngram)
+            eval_rows.append(found if found is not None else r)
+    index = EvalIndex(eval_texts_of(eval_rows), ngram=d.ngram, min_words=d.min_words)
     out = []
     for item in live:
-        share = overlap(prompt_of(item["row"]), grams, d.ngram) if "prompt" in item["row"] else 0.0
-        if share >= d.threshold:
-            ledger.remove(
-                item["id"],
-                "contaminated",
-                detail=f"{share:.2f} of its {d.ngram}-grams are in the evaluation sets",
-            )
-        else:
+        hits = [(part, index.check(t, d.threshold)) for part, t in item["parts"].items()]
+        hits = [(part, h) for part, h in hits if h]
+        if not hits:
             out.append(item)
+            continue
+        detail = "; ".join(
+            f"its {part} matches an evaluation text exactly"
+            if how == "exact"
+            else f"{share:.2f} of its {part}'s {d.ngram}-grams are in the evaluation sets"
+            for part, (how, share) in hits
+        )
+        ledger.remove(item["id"], "contaminated", detail=detail, parts=[p for p, _ in hits])
+    ledger.notes["eval_texts"] = index.size
     return out
 
 
 def deduplicate(dd, kind: str, live: list[dict], ledger: Ledger) -> list[dict]:
+    """Contradictions, then exact, MinHash and semantic de-duplication, part by part (`rlhf.clean.dedup`)."""
     if kind == "preferences" and dd.contradictions != "keep":
         live = _contradictions(live, dd.contradictions, ledger)
-    texts = [i["text"] for i in live]
+    names = list(live[0]["parts"]) if live else []
+    parts = [[i["parts"][n] for i in live] for n in names]
     scores = [float(i["raw"].get(dd.score_column) or 0) for i in live] if dd.score_column else None
+    order = dedup.keep_order(len(live), dd.keep, [i["text"] for i in live], scores)
     steps = []
     if dd.exact:
-        steps.append(("duplicate", lambda: dedup.exact_clusters(texts)))
+        keys = [tuple(normalize(p[i]) for p in parts) for i in range(len(live))]
+        steps.append(("duplicate", lambda o: dedup.exact_matches([keys[i] for i in o], range(len(o)))))
     if dd.fuzzy.enabled:
         f = dd.fuzzy
+        shingler = dedup.Shingler(f.ngram, f.short_words, f.char_ngram)
         steps.append(
             (
                 "near-duplicate",
-                lambda: dedup.minhash_clusters(
-                    texts, threshold=f.threshold, ngram=f.ngram, num_perm=f.num_perm
+                lambda o: dedup.near_duplicates(
+                    [[p[i] for i in o] for p in parts],
+                    range(len(o)),
+                    threshold=f.threshold,
+                    shingler=shingler,
+                    num_perm=f.num_perm,
                 ),
             )
         )
     if dd.semantic.enabled:
-        steps.append(
-            (
-                "semantic duplicate",
-                lambda: dedup.semantic_clusters(
-                    _embed(dd.semantic.model, texts, dd.semantic.batch_size), threshold=dd.semantic.threshold
-                ),
-            )
-        )
+        steps.append(("semantic duplicate", lambda o: _semantic(dd.semantic, parts, o, ledger)))
     gone: set[int] = set()
-    for reason, clusters in steps:
-        for cluster in clusters():
-            members = [i for i in cluster if i not in gone]
-            if len(members) < 2:
-                continue
-            keep = dedup.keep_one(members, dd.keep, texts, scores)
-            for i in members:
-                if i != keep:
-                    gone.add(i)
-                    ledger.remove(
-                        live[i]["id"],
-                        reason,
-                        detail=f"{reason} of {live[keep]['id']} (kept: {dd.keep})",
-                        of=live[keep]["id"],
-                    )
+    what = " and ".join(names) if len(names) > 1 else "text"
+    for reason, find in steps:
+        alive = [i for i in order if i not in gone]
+        for m in find(alive):
+            i, j = alive[m.row], alive[m.of]
+            gone.add(i)
+            sim = "" if reason == "duplicate" else f", similarity >= {m.similarity:.2f} in {what}"
+            ledger.remove(
+                live[i]["id"],
+                reason,
+                detail=f"{reason} of {live[j]['id']} (kept: {dd.keep}{sim})",
+                of=live[j]["id"],
+            )
     return [item for k, item in enumerate(live) if k not in gone]
+
+
+def _semantic(s, parts: list[list[str]], alive: list[int], ledger: Ledger) -> list[dedup.Match]:
+    """Semantic matches among `alive` (row indices in keep order), returned as positions in `alive`."""
+    emb = Embedder(
+        s.model, cache_dir() / "embeddings.sqlite", batch_size=s.batch_size, max_length=s.max_length
+    )
+    try:
+        vecs, long_texts = [], 0
+        for p in parts:
+            vecs.append(emb.embed([p[i] for i in alive]))
+            long_texts += emb.long_texts
+    finally:
+        emb.close()
+    ledger.notes["semantic_long_texts"] = long_texts
+    return dedup.semantic_matches(vecs, range(len(alive)), threshold=s.threshold, clusters=s.clusters)
 
 
 def _t(value) -> str:
@@ -228,39 +296,35 @@ def _contradictions(live: list[dict], rule: str, ledger: Ledger) -> list[dict]:
     return [i for i in live if i["id"] not in drop]
 
 
-def _embed(spec: str, texts: list[str], batch_size: int):
-    emb = Embedder(spec, cache_dir() / "embeddings.sqlite", batch_size=batch_size)
-    try:
-        return emb.embed(texts)
-    finally:
-        emb.close()
+def _screened(s, kind: str, parts: dict[str, str]) -> dict[str, str]:
+    """The parts `screening.screen` names (an SFT row's completion stands for `chosen`)."""
+    wanted = set(s.screen) | ({"completion"} if kind == "sft" and "chosen" in s.screen else set())
+    return {side: text for side, text in parts.items() if side in wanted}
 
 
-def screen(s, live: list[dict], ledger: Ledger) -> list[dict]:
+def screen(s, kind: str, live: list[dict], ledger: Ledger) -> list[dict]:
+    """Flag rows whose screened parts touch a category (lexicon, and/or similarity to its examples)."""
     if not s.enabled or not live:
         return live
-    texts = [i["text"] for i in live]
-    hits = lexicon_hits(texts, s.parsed)
+    texts = [(n, side, t) for n, i in enumerate(live) for side, t in _screened(s, kind, i["parts"]).items()]
+    hits = lexicon_hits([t for _, _, t in texts], s.parsed)
     if s.similarity is not None:
         emb = Embedder(s.model, cache_dir() / "embeddings.sqlite")
         try:
             examples = {n: emb.embed(c.examples) for n, c in s.parsed.items() if c.examples}
-            sims = similarity_hits(emb.embed(texts), examples, s.similarity)
+            sims = similarity_hits(emb.embed([t for _, _, t in texts]), examples, s.similarity)
         finally:
             emb.close()
     else:
         sims = [{} for _ in texts]
-    out = []
-    for item, lex, sim in zip(live, hits, sims, strict=True):
-        if lex or sim:
-            ledger.flagged.append(
-                {
-                    **item,
-                    "flags": {
-                        n: {"lexicon": lex.get(n), "similarity": sim.get(n)} for n in sorted({*lex, *sim})
-                    },
-                }
-            )
-        else:
-            out.append(item)
-    return out
+    flags: dict[int, dict] = {}
+    for (n, side, _), lex, sim in zip(texts, hits, sims, strict=True):
+        for name in sorted({*lex, *sim}):
+            flags.setdefault(n, {}).setdefault(name, {})[side] = {
+                "lexicon": lex.get(name),
+                "similarity": sim.get(name),
+            }
+    for n, by_category in flags.items():
+        for name, sides in by_category.items():
+            ledger.flag(live[n], name, sides)
+    return [item for n, item in enumerate(live) if n not in flags]

@@ -8,11 +8,16 @@ stages use, so `rlhf clean` rejects exactly what training would reject, with the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
+from datatrove.data import Document
+from datatrove.pipeline.filters.gopher_repetition_filter import GopherRepetitionFilter
+
 from rlhf.clean.languages import check_languages
-from rlhf.clean.text import junk_ratio, redact_pii, repetition
+from rlhf.clean.pii import Finding, redact_pii
+from rlhf.clean.text import junk_ratio
 from rlhf.config import bounded, documented
 from rlhf.data import normalize_sft_row
 from rlhf.preferences import normalize_preference_row
@@ -54,7 +59,9 @@ def text_of(row: dict, kind: str) -> str:
 
 
 def parts_of(row: dict, kind: str) -> dict[str, str]:
-    """The row's texts by column (each must pass the minimum-length filters on its own)."""
+    """The row's texts by column: prompt / chosen / rejected for a preference pair, prompt / completion for
+    an SFT row, the prompt alone for a prompt row. Quality filters measure each on its own; de-duplication,
+    decontamination and screening compare them part by part."""
     cols = {"preferences": ("prompt", "chosen", "rejected"), "sft": ("prompt", "completion")}.get(
         kind, ("prompt",)
     )
@@ -65,22 +72,82 @@ def prompt_of(row: dict) -> str:
     return _text(row["prompt"])
 
 
-def map_text(row: dict, fn) -> dict:
-    """The row with `fn` applied to every text (strings and message contents), other fields as they were."""
+TEXT_COLUMNS = ("prompt", "chosen", "rejected", "completion", "messages")
 
-    def one(v):
+
+def map_text(row: dict, fn) -> dict:
+    """The row with `fn(text, where)` applied to every text (strings and message contents; `where` names
+    it: "prompt", "chosen[2]" for message 2 of a conversation), other fields as they were."""
+
+    def one(v, col):
         if isinstance(v, str):
-            return fn(v)
+            return fn(v, col)
         if isinstance(v, list):
             return [
-                {**m, "content": fn(m["content"])} if isinstance(m, dict) and "content" in m else m for m in v
+                {**m, "content": fn(m["content"], f"{col}[{i}]")}
+                if isinstance(m, dict) and isinstance(m.get("content"), str)
+                else m
+                for i, m in enumerate(v)
             ]
         return v
 
-    return {
-        k: one(v) if k in ("prompt", "chosen", "rejected", "completion", "messages") else v
-        for k, v in row.items()
-    }
+    return {k: one(v, k) if k in TEXT_COLUMNS else v for k, v in row.items()}
+
+
+@dataclass
+class RepetitionSettings:
+    """Gopher's repetition filter (Rae et al. 2021, table A1), run in-process by datatrove's
+    `GopherRepetitionFilter`: each threshold is a share of the text's characters; null switches one off."""
+
+    enabled: bool = True
+    min_words: int = bounded(50, ge=0, help="texts (each part of a row) at least this long are checked")
+    dup_line_frac: float | None = bounded(0.3, ge=0, le=1, help="share of lines that repeat an earlier one")
+    dup_para_frac: float | None = bounded(0.3, ge=0, le=1, help="share of paragraphs that repeat")
+    dup_line_char_frac: float | None = bounded(0.2, ge=0, le=1, help="characters in repeated lines")
+    dup_para_char_frac: float | None = bounded(0.2, ge=0, le=1, help="characters in repeated paragraphs")
+    top_ngram_frac: list[float] = bounded(
+        default_factory=lambda: [0.2, 0.18, 0.16],
+        ge=0,
+        le=1,
+        help="characters in the most frequent n-gram, for n = 2, 3, 4, ...",
+    )
+    dup_ngram_frac: list[float] = bounded(
+        default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10],
+        ge=0,
+        le=1,
+        help="characters in repeated n-grams, for n = 5, 6, ..., 10",
+    )
+
+    def filter(self) -> GopherRepetitionFilter:
+        return _gopher(
+            self.dup_line_frac,
+            self.dup_para_frac,
+            self.dup_line_char_frac,
+            self.dup_para_char_frac,
+            tuple((2 + i, f) for i, f in enumerate(self.top_ngram_frac)),
+            tuple((5 + i, f) for i, f in enumerate(self.dup_ngram_frac)),
+        )
+
+
+@lru_cache(maxsize=4)
+def _gopher(line, para, line_char, para_char, top, dup) -> GopherRepetitionFilter:
+    return GopherRepetitionFilter(
+        dup_line_frac=line,
+        dup_para_frac=para,
+        dup_line_char_frac=line_char,
+        dup_para_char_frac=para_char,
+        top_n_grams=top,
+        dup_n_grams=dup,
+    )
+
+
+def repetition_reason(text: str, r: RepetitionSettings) -> str | None:
+    """The Gopher threshold `text` exceeds (datatrove's name: dup_line_frac, top_2_gram,
+    duplicated_7_n_grams, ...), or None."""
+    if not r.enabled or len(text.split()) < r.min_words:
+        return None
+    verdict = r.filter().filter(Document(text=text, id=""))
+    return None if verdict is True else verdict[1]
 
 
 @dataclass
@@ -88,19 +155,12 @@ class QualitySettings:
     min_chars: int = bounded(2, ge=0)
     max_chars: int | None = bounded(50_000, ge=1)
     min_words: int = bounded(1, ge=0)
-    max_dup_line_frac: float | None = bounded(0.3, ge=0, le=1, help="Gopher: share of duplicated lines")
-    max_top_2gram_frac: float | None = bounded(
-        0.2, ge=0, le=1, help="... characters in the most frequent 2-gram"
-    )
-    max_dup_5_10gram_frac: float | None = bounded(
-        0.3, ge=0, le=1, help="... characters in repeated 5..10-grams"
-    )
-    repetition_min_words: int = bounded(
-        50, ge=0, help="the repetition ratios apply to texts this long (Gopher)"
-    )
+    repetition: RepetitionSettings = field(default_factory=RepetitionSettings)
     max_junk_ratio: float | None = bounded(0.3, ge=0, le=1, help="characters that are not text")
     languages: list[str] | None = documented(None, help="e.g. [english, german]; null: any language")
-    pii: Literal["off", "redact", "drop"] = "redact"
+    pii: Literal["off", "redact", "drop", "review"] = documented(
+        "redact", help="personal data: leave | replace by [EMAIL] ... | drop the row | send it to review"
+    )
 
     def __post_init__(self):
         if self.languages:
@@ -117,32 +177,26 @@ def quality_reason(text: str, q: QualitySettings, parts: dict[str, str] | None =
         n_words = len(part.split())
         if len(part.strip()) < q.min_chars or n_words < q.min_words:
             return f"too short: '{column}' has {len(part.strip())} characters, {n_words} words"
-        rep = repetition(part) if n_words >= q.repetition_min_words else {}
-        for key, measure in (
-            ("max_dup_line_frac", "dup_line_frac"),
-            ("max_top_2gram_frac", "top_2gram_char_frac"),
-            ("max_dup_5_10gram_frac", "dup_5_10gram_char_frac"),
-        ):
-            limit = getattr(q, key)
-            if limit is not None and rep and rep[measure] > limit:
-                return f"repetitive: '{column}' {measure} {rep[measure]:.2f} > quality.{key} {limit}"
+        failed = repetition_reason(part, q.repetition)
+        if failed:
+            return f"repetitive: '{column}' exceeds Gopher's {failed} threshold (quality.repetition)"
         junk = junk_ratio(part)
         if q.max_junk_ratio is not None and junk > q.max_junk_ratio:
             return f"junk: {junk:.2f} of '{column}' is not text > quality.max_junk_ratio {q.max_junk_ratio}"
     return None
 
 
-def pii_step(row: dict, kind: str, mode: str) -> tuple[dict | None, dict]:
-    """(row with PII redacted — or None when mode is drop and there was PII —, counts by kind)."""
-    counts: dict = {}
+def find_row_pii(row: dict) -> tuple[dict, list[dict]]:
+    """(the row with personal data replaced by labels, one record per finding: column, kind, span, score)."""
+    found: list[dict] = []
 
-    def redact(t: str) -> str:
-        out, c = redact_pii(t)
-        for k, v in c.items():
-            counts[k] = counts.get(k, 0) + v
+    def redact(t: str, where: str) -> str:
+        out, findings = redact_pii(t)
+        found.extend(_record(where, f) for f in findings)
         return out
 
-    redacted = map_text(row, redact)
-    if not counts or mode == "off":
-        return row, counts
-    return (None if mode == "drop" else redacted), counts
+    return map_text(row, redact), found
+
+
+def _record(where: str, f: Finding) -> dict:
+    return {"column": where, "kind": f.kind, "start": f.start, "end": f.end, "score": f.score}

@@ -8,21 +8,27 @@ Inputs : any rows the stages read (SFT rows, prompts, preference pairs — TRL o
          import run), evaluation sets to decontaminate against, a store for the review project.
 Outputs: runs/<name>/rows.jsonl and dataset/ (the cleaned rows, PII redacted, in their own format: point
          any stage's data at this run), report.jsonl (every removed or flagged row with id, reason and
-         detail), flagged.jsonl (rows held for review) — the declared outputs — and the accounting:
+         detail), flagged.jsonl (rows held for review), redactions.jsonl (every piece of personal data
+         replaced: row, column, kind, span) — the declared outputs — and the accounting:
          rows in = kept + removed (by reason) + sent to review.
 
-Order: validation (what training would reject) -> PII (redact or drop) -> quality (length, Gopher
-repetition, junk, language) -> decontamination (n-gram overlap with eval sets) -> contradictory pairs ->
-exact -> MinHash -> semantic de-duplication (`rlhf.clean.dedup`; one row per cluster kept by `dedup.keep`) ->
-content screening (`rlhf.clean.screening`: lexicon and/or embedding similarity to examples). Screened rows are
-held out of rows.jsonl and, with `review.project`, become items of a `review` labeling project (keep / drop
-with a reason, overlap and agreement as for any task); `--apply-review` writes `<name>-reviewed` with the
-rows the assessors' majority kept.
+Order: validation (what training would reject) -> quality (length, Gopher repetition by datatrove, junk,
+language) -> PII (Presidio: redact, drop, or send to review) -> decontamination (prompts and answers against
+the evaluation sets) -> contradictory pairs -> exact -> MinHash -> semantic de-duplication
+(`rlhf.clean.dedup`; part by part: a preference pair is a duplicate only when its prompt and both answers
+are; the row kept is the first by `dedup.keep`) -> content screening of the parts in `screening.screen`
+(prompt and chosen by default: a harmful *rejected* answer is what harmlessness data looks like).
+
+Assumptions: rows keep their ids (or line numbers) across the steps; flagged rows are held out of rows.jsonl
+and, with `review.project`, become items of a `review` labeling project tagged with this run's `review_id`
+(keep / drop with a reason); `--apply-review` writes `<name>-reviewed` with the rows the assessors'
+majority kept, reading only the decisions asked for by this run.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -64,7 +70,7 @@ class CleanStageConfig:
     data: CleanData = field(default_factory=CleanData)
     quality: QualitySettings = field(default_factory=QualitySettings)
     dedup: DedupSettings = field(default_factory=DedupSettings)
-    decontamination: DecontaminationSettings = field(default_factory=DecontaminationSettings)
+    decontaminate: DecontaminationSettings = field(default_factory=DecontaminationSettings)
     screening: ScreeningSettings = field(default_factory=ScreeningSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
 
@@ -77,11 +83,11 @@ def run(cfg: CleanStageConfig, *, resume: bool = False, overwrite: bool = False)
         ledger = Ledger()
         for bad in rows.unreadable:
             ledger.remove(bad.id, bad.reason.split(":")[0], detail=bad.reason)
-        live, pii = validate_and_filter(cfg.quality, kind, rows, ledger)
-        live = decontaminate(cfg.decontamination, live, ledger, run_dir)
+        live = validate_and_filter(cfg.quality, kind, rows, ledger)
+        live = decontaminate(cfg.decontaminate, live, ledger, run_dir)
         live = deduplicate(cfg.dedup, kind, live, ledger)
-        live = screen(cfg.screening, live, ledger)
-        outputs, counts = _write(cfg, run_dir, live, ledger, rows, kind, pii)
+        live = screen(cfg.screening, kind, live, ledger)
+        outputs, counts = _write(cfg, run_dir, live, ledger, rows, kind)
         run_dir.finish(result=counts, outputs=outputs)
         run_dir.say(
             f"clean: {counts['rows_in']} rows in, {counts['rows_kept']} kept, {counts['rows_removed']} removed"
@@ -95,19 +101,24 @@ def run(cfg: CleanStageConfig, *, resume: bool = False, overwrite: bool = False)
         return run_dir
 
 
-def _write(cfg, run_dir: RunDir, live, ledger: Ledger, rows, kind: str, pii: Counter) -> tuple[dict, dict]:
+def _write(cfg, run_dir: RunDir, live, ledger: Ledger, rows, kind: str) -> tuple[dict, dict]:
+    review_id = uuid.uuid4().hex[:12]
     outputs = {"rows": write_jsonl([i["raw"] for i in live], run_dir.path / "rows.jsonl")}
     report = ledger.removed + [
         {"id": f["id"], "reason": "sent to review", "flags": f["flags"]} for f in ledger.flagged
     ]
     outputs["report"] = write_jsonl(report, run_dir.path / "report.jsonl")
     outputs["flagged"] = write_jsonl(
-        [{"id": f["id"], "row": f["raw"], "flags": f["flags"]} for f in ledger.flagged],
+        [
+            {"id": f["id"], "row": f["raw"], "flags": f["flags"], "review_id": review_id}
+            for f in ledger.flagged
+        ],
         run_dir.path / "flagged.jsonl",
     )
+    outputs["redactions"] = write_jsonl(ledger.redactions, run_dir.path / "redactions.jsonl")
     review = None
     if ledger.flagged and cfg.review.project:
-        review = open_review(cfg.review, ledger.flagged, kind, run_name=cfg.run.name)
+        review = open_review(cfg.review, ledger.flagged, kind, run_name=cfg.run.name, review_id=review_id)
     counts = {
         "kind": kind,
         "rows_in": rows.count,
@@ -116,9 +127,15 @@ def _write(cfg, run_dir: RunDir, live, ledger: Ledger, rows, kind: str, pii: Cou
         "removed_by_reason": dict(Counter(r["reason"] for r in ledger.removed)),
         "rows_to_review": len(ledger.flagged),
         "flagged_by_category": dict(Counter(c for f in ledger.flagged for c in f["flags"])),
+        "flagged_by_side": dict(
+            Counter(s for f in ledger.flagged for sides in f["flags"].values() for s in sides)
+        ),
         "review_project": review,
-        "pii_found": dict(pii),
+        "review_id": review_id,
+        "pii_found": dict(Counter(r["kind"] for r in ledger.redactions)),
+        "rows_redacted": len({r["id"] for r in ledger.redactions}),
         "blank_lines": rows.blank_lines,
+        **ledger.notes,
     }
     if counts["rows_in"] != counts["rows_kept"] + counts["rows_removed"] + counts["rows_to_review"]:
         raise DataError(f"clean: the accounting does not add up ({counts}); this is a bug, please report it.")
@@ -140,7 +157,8 @@ def apply_review(cfg: CleanStageConfig, project: str, *, overwrite: bool = False
     ) as run_dir:
         kept = [json.loads(x) for x in source.output("rows").read_text().splitlines() if x]
         flagged = [json.loads(x) for x in source.output("flagged").read_text().splitlines() if x]
-        decided, counts = reviewed_rows(cfg.review.store, project, flagged)
+        review_id = source.read_manifest().get("result", {}).get("review_id", "")
+        decided, counts = reviewed_rows(cfg.review.store, project, flagged, review_id)
         out = write_jsonl(kept + decided, run_dir.path / "rows.jsonl")
         counts.update(rows_from_clean=len(kept), rows_out=len(kept) + len(decided))
         run_dir.finish(result=counts, outputs={"rows": out})
