@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from rlhf.loop.selection import disagreement, item_margins, regroup, select, uncertainty
+from rlhf.loop.selection import disagreement, item_margins, regroup, select, standardized, uncertainty
 
 
 def test_hand_computed_values():
@@ -62,3 +62,22 @@ def test_selection_is_seeded_and_bounded():
     items, _ = planted(0, n=20, hard=5)
     assert select(items, 50, method="random", seed=1)[0] == select(items, 50, method="random", seed=1)[0]
     assert len(select(items, 50, method="disagreement")[0]) == 20
+
+
+def test_a_member_on_a_wider_scale_does_not_pose_as_disagreement():
+    """Scaling one member x10 (a different scale, the same opinions) leaves the choice unmoved; on raw scores
+    it would pick the items where that member's margins are merely large."""
+    rng = random.Random(0)
+    items = []
+    for i in range(30):
+        base = [rng.gauss(0, 1) for _ in range(4)]
+        flip = i % 5 == 0  # the planted disagreement: member 2 reverses the order on these items
+        items.append([base, [x + rng.gauss(0, 0.05) for x in base], [-x if flip else x for x in base]])
+    picked, _ = select(items, 6, method="disagreement", seed=1)
+    scaled = [[m[0], [10 * x for x in m[1]], m[2]] for m in items]
+    picked_scaled, _ = select(scaled, 6, method="disagreement", seed=1)
+    assert picked_scaled == picked
+    assert sorted(picked) == [0, 5, 10, 15, 20, 25]
+    z = standardized(items)
+    member = [x for item in z for x in item[1]]
+    assert abs(sum(member) / len(member)) < 1e-9

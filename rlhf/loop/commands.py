@@ -7,12 +7,14 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from rlhf.compare import read_result
 from rlhf.config import load_config
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.lineage import lineage_text
 from rlhf.loop.rounds import Loop, Waiting
 from rlhf.loop.summary import table
 from rlhf.quiet import third_party_to
+from rlhf.runs import declared_output
 from rlhf.store import Store
 
 DEMO_USER = "demo"
@@ -35,6 +37,9 @@ def loop_command(args) -> int:
     loop, finished = run_loop(cfg, args.config or "the loop's defaults")
     print(table(loop.records), flush=True)
     if finished:
+        for r, rnd in sorted(loop.state["rounds"].items(), key=lambda kv: int(kv[0])):
+            if rnd.get("compare_run"):
+                print(f"\nround {r}:\n  " + "\n  ".join(evidence_lines(rnd, Path(rnd["compare_run"]))))
         loop.say(f"loop finished: best policy {loop.state['best']}; lineage: rlhf lineage {loop.dir}")
     return 0
 
@@ -50,9 +55,8 @@ def demo_command(args) -> int:
     compare_run = Path(rnd["compare_run"])
     password = demo_account(loop.store)
     arena = f"{cfg.run.name}-r1-arena"
+    print("\n" + "\n".join(evidence_lines(rnd, compare_run)), flush=True)
     print(
-        f"\nDPO vs SFT: the DPO policy wins {rnd['win_rate']:.0%} of reward-model battles "
-        f"(95% CI {rnd['win_rate_ci95'][0]:.0%}-{rnd['win_rate_ci95'][1]:.0%}), KL {rnd['kl']:.2f} nats.\n"
         f"report:   {compare_run / 'report.html'}\n"
         f"lineage:  rlhf lineage {loop.dir}\n"
         f"judge the demo's blind arena yourself (loopback only; user '{DEMO_USER}', password '{password}'):\n"
@@ -62,6 +66,27 @@ def demo_command(args) -> int:
         flush=True,
     )
     return 0
+
+
+def evidence_lines(rnd: dict, compare_run: Path) -> list[str]:
+    """A round's verdict and every piece of evidence beside it, each with its interval and its source."""
+    result = read_result(declared_output(compare_run, "compare_json"))
+    new = result.names[-1]
+    vs, kl = result.checkpoints[new].vs_baseline, result.checkpoints[new].kl
+    lines = [f"verdict (held-out human slice, never trained on): {rnd['verdict']['text']}"]
+    if rnd.get("oracle"):
+        lines.append(f"oracle (the simulated assessors' noise-free taste): {rnd['oracle']['text']}")
+    if vs is not None:
+        lo, hi = vs.win_rate_ci95
+        lines.append(
+            f"reward model (trained on every label but the slice): {new} wins {vs.win_rate:.0%} [{lo:.0%}, "
+            f"{hi:.0%}] of battles against {result.baseline} on {result.prompts} held-out prompts"
+        )
+    if kl is not None:
+        lines.append(
+            f"KL({new} || {result.reference}): {kl.mean:.2f} [{kl.ci95[0]:.2f}, {kl.ci95[1]:.2f}] nats per answer"
+        )
+    return lines
 
 
 def demo_account(store_path: str) -> str:

@@ -9,6 +9,7 @@ from typing import Literal
 
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.loop.selection import Selection
+from rlhf.loop.simulate import SimulatedAssessor
 from rlhf.reward import RewardSettings
 from rlhf.runs import RunSettings
 
@@ -16,22 +17,62 @@ from rlhf.runs import RunSettings
 @dataclass
 class AssessorSettings:
     source: Literal["simulated", "human"] = "simulated"
-    # simulated: one assessor per noise level (in standard deviations of an item's candidate scores),
-    # backed by a reward model run (reward.model) or a function (reward.function)
+    # simulated: assessors whose taste is a reward model run (reward.model) or a function (reward.function),
+    # each with their own temperature (how noisy), length bias and share of careless votes
     reward: RewardSettings = field(
         default_factory=lambda: RewardSettings(
             model=None, function="rlhf.loop.simulate:demo_preference", normalize=False
         )
     )
-    noise: list[float] = bounded(default_factory=lambda: [0.2, 0.5, 1.0], ge=0)
+    simulated: list[SimulatedAssessor] = documented(
+        default_factory=lambda: [
+            SimulatedAssessor(temperature=0.5, length_bias=0.0, careless=0.05),
+            SimulatedAssessor(temperature=1.0, length_bias=0.5, careless=0.05),
+            SimulatedAssessor(temperature=1.5, length_bias=-0.5, careless=0.1),
+        ],
+        help="one entry per simulated assessor: {temperature, length_bias, careless, name}",
+    )
+    agreement_band: list[float] = bounded(
+        default_factory=lambda: [0.6, 0.85],
+        ge=0,
+        le=1,
+        help="the share of agreeing vote pairs people reach (~0.65-0.75 on HH-RLHF); outside it, a warning",
+    )
     # human: the round goes on once this share of its items is complete, or `deadline_h` hours after
     # the project opened with whatever is complete by then
     min_complete: float = bounded(1.0, gt=0, le=1)
     deadline_h: float | None = bounded(None, gt=0)
 
     def __post_init__(self):
-        if self.source == "simulated" and not self.noise:
-            raise ConfigError("'assessors.noise' needs one entry per simulated assessor, e.g. [0.2, 0.5].")
+        if self.source == "simulated" and not self.simulated:
+            raise ConfigError(
+                "'assessors.simulated' needs one entry per simulated assessor, e.g. [{temperature: 0.5}]."
+            )
+        if len(self.agreement_band) != 2 or self.agreement_band[0] > self.agreement_band[1]:
+            raise ConfigError(f"'assessors.agreement_band' is [low, high], got {self.agreement_band}.")
+
+
+@dataclass
+class LabelSettings:
+    """How each round's labels are used (rlhf.loop.labels)."""
+
+    holdout_share: float = bounded(
+        0.2,
+        ge=0,
+        lt=1,
+        help="share of every round's labeled items held out of all training: the human slice that judges "
+        "promotion (it grows each round)",
+    )
+    accumulate: bool = documented(
+        True, help="the reward model trains on every round's pairs so far; false: this round's only"
+    )
+    dpo_replay: float = bounded(
+        0.5,
+        ge=0,
+        help="earlier rounds' pairs added to DPO's, as a share of this round's (they are about earlier "
+        "policies' answers; 0: none)",
+    )
+    rm_warm_start: bool = documented(False, help="start each round's reward model from the previous one")
 
 
 @dataclass
@@ -54,14 +95,26 @@ class LoopConfig:
     algorithm: Literal["dpo", "ppo"] = "dpo"
     rounds: int = bounded(1, ge=1)
     prompts: str = documented("demo:prompts", help="the pool of prompts the rounds draw from")
-    eval_prompts: int = bounded(16, ge=1, help="held out of the pool (seeded): every round's comparison")
+    eval_prompts: int = bounded(
+        64, ge=1, help="held out of the pool (seeded): every round's comparison (64+ for a verdict)"
+    )
     prompts_per_round: int = bounded(16, ge=1, help="items that go to the assessors each round")
     pool_factor: int = bounded(2, ge=1, help="rounds after the first sample this x more, then select")
     selection: Selection = documented("disagreement", help="disagreement | uncertainty | random")
     store: str | None = documented(None, help="default: runs/<name>/labels.db")
     assessors: AssessorSettings = field(default_factory=AssessorSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
+    promote_on: Literal["human", "reward_model"] = documented(
+        "human",
+        help="human: agreement with the held-out human slice (implicit reward, each policy against its own "
+        "reference); reward_model: the win rate by a reward model trained on every label but the slice",
+    )
     promote_above: float = bounded(
-        0.5, ge=0, le=1, help="RM win rate over the best so far to become the best"
+        0.5,
+        ge=0,
+        le=1,
+        help="the new policy becomes the best when the lower bound of its 95 % interval clears this (and "
+        "its estimate is at least the best's)",
     )
     arena: bool = documented(
         False, help="also open a blind arena project (best vs new) for people, each round"

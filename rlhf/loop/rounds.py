@@ -15,20 +15,23 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rlhf.compare import read_result
 from rlhf.config import from_dict, to_dict
 from rlhf.data import load_rows
-from rlhf.errors import ConfigError
+from rlhf.errors import ConfigError, RunDirError
 from rlhf.loop.config import LoopConfig
+from rlhf.loop.evidence import candidates_hash, oracle_win_rate, promotion
+from rlhf.loop.labels import LabelsRun, RoundData, assemble
 from rlhf.loop.selection import regroup, select
-from rlhf.loop.simulate import SimulatedAssessor, progress, vote
+from rlhf.loop.simulate import agreement_rate, progress, vote
 from rlhf.loop.steps import StepRecord, merged, run_step
 from rlhf.reward import RewardScorer, load_reward
-from rlhf.runs import MANIFEST, declared_output
+from rlhf.runs import MANIFEST, RunSettings, declared_output
 from rlhf.stages import compare, dpo, export, generate, ppo, reward, sft
+from rlhf.stages.export import current_digest
 from rlhf.store import Store, now_utc
 
 STAGES = {
@@ -151,7 +154,6 @@ class Loop:
 
     def round(self, r: int, best: str, eval_file: Path, pool: list[dict]) -> str:
         state = self.state["rounds"].setdefault(str(r), {})
-        project = f"{self.cfg.run.name}-r{r}"
         gen = self.step(
             f"r{r}-generate",
             "generate",
@@ -160,63 +162,137 @@ class Loop:
                 "data": {"prompts": str(self.round_prompts(r, pool)), "limit": None},
                 "publish": False,
                 "store": self.store,
-                "project": {"name": project},
+                "project": {"name": f"{self.cfg.run.name}-r{r}"},
             },
         )
         chosen = self.choose(r, gen)
+        # new candidates (e.g. after r0-sft changed) open a new project version: votes on another policy's
+        # answers never land in this round's export
+        project = f"{self.cfg.run.name}-r{r}-{candidates_hash(chosen)[:8]}"
         state.update(
             project=project, generate_run=str(gen), prompt_ids=[it["meta"]["prompt_id"] for it in chosen]
         )
         self.publish(project, chosen)
         self.collect(r, project)
-        with Store(self.store, create=False) as store:
-            judged = len(store.annotations(project))
+        digest = current_digest(self.store, project)
         exp = self.step(
             f"r{r}-export",
             "export",
             {"store": self.store, "project": project},
-            force=state.get("exported") != judged,
+            force=state.get("export_digest") != digest,
         )
-        state["exported"] = judged
-        rm = self.step(f"r{r}-reward", "reward", {"data": {"train": str(exp)}})
-        algo = self.cfg.algorithm
-        if algo == "dpo":
-            chain = {"model": {"name": best}, "data": {"train": str(exp)}}
-        else:
-            chain = {
-                "model": {"name": best},
-                "reward": {"model": str(rm)},
-                "data": {"prompts": str(gen / "candidates.jsonl")},
-            }
-        new = str(self.step(f"r{r}-{algo}", algo, chain))
-        names = {best: checkpoint_name(best, self.dir), new: checkpoint_name(new, self.dir)}
-        cmp_chain = {
-            "checkpoints": [{"name": names[m], "model": m} for m in (best, new)],
+        state.update(export_digest=digest, export_run=str(exp))
+        data = self.labels(r)
+        rm = self.step(f"r{r}-reward", "reward", self.reward_chain(r, data))
+        new = str(
+            self.step(
+                f"r{r}-{self.cfg.algorithm}", self.cfg.algorithm, self.policy_chain(best, rm, gen, data)
+            )
+        )
+        result, names, cmp_run = self.compare(r, best, new, rm, eval_file, data)
+        verdict = promotion(self.cfg.promote_on, self.cfg.promote_above, result, names[best], names[new])
+        state.update(
+            verdict=asdict(verdict), best=new if verdict.promoted else best, compare_run=str(cmp_run)
+        )
+        oracle = self.oracle(cmp_run, names) if self.cfg.assessors.source == "simulated" else None
+        state["oracle"] = oracle
+        self.save()
+        self.say(f"round {r}: {verdict.text}")
+        if oracle:
+            self.say(f"round {r}: oracle (the simulated assessors' noise-free taste): {oracle['text']}")
+        return state["best"]
+
+    def labels(self, r: int) -> RoundData:
+        """This round's training data from every round's export so far (rlhf.loop.labels)."""
+        exports = []
+        for k in range(1, r + 1):
+            run = Path(self.state["rounds"][str(k)]["export_run"])
+            try:
+                exports.append(str(declared_output(run, "preferences")))
+            except RunDirError:
+                exports.append(str(self.write_rows(f"prompts/empty-export-r{k}.jsonl", [])))  # no pairs
+        lab = self.cfg.labels
+        cfg = LabelsRun(
+            RunSettings(name=f"r{r}-labels", output_root=str(self.dir), seed=self.cfg.run.seed),
+            exports,
+            lab.holdout_share,
+            lab.accumulate,
+            lab.dpo_replay,
+        )
+        data = assemble(cfg, self.cfg.run.seed)
+        self.state["rounds"][str(r)]["labels"] = data.counts
+        self.say(
+            f"r{r}-labels: reward model trains on {sum(data.counts['reward_train'].values())} pairs "
+            f"{data.counts['reward_train']}, DPO on {sum(data.counts['dpo_train'].values())} "
+            f"{data.counts['dpo_train']}; human slice {sum(data.counts['human_slice'].values())} pairs held out"
+        )
+        return data
+
+    def reward_chain(self, r: int, data: RoundData) -> dict:
+        chain: dict = {"data": {"train": str(data.reward_train)}}
+        if data.human_slice is not None:
+            chain["data"].update(eval=str(data.human_slice), eval_fraction=0.0)
+        if self.cfg.labels.rm_warm_start and r > 1:
+            chain["model"] = {"name": self.state["steps"][f"r{r - 1}-reward"]["run"]}
+        return chain
+
+    def policy_chain(self, best: str, rm: Path, gen: Path, data: RoundData) -> dict:
+        if self.cfg.algorithm == "dpo":
+            return {"model": {"name": best}, "data": {"train": str(data.dpo_train)}}
+        return {
+            "model": {"name": best},
+            "reward": {"model": str(rm)},
+            "data": {"prompts": str(gen / "candidates.jsonl")},
+        }
+
+    def compare(self, r: int, best: str, new: str, rm: Path, eval_file: Path, data: RoundData):
+        """New vs best (and the start, for the oracle) on the held-out prompts; human agreement on the slice,
+        each policy against its own reference; the reward model trained on every label but the slice."""
+        start = self.start_policy()
+        models = list(dict.fromkeys([start, best, new]))
+        names = {m: checkpoint_name(m, self.dir) for m in models}
+        chain = {
+            "checkpoints": [{"name": names[m], "model": m} for m in models],
             "baseline": names[best],
             "reference": names[best],
             "reward": {"model": str(rm)},
             "data": {"prompts": str(eval_file), "limit": None},
         }
+        if data.human_slice is not None:
+            chain["human"] = {"preferences": str(data.human_slice)}
         if self.cfg.arena:
-            cmp_chain["arena"] = {"project": f"{project}-arena", "store": self.store}
-        cmp_run = self.step(f"r{r}-compare", "compare", cmp_chain)
-        result = read_result(declared_output(cmp_run, "compare_json"))
-        measured = result.checkpoints[names[new]]
-        vs, kl = measured.vs_baseline, measured.kl.mean if measured.kl else None
-        win_rate = vs.win_rate if vs else None
-        promoted = (win_rate or 0.0) > self.cfg.promote_above
-        state.update(
-            win_rate=win_rate, win_rate_ci95=vs.win_rate_ci95 if vs else None, kl=kl, promoted=promoted
+            chain["arena"] = {"project": f"{self.cfg.run.name}-r{r}-arena", "store": self.store}
+        run = self.step(f"r{r}-compare", "compare", chain)
+        return read_result(declared_output(run, "compare_json")), names, run
+
+    def start_policy(self) -> str:
+        steps = self.state.get("steps", {})
+        return steps["r0-sft"]["run"] if "r0-sft" in steps else self.cfg.policy
+
+    def oracle(self, compare_run: Path, names: dict) -> dict | None:
+        """The simulated assessors' taste itself (noise-free) on the held-out prompts: the round's policy
+        against the start."""
+        rows = [
+            json.loads(line)
+            for line in declared_output(compare_run, "answers").read_text().splitlines()
+            if line.strip()
+        ]
+        new = names[list(names)[-1]]
+        start = names[self.start_policy()]
+        if new == start:
+            return None
+        taste = load_reward(self.cfg.assessors.reward)
+        prompts = [row["prompt"] for row in rows]
+        won = oracle_win_rate(
+            taste(prompts, [row["answers"][new] for row in rows]),
+            taste(prompts, [row["answers"][start] for row in rows]),
+            seed=self.cfg.run.seed,
         )
-        state.update(best=new if promoted else best, compare_run=str(cmp_run))
-        self.save()
-        verdict = "becomes the best policy" if promoted else f"stays behind; {names[best]} remains the best"
-        self.say(
-            f"round {r}: {names[new]} wins {win_rate if vs else float('nan'):.0%} of reward-model battles "
-            f"against {names[best]} on {result.prompts} held-out prompts (KL {kl if kl is None else round(kl, 2)}) "
-            f"-> it {verdict}"
+        lo, hi = won["ci95"]
+        won["text"] = (
+            f"{new} beats {start} on {won['rate']:.0%} [{lo:.0%}, {hi:.0%}] of {won['n']} held-out prompts"
         )
-        return state["best"]
+        return won
 
     def choose(self, r: int, gen: Path) -> list[dict]:
         """The round's items: all of the first round's; later, `prompts_per_round` of the pool by active
@@ -261,15 +337,26 @@ class Loop:
         t0 = time.perf_counter()
         with Store(self.store, create=False) as store:
             if a.source == "simulated":
-                sims = [SimulatedAssessor(f"sim-{k + 1}", noise) for k, noise in enumerate(a.noise)]
+                sims = [replace(s, name=s.name or f"sim-{k + 1}") for k, s in enumerate(a.simulated)]
                 made = vote(store, project, sims, load_reward(a.reward), seed=self.cfg.run.seed + r)
                 if sum(made.values()):
                     self.say(
                         f"r{r}-collect: {sum(made.values())} judgements by {len(sims)} simulated assessors"
                     )
             p = store.project(project)
-            done = progress(store.items(project), store.annotations(project), p.overlap)
+            annotations = store.annotations(project)
+            done = progress(store.items(project), annotations, p.overlap)
             opened = p.created_at
+        rate, pairs = agreement_rate(annotations)
+        done["agreement"] = rate
+        self.state["rounds"][str(r)]["agreement"] = {"rate": rate, "pairs": pairs}
+        low, high = a.agreement_band
+        if rate is not None and not low <= rate <= high:
+            self.say(
+                f"r{r}-collect: assessors agree on {rate:.0%} of {pairs} vote pairs, outside the expected "
+                f"{low:.0%}-{high:.0%} (people agree on ~65-75 % of HH-RLHF pairs): check the guidelines "
+                "or the simulated assessors' temperatures"
+            )
         self.records.append(
             StepRecord(f"r{r}-collect", "collect", Path(self.store), a.source, time.perf_counter() - t0, done)
         )

@@ -1,7 +1,9 @@
 """Active selection: which items go to people next. Pure functions, no I/O.
 
 An item is a prompt with K candidates. A reward-model ensemble scores every candidate with each member;
-for each pair of candidates the members' margins (score difference) are compared:
+each member's scores are first standardised over all candidates (z-scores: members trained apart sit on
+different scales, and a member on a wider scale must not pose as disagreement); then for each pair of
+candidates the members' margins (score difference) are compared:
 
 - `disagreement`: the spread (standard deviation) of the members' margins, averaged over the item's pairs —
   the members disagree on which candidate is better, so a human label teaches the next reward model most;
@@ -39,17 +41,31 @@ def uncertainty(member_scores: list[list[float]]) -> float:
     return statistics.fmean(u(m) for m in item_margins(member_scores))
 
 
+def standardized(member_scores: list[list[list[float]]]) -> list[list[list[float]]]:
+    """[item][member][candidate] scores -> each member's z-scores over all its scores (a constant member
+    becomes all zeros)."""
+    members = len(member_scores[0])
+    out = [[list(m) for m in item] for item in member_scores]
+    for m in range(members):
+        values = [x for item in member_scores for x in item[m]]
+        mean, sd = statistics.fmean(values), statistics.pstdev(values)
+        for item in out:
+            item[m] = [(x - mean) / sd if sd > 0 else 0.0 for x in item[m]]
+    return out
+
+
 def select(
     member_scores: list[list[list[float]]], n: int, *, method: Selection, seed: int = 0
 ) -> tuple[list[int], list[float]]:
     """member_scores[i][m][c] for item i. Returns the indices of the `n` items chosen (most informative
-    first; seeded random order for `random`) and every item's informativeness (0 for `random`)."""
+    first; seeded random order for `random`) and every item's informativeness on the members' standardised
+    scores (0 for `random`)."""
     count = len(member_scores)
     n = min(n, count)
     if method == "random":
         return random.Random(seed).sample(range(count), n), [0.0] * count
     measure = disagreement if method == "disagreement" else uncertainty
-    values = [measure(s) for s in member_scores]
+    values = [measure(s) for s in standardized(member_scores)]
     rng = random.Random(seed)
     jitter = [rng.random() for _ in range(count)]  # seeded tie-break, so equal items are not taken in order
     order = sorted(range(count), key=lambda i: (-values[i], jitter[i]))

@@ -1,36 +1,63 @@
 """Simulated assessors, for demos, tests and research: N assessors backed by a reward model (or any reward
-function), each with its own noise level, voting through the same store API the labeling app uses — so
-overlap, leases, agreement statistics and export run exactly as with people.
+function: the taste), voting through the same store API the labeling app uses — so overlap, leases,
+agreement statistics and export run exactly as with people.
 
-An assessor scores an item's candidates with the reward (plus Gaussian noise of `noise` standard
-deviations of the item's scores, their own taste), then answers the project's task: pairwise picks the
-higher (a tie within `tie_eps`), ranking orders all, Likert maps scores onto 1..7 within the item, review
-keeps a row whose score is above `keep_above`.
+Like people, they are noisy in proportion to how close a call is (Bradley-Terry / Plackett-Luce): assessor
+k prefers a over b with P = sigmoid((s_a - s_b) / temperature_k), where s is the taste's score plus the
+assessor's own bias (`length_bias` per 100 words: some like long answers, some short), and a share
+`careless` of their votes is random. A ranking is one Plackett-Luce draw (the Gumbel-max trick: sort
+s / temperature + Gumbel noise), whose pairwise margins are exactly those probabilities; Likert maps the
+perturbed scores onto 1..7 within the item. `agreement_rate` measures how often two assessors agree on an
+item's top choice — people agree on ~65-75 % of HH-RLHF pairs.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import secrets
-import statistics
 from dataclasses import dataclass
+from itertools import combinations
 
-from rlhf.config import bounded
-from rlhf.store import Store, StoreError
+from rlhf.config import bounded, documented
+from rlhf.store import Store, StoreError, top_choice
 
 
 @dataclass
 class SimulatedAssessor:
-    name: str
-    noise: float = bounded(0.3, ge=0)  # in standard deviations of the item's candidate scores
+    name: str | None = documented(None, help="the store username the assessor votes as (default sim-<k>)")
+    temperature: float = bounded(
+        1.0,
+        gt=0,
+        help="P(a over b) = sigmoid((s_a - s_b) / temperature), in the taste's units: lower is surer",
+    )
+    length_bias: float = bounded(
+        0.0, help="added to an answer's score per 100 words (> 0: likes long answers)"
+    )
+    careless: float = bounded(0.0, ge=0, le=1, help="share of votes cast at random")
 
 
-def judgement(task: str, candidate_ids: list[int], scores: list[float], *, tie_eps: float = 0.0) -> dict:
-    """The payload a store submit takes, from (noisy) scores of the candidates in the order shown."""
+def perceived(
+    assessor: SimulatedAssessor, scores: list[float], texts: list[str], rng: random.Random
+) -> list[float]:
+    """The assessor's noisy view of the candidates: (taste + own bias) / temperature + Gumbel noise; sorting
+    it is one Plackett-Luce draw, so P(a above b) = sigmoid((s_a - s_b) / temperature) for two candidates.
+    A careless vote sees noise only."""
+    careless = rng.random() < assessor.careless
+    out = []
+    for s, t in zip(scores, texts, strict=True):
+        biased = s + assessor.length_bias * len(t.split()) / 100
+        gumbel = -math.log(-math.log(rng.random() or 1e-300))
+        out.append(gumbel if careless else biased / assessor.temperature + gumbel)
+    return out
+
+
+def judgement(task: str, candidate_ids: list[int], scores: list[float]) -> dict:
+    """The payload a store submit takes, from (perceived) scores of the candidates in the order shown."""
     if task == "pairwise":
         a, b = scores
-        return {"choice": "tie" if abs(a - b) <= tie_eps else ("A" if a > b else "B")}
+        return {"choice": "A" if a > b else "B"}
     if task == "ranking":
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return {"ranking": [candidate_ids[i] for i in order]}
@@ -73,10 +100,8 @@ def vote(
                 active.remove(a)
                 continue
             texts = [c["text"] for c in lease.candidates]
-            clean = reward([lease.prompt] * len(texts), texts)
-            spread = statistics.pstdev(clean) or 1.0
-            noisy = [s + rng.gauss(0, a.noise * spread) for s in clean]
-            payload = judgement(task, [c["id"] for c in lease.candidates], noisy)
+            taste = reward([lease.prompt] * len(texts), texts)
+            payload = judgement(task, [c["id"] for c in lease.candidates], perceived(a, taste, texts, rng))
             try:
                 store.submit(project, a.name, lease.item_id, payload, client_token=secrets.token_hex(16))
             except StoreError:
@@ -116,6 +141,18 @@ def demo_preference(prompts: list, responses: list) -> list[float]:
         length = min(1.0, abs(len(words) - 40) / 40)
         out.append(2.0 * on_topic + finished - 2.0 * repeats - length)
     return out
+
+
+def agreement_rate(annotations: list[dict]) -> tuple[float | None, int]:
+    """How often two assessors who judged the same item chose the same top candidate, over all such pairs
+    of votes: (rate, pairs); (None, 0) when no item has two votes. Pure."""
+    by_item: dict[int, list] = {}
+    for a in annotations:
+        choice = top_choice(a)
+        if choice is not None:
+            by_item.setdefault(a["item_id"], []).append(choice)
+    pairs = [x == y for votes in by_item.values() for x, y in combinations(votes, 2)]
+    return (sum(pairs) / len(pairs), len(pairs)) if pairs else (None, 0)
 
 
 def progress(items: list[dict], annotations: list[dict], overlap: int) -> dict:

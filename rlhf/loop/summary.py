@@ -17,8 +17,10 @@ def key_figure(rec: StepRecord) -> str:
     if rec.stage == "generate" and "items_added" in r:
         return f"{r['items_added']} prompts x {r['candidates'] // max(1, r['items_added'])} candidates, {r['tokens_per_s']} tok/s"
     if rec.stage == "collect":
+        agree = r.get("agreement")
         return (
             f"{r.get('judgements', 0)} judgements, {r.get('complete', 0)}/{r.get('items', 0)} items complete"
+            + (f", {agree:.0%} agreement" if agree is not None else "")
         )
     if rec.stage == "export":
         acct = _manifest(rec).get("accounting") or {}
@@ -29,7 +31,7 @@ def key_figure(rec: StepRecord) -> str:
         out = (_manifest(rec).get("outputs") or {}).get("compare_json")
         if out:
             res = read_result(rec.run / out["path"])
-            new = next(n for n in res.names if n != res.baseline)
+            new = res.names[-1]  # the round's new policy (start and best come first)
             vs, kl = res.checkpoints[new].vs_baseline, res.checkpoints[new].kl
             text = f"{new} beats {res.baseline} in {vs.win_rate if vs else float('nan'):.0%} (RM)"
             return text + (f", KL {kl.mean:.2f}" if kl else "")

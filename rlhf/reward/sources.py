@@ -11,6 +11,7 @@ and a NaN/inf stops the stage with the prompt ids and the source named, before a
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +106,16 @@ def reward_model_dir(spec: str) -> Path:
 
 
 def check_reward(settings: RewardSettings) -> Path | None:
-    """Config-time checks (before any model loads): the RM exists and has what `normalize` needs."""
+    """Config-time checks (before any model loads): the RM exists and has what `normalize` needs. Returns
+    what the reward is, to hash as a run input: the RM's directory, or a function's source file (so an
+    edited function makes the runs that used it stale)."""
     if settings.function:
-        _import_function(settings.function)
-        return None
+        fn = _import_function(settings.function)
+        try:
+            source = inspect.getsourcefile(fn)
+        except TypeError:  # a builtin or C function: nothing to hash
+            return None
+        return Path(source) if source else None
     path = reward_model_dir(settings.model)
     meta = read_reward_meta(path)
     if not meta:

@@ -15,6 +15,8 @@ position (0-based, as added) of the candidate that must come out on top.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from rlhf.config import documented
@@ -31,6 +33,31 @@ class ExportStageConfig(ExportSettings):
     push_to_hub: str | None = None
 
 
+def project_digest(items: list[dict], annotations: list[dict]) -> str:
+    """What an export depends on, as one hash: the project's items (prompts, candidate texts and sources —
+    i.e. which policy's answers) and every judgement's content (an edited vote changes it even when the
+    count stays). Pure."""
+    content = {
+        "items": [[it["external_id"], it["prompt"], it["candidates"], it.get("is_gold")] for it in items],
+        "votes": sorted(
+            [
+                a["item_id"],
+                a["assessor"],
+                sorted(a["values"].items()),
+                a.get("payload"),
+                a.get("flagged_unsafe"),
+            ]
+            for a in annotations
+        ),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def current_digest(store_url: str, project: str) -> str:
+    with Store(store_url, create=False) as store:
+        return project_digest(store.items(project), store.annotations(project))
+
+
 def run(cfg: ExportStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     with (
         RunDir.prepare(cfg.run, "export", cfg, resume=resume, overwrite=overwrite) as run_dir,
@@ -38,7 +65,10 @@ def run(cfg: ExportStageConfig, *, resume: bool = False, overwrite: bool = False
     ):
         rows, accounting = export_project(store, cfg.project, cfg)
         outputs = save_preferences(rows, run_dir.path, push_to_hub=cfg.push_to_hub) if rows else {}
-        run_dir.update_manifest(accounting=accounting, store=cfg.store, project=cfg.project)
+        digest = project_digest(store.items(cfg.project), store.annotations(cfg.project))
+        run_dir.update_manifest(
+            accounting=accounting, store=cfg.store, project=cfg.project, project_digest=digest
+        )
         run_dir.finish(outputs=outputs)
         dropped = ", ".join(f"{k}: {v}" for k, v in accounting["items_dropped"].items()) or "none"
         pairs_dropped = (

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +142,9 @@ def prepare_pairs(cfg: RewardStageConfig, tokenizer) -> Pairs:
         "rows_trained": len(train_tok),
         "rows_held_out": len(eval_rows) if not d.eval else 0,
     }
+    slices = Counter(str(r["slice"]) for r in train_rows if r.get("slice") is not None)
+    if slices:
+        train_acct["rows_by_slice"] = dict(sorted(slices.items()))  # e.g. the loop's rounds
     return Pairs(rows, eval_rows, train_tok, eval_tok, train_acct, {**eval_len, "pairs": len(eval_tok)})
 
 
