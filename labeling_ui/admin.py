@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from labeling_ui.render import plain_markdown
 from rlhf.compare import arena
 from rlhf.errors import RlhfError
 from rlhf.preferences import save_preferences
@@ -202,30 +203,34 @@ class AdminHandlers:
         ]
         return queue, people, recent, users, leaderboard_rows(items, anns)
 
+    # their messages quote names and errors: plain text on the page (labeling_ui.render)
+
     def export(self, request: gr.Request):
         self.require_admin(request)
         try:
             run = export_to_run(self.store, self.settings.project, self.settings.runs_root)
         except RlhfError as e:
-            return f"Not exported: {e}"
+            return plain_markdown(f"Not exported: {e}")
         acct = run.read_manifest()["accounting"]
-        return f"Exported {acct['pairs_out']} pairs from {acct['items_exported']} items to `{run.path}`."
+        return plain_markdown(
+            f"Exported {acct['pairs_out']} pairs from {acct['items_exported']} items to {run.path}."
+        )
 
     def add_user(self, name, password, role, request: gr.Request):
         self.require_admin(request)
         try:
             self.store.add_user(name or "", password or "", role=role)
         except RlhfError as e:
-            return f"Not added: {e}"
-        return f"Added {role} '{name}'."
+            return plain_markdown(f"Not added: {e}")
+        return plain_markdown(f"Added {role} '{name}'.")
 
     def disable_user(self, name, request: gr.Request):
         self.require_admin(request)
         try:
             self.store.set_disabled(name or "")
         except RlhfError as e:
-            return f"Not disabled: {e}"
-        return f"Disabled '{name}'."
+            return plain_markdown(f"Not disabled: {e}")
+        return plain_markdown(f"Disabled '{name}'.")
 
 
 # -- event wiring ----------------------------------------------------------------------------------------------

@@ -4,10 +4,14 @@ Three parts, in this order below: `layout` builds the components (a `Components`
 holds the event functions, `wire_events` connects the two (each event is also an HTTP endpoint).
 
 - Identity comes only from `gr.Request.username` (Gradio's login, checked against the store's salted
-  password hashes, with a lockout after repeated failures). Nothing a client sends names the assessor.
-- Per-session server-side state (`gr.State`) holds the current item id and the submit's client token;
-  the store re-checks that the item is leased to the caller, so crafted API calls are refused.
-- Model output is rendered as escaped Markdown (`labeling_ui.render`) with Gradio's sanitizer on too.
+  password hashes off the event loop, with a lockout after repeated failures: `labeling_ui.sessions`).
+  Nothing a client sends names the assessor.
+- Per-session server-side state (`gr.State`) holds the current item id and the submit's client token, and
+  the user it was made for: every event refuses another user's state, and `labeling_ui.gate` refuses
+  another user's session hash on every route. The store re-checks that the item is leased to the caller,
+  checks the free text against its limits and the unsafe flag's type, so crafted API calls are refused.
+- Every text reaches the page through `labeling_ui.render`: model output as escaped Markdown, names and
+  status lines (gold notes, arena reveals, refusals) as plain text; Gradio's sanitizer stays on too.
 - Judging: pairwise by one click on A / B / Tie / Both bad (keys A, B, T, X); ranking by clicking the
   answers in order (each card shows its rank; click again to undo) or typing their letters; Likert by a
   compact 1-7 row per answer; Enter (Ctrl+Enter in a text box) submits (`labeling_ui.assets`).
@@ -19,7 +23,6 @@ holds the event functions, `wire_events` connects the two (each event is also an
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -28,13 +31,11 @@ import gradio as gr
 from labeling_ui import handlers
 from labeling_ui.admin import admin_tab as build_admin_tab
 from labeling_ui.handlers import LETTERS, PAIRWISE_LABELS, REVIEW_LABELS, View
-from labeling_ui.render import plain_markdown, safe_markdown, word_diff_html
+from labeling_ui.render import plain_markdown, safe_markdown, status_markdown, word_diff_html
 from labeling_ui.sessions import SessionGuard
 from rlhf.config import documented
 from rlhf.store import MAX_CANDIDATES
 
-# Gradio routes an app without file components does not need: refused (404) once the app runs
-CLOSED_ROUTES = ("/gradio_api/upload", "/gradio_api/upload_progress", "/upload")
 PICKS = {"A": "A is better (A)", "B": "B is better (B)", "tie": "Tie (T)", "both_bad": "Both bad (X)"}
 
 
@@ -49,26 +50,6 @@ class AppSettings:
     too_fast_ratio: float = (
         0.25  # Admin tab: median time per judgement below this x the project's -> "too fast"
     )
-
-
-class LoginGuard:
-    """Store-backed password check with a lockout after repeated failures (per username)."""
-
-    def __init__(self, store, max_failures: int, lockout_s: int):
-        self.store, self.max_failures, self.lockout_s = store, max_failures, lockout_s
-        self.failures: dict[str, list[float]] = {}
-
-    def __call__(self, username: str, password: str) -> bool:
-        now = time.time()
-        recent = [t for t in self.failures.get(username, []) if now - t < self.lockout_s]
-        if len(recent) >= self.max_failures:
-            self.failures[username] = recent
-            return False  # locked: even the right password is refused until the window passes
-        if self.store.authenticate(username, password) is not None:
-            self.failures.pop(username, None)
-            return True
-        self.failures[username] = [*recent, now]
-        return False
 
 
 def build_app(store, settings: AppSettings, guard: SessionGuard | None = None) -> gr.Blocks:
@@ -165,23 +146,29 @@ def layout(store, settings: AppSettings, guard: SessionGuard) -> Components:
                 label="Show differences between A and B", elem_id="show_diff", visible=n_slots >= 2
             )
         diff_view = gr.HTML(elem_id="diff_view", visible=False)
+        limits = store.limits  # the browser stops typing at them; the store refuses longer text anyway
         rationale = gr.Textbox(
             label=f"Rationale ({project.rationale})",
             lines=2,
             elem_id="rationale",
             visible=project.rationale != "off",
+            max_length=limits.rationale,
         )
         with gr.Accordion(
             "Improve a response (optional): your rewrite is kept as a better answer", open=False
         ):
             edit_of = gr.Radio(list(LETTERS[:n_slots]), label="Response you improved", elem_id="edit_of")
-            edit_text = gr.Textbox(label="Improved response", lines=4, elem_id="edit_text")
+            edit_text = gr.Textbox(
+                label="Improved response", lines=4, elem_id="edit_text", max_length=limits.edit
+            )
         flag = gr.Checkbox(label="Flag unsafe content", elem_id="flag")
         with gr.Row():
             submit_btn = gr.Button(
                 "Submit (Enter)", variant="primary", elem_id="submit", visible=task != "pairwise"
             )
-            skip_reason = gr.Textbox(label="Skip reason", elem_id="skip_reason", scale=2)
+            skip_reason = gr.Textbox(
+                label="Skip reason", elem_id="skip_reason", scale=2, max_length=limits.skip_reason
+            )
             skip_btn = gr.Button("Skip", elem_id="skip")
     admin_tab = build_admin_tab(store, settings, guard)
     return Components(
@@ -285,7 +272,7 @@ class LabelHandlers:
             },
             ui.prompt: chat_messages(view.prompt) if not view.done else [],
             ui.progress: view.progress_md,
-            ui.status: f"**{view.message}**" if view.message else "",
+            ui.status: status_markdown(view.message),
             ui.choice: gr.update(value=None),
             ui.order: gr.update(value=""),
             ui.rationale: gr.update(value=""),
@@ -325,8 +312,8 @@ class LabelHandlers:
             choice=ch,
             order=od,
             scores=list(score_values),
-            rationale=rat or "",
-            flagged_unsafe=bool(fl),
+            rationale=rat,
+            flagged_unsafe=False if fl is None else fl,  # anything but a bool is refused by the store
             edit_of=e_of,
             edit_text=e_text or "",
         )
@@ -346,7 +333,7 @@ class LabelHandlers:
         return self.show(handlers.skip(self.store, self.project, user, st.get("item_id"), reason), user)
 
     def on_diff(self, st, on: bool, request: gr.Request):
-        self.guard.user(request)
+        self.guard.check_state(st, self.guard.user(request))
         texts = (st or {}).get("texts") or []
         if not on or len(texts) < 2:
             return gr.update(value="", visible=False)
@@ -396,25 +383,9 @@ def chat_messages(prompt) -> list[dict]:
     ]
 
 
-class ClosedRoutes:
-    """ASGI middleware: answer 404 on the routes in `paths` (uploads: the app has no file components, so any
-    logged-in user could otherwise store arbitrary files that are then served back)."""
-
-    def __init__(self, app, paths=CLOSED_ROUTES):
-        self.app, self.paths = app, {p.rstrip("/") for p in paths}
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].rstrip("/") in self.paths:
-            await send(
-                {"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]}
-            )
-            await send({"type": "http.response.body", "body": b"Not found: this app takes no uploads."})
-            return
-        await self.app(scope, receive, send)
-
-
 def reveal(store, project: str, username: str, item_id: int) -> str:
-    """Arena: which model wrote which response, in the order this assessor saw them (only after the vote)."""
+    """Arena: which model wrote which response, in the order this assessor saw them (only after the vote).
+    Plain text: the status line it joins is escaped as a whole (`render.status_markdown`)."""
     sources = store.candidate_sources(item_id)
     order = store.shown_order(project, username, item_id)
     return "Revealed: " + "; ".join(

@@ -1,4 +1,5 @@
-"""The app's CSS and the keyboard / click script (static text, no user data).
+"""The app's CSS, the keyboard / click script and the login page's rate-limit notice (static text, no user
+data).
 
 Ranking: click the candidate cards in order of preference — each card shows its rank as it is chosen, a
 second click takes it back — or press their letters (Backspace undoes the last); the order box echoes it.
@@ -71,6 +72,36 @@ KEYBOARD_JS = """
     }
   });
   setInterval(paint, 250);  // a new item resets the order box: keep the badges in step
+})();
+</script>
+"""
+
+# Gradio's login form says only "Incorrect Credentials" (on a 400) and nothing on other answers: when the
+# server asks to wait (429), show its "try again in N s" above the form, as text. The login page does not get
+# the app's `head`: labeling_ui.gate adds this script to it.
+LOGIN_JS = """
+<script>
+(() => {
+  const fetch0 = window.fetch;
+  window.fetch = async (...args) => {
+    const response = await fetch0(...args);
+    try {
+      const target = args[0] && args[0].url ? args[0].url : String(args[0]);
+      if (response.status === 429 && /\\/login\\/?$/.test(new URL(target, location.href).pathname)) {
+        const detail = (await response.clone().json()).detail || 'Too many attempts; try again later.';
+        let box = document.getElementById('login_wait');
+        if (!box) {
+          box = document.createElement('div');
+          box.id = 'login_wait';
+          box.setAttribute('role', 'alert');
+          box.style.cssText = 'margin:12px auto;max-width:480px;padding:8px 12px;border-radius:6px;background:#fff4e5;color:#8a4b00;font-weight:600;text-align:center';
+          document.body.prepend(box);
+        }
+        box.textContent = detail;
+      }
+    } catch (e) { /* not a login answer we can read: leave the page as it is */ }
+    return response;
+  };
 })();
 </script>
 """

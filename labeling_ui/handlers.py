@@ -17,6 +17,7 @@ from rlhf.errors import RlhfError
 from rlhf.store import JudgementError, values
 
 LETTERS = "ABCDEFGHIJKLMNOP"
+MAX_ORDER_CHARS = 200  # a typed ranking: letters and separators, far below this for MAX_CANDIDATES
 PAIRWISE_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 REVIEW_LABELS = {"keep": "Keep: fine to train on", "drop": "Drop: must not be learned"}
 
@@ -31,7 +32,7 @@ class View:
     candidate_ids: list[int] = field(default_factory=list)
     candidate_texts: list[str] = field(default_factory=list)  # raw, for the difference view
     progress: dict = field(default_factory=dict)
-    message: str = ""
+    message: str = ""  # plain text (it may quote a gold note or a refusal): shown via render.status_markdown
     done: bool = False  # no more items for this assessor
     outcome: Literal["shown", "saved", "refused", "skipped"] = "shown"  # what the last action did
 
@@ -65,6 +66,8 @@ def next_view(store, project: str, username: str, message: str = "") -> View:
 
 def parse_ranking(order: str, candidate_ids: list[int]) -> list[int]:
     """'B, A, C' (letters best first, as typed or clicked) -> candidate ids. Duplicates are refused."""
+    if len(order or "") > MAX_ORDER_CHARS:
+        raise JudgementError(f"the ranking is too long: at most {MAX_ORDER_CHARS} characters (e.g. B,A,C)")
     letters = [x.strip().upper() for x in (order or "").replace(" ", ",").split(",") if x.strip()]
     valid = LETTERS[: len(candidate_ids)]
     bad = [x for x in letters if x not in valid]
@@ -115,15 +118,17 @@ def submit(
     edit_text: str = "",
 ) -> View:
     """Store the judgement and return the next item; on a refusal, the same item with the reason.
-    `edit_of` (a letter) and `edit_text`: edit-to-improve, stored as a new candidate preferred over that one."""
+    `edit_of` (a letter) and `edit_text`: edit-to-improve, stored as a new candidate preferred over that one.
+    The store checks the free text (its length limits, `TextLimits`) and that `flagged_unsafe` is a bool:
+    a refusal names the field and the limit, and nothing is stored."""
     if item_id is None:
         return next_view(store, project, username)
     try:
         shown = store.shown_order(project, username, int(item_id))  # refuses items not assigned to the caller
         payload = build_payload(store.project(project).task, shown, choice=choice, order=order, scores=scores)
         edit = None
-        if (edit_text or "").strip():
-            letter = (edit_of or "").strip().upper()
+        if isinstance(edit_text, str) and edit_text.strip():
+            letter = edit_of.strip().upper() if isinstance(edit_of, str) else ""
             if not letter or letter not in LETTERS[: len(shown)]:
                 raise JudgementError(f"say which response you improved ({', '.join(LETTERS[: len(shown)])})")
             edit = {"base": shown[LETTERS.index(letter)], "text": edit_text}

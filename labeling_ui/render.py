@@ -1,5 +1,11 @@
-"""Untrusted text -> safe Markdown. Model output, prompts, guidelines and usernames may carry HTML or script
-links: they must stay text, while Markdown itself (lists, emphasis, code) renders faithfully.
+"""Untrusted text -> safe Markdown. Model output, prompts, guidelines, gold notes, model names and usernames
+may carry HTML or script links: they must stay text, while Markdown itself (lists, emphasis, code) renders
+faithfully where it is meant to.
+
+One path to the page: every text the app shows goes through this module — rich text (candidates, prompts,
+guidelines) through `safe_markdown`, plain text (names, status lines with the gold notes, arena reveals and
+refusals they quote, Admin messages) through `plain_markdown` / `status_markdown`, the difference view through
+`word_diff_html` — and `escape_html` is the one HTML escape all of them use (no other module escapes).
 
 - Raw HTML outside code is escaped, so `<script>` and `<img onerror=...>` show literally.
 - Code is left alone: inside fenced blocks (``` / ~~~) and inline code spans the Markdown renderer already
@@ -20,26 +26,37 @@ _REF_DEF = re.compile(r"^( {0,3}\[[^\]]+\]:[ \t]*)<?(\S*?)>?(\s.*)?$")
 _SAFE_SCHEME = re.compile(r"^(https?:|mailto:|#|/(?!/))", re.IGNORECASE)
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(`+)(.+?)(?<!`)\1(?!`)")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&~])")
+_MD_INLINE = re.compile(r"([\\`*_\[\]~$|])")  # Markdown's inline punctuation; HTML is escape_html's
 ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
+
+
+def escape_html(text: str) -> str:
+    """The one HTML escape of the app (`&`, `<`, `>`): text placed between tags shows as itself."""
+    return html.escape(text, quote=False)
+
+
+def _removed(target: str) -> str:
+    """A removed link target, shortened as written and escaped once."""
+    return escape_html(target[:40])
 
 
 def _defuse(m: re.Match) -> str:
     label, target = m.group(1), m.group(2)
     if not target or _SAFE_SCHEME.match(target):
         return m.group(0)
-    return f"{label.lstrip('!')} (link removed: {html.escape(target)[:40]})"
+    # the line is already escaped here (`_text_part`): undo that for the note, which `_removed` escapes once
+    return f"{label.lstrip('!')} (link removed: {_removed(html.unescape(target))})"
 
 
 def _text_part(text: str) -> str:
     """Plain Markdown outside code: HTML escaped, unsafe link targets defused."""
-    return _LINK.sub(_defuse, html.escape(text, quote=False))
+    return _LINK.sub(_defuse, escape_html(text))
 
 
 def _line(line: str) -> str:
     ref = _REF_DEF.match(line)
     if ref and ref.group(2) and not _SAFE_SCHEME.match(ref.group(2)):
-        return f"(link definition removed: {html.escape(ref.group(2))[:40]})"
+        return f"(link definition removed: {_removed(ref.group(2))})"
     out, pos = [], 0
     for m in _CODE_SPAN.finditer(line):
         out.append(_text_part(line[pos : m.start()]))
@@ -75,8 +92,16 @@ def safe_markdown(text: str) -> str:
 
 
 def plain_markdown(text: str) -> str:
-    """Text shown as itself in Markdown (usernames, names): every Markdown and HTML character escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", text or "")
+    """Text shown as itself within a line of Markdown (usernames, names, status lines): HTML escaped, then
+    the inline Markdown characters (emphasis, code, links, strike-through, math, tables) backslash-escaped."""
+    return _MD_INLINE.sub(r"\\\1", escape_html(text or ""))
+
+
+def status_markdown(message: str) -> str:
+    """A status line, in bold, as plain text on one line: the app's words and whatever they quote (a gold
+    note, the models an arena reveals, the reason a submit was refused) show as typed, never as markup."""
+    line = " ".join((message or "").split())
+    return f"**{plain_markdown(line)}**" if line else ""
 
 
 def render_prompt(prompt) -> str:
@@ -98,13 +123,13 @@ def word_diff_html(a: str, b: str) -> str:
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
         xs, ys = "".join(wa[i1:i2]), "".join(wb[j1:j2])
         if op == "equal":
-            left.append(html.escape(xs))
-            right.append(html.escape(ys))
+            left.append(escape_html(xs))
+            right.append(escape_html(ys))
             continue
         if xs:
-            left.append(f'<mark class="del">{html.escape(xs)}</mark>')
+            left.append(f'<mark class="del">{escape_html(xs)}</mark>')
         if ys:
-            right.append(f'<mark class="add">{html.escape(ys)}</mark>')
+            right.append(f'<mark class="add">{escape_html(ys)}</mark>')
     return (
         '<div style="display:flex;gap:12px"><div class="diffcol" style="flex:1"><b>A</b><br>'
         + "".join(left)

@@ -167,9 +167,10 @@ def test_session_state_is_bound_to_its_user(served):
     ann, bob = client(url, "ann"), client(url, "bob")
     ann.predict(api_name="/load")
     bob.session_hash = ann.session_hash  # bob presents ann's session (its server-side state)
-    with pytest.raises(Exception, match="belongs to another user"):
+    # refused at the gate (403: the hash is ann's), before any handler runs
+    with pytest.raises(Exception, match="403"):
         bob.predict(None, "A,B,C", "", False, None, "", api_name="/submit")
-    with pytest.raises(Exception, match="belongs to another user"):
+    with pytest.raises(Exception, match="403"):
         bob.predict(api_name="/load")
     assert store.annotations("demo") == []
     out = ann.predict(None, "A,B,C", "", False, None, "", api_name="/submit")  # ann's session still works

@@ -127,7 +127,7 @@ def test_code_renders_faithfully_while_html_outside_code_stays_inert():
     assert safe_markdown("```\n<i>x").endswith("\n```")
     # a fence closes only with the same character, at least as long, alone on its line
     assert "&lt;u&gt;" in safe_markdown("~~~\ncode\n```\n~~~\n<u>")
-    assert plain_markdown("**<b>eve</b>**") == "\\*\\*\\<b\\>eve\\</b\\>\\*\\*"
+    assert plain_markdown("**<b>eve</b>**") == "\\*\\*&lt;b&gt;eve&lt;/b&gt;\\*\\*"
 
 
 def test_edit_to_improve_is_a_new_preferred_candidate_never_served(ranking_store):

@@ -173,3 +173,99 @@ def test_pairwise_project_needs_two_candidates(store):
                 }
             ],
         )
+
+
+def test_free_text_over_its_limit_is_refused_naming_the_limit_and_nothing_is_stored(store_target):
+    from rlhf.store import Store, TextLimits
+
+    store = Store(store_target, limits=TextLimits(rationale=50, edit=80, skip_reason=20))
+    try:
+        make_project(store, n_items=2)
+        lease = store.next_item("p", "a")
+        payload = judge("ranking", lease)
+        base = lease.candidates[0]["id"]
+        with pytest.raises(StoreError, match=r"rationale is too long: 51 characters, the limit is 50 \("):
+            store.submit("p", "a", lease.item_id, payload, client_token="t1", rationale="r" * 51)
+        with pytest.raises(
+            StoreError, match="improved response is too long: 5,000,000 characters, the limit"
+        ):
+            store.submit(
+                "p",
+                "a",
+                lease.item_id,
+                payload,
+                client_token="t2",
+                edit={"base": base, "text": "e" * 5_000_000},
+            )
+        with pytest.raises(StoreError, match="skip reason is too long: 21 characters, the limit is 20"):
+            store.skip("p", "a", lease.item_id, "s" * 21)
+        assert store.annotations("p") == []
+        assert len(next(it for it in store.items("p") if it["id"] == lease.item_id)["candidates"]) == 4
+        assert {a["status"] for a in store.assignments("p")} == {"leased"}
+        # at the limit: stored
+        store.submit(
+            "p",
+            "a",
+            lease.item_id,
+            payload,
+            client_token="t3",
+            rationale="r" * 50,
+            edit={"base": base, "text": "e" * 80},
+        )
+        (ann,) = store.annotations("p")
+        assert len(ann["rationale"]) == 50
+    finally:
+        store.close()
+
+
+def test_free_text_loses_hiding_control_characters_and_must_be_text(store):
+    make_project(store, n_items=2)
+    lease = store.next_item("p", "a")
+    sneaky = "ok\x00 \x1b[31mred\u202eevil\u2066iso\u2069 \ud800tab\tline\nend\x7f\x85"
+    store.submit(
+        "p",
+        "a",
+        lease.item_id,
+        judge("ranking", lease),
+        client_token="t",
+        rationale=sneaky,
+        edit={"base": lease.candidates[0]["id"], "text": "better " + sneaky},
+    )
+    (ann,) = store.annotations("p")
+    assert ann["rationale"] == "ok [31mredeviliso tab\tline\nend"
+    item = next(it for it in store.items("p") if it["id"] == lease.item_id)
+    assert item["candidates"][-1]["text"] == "better ok [31mredeviliso tab\tline\nend"
+    other = store.next_item("p", "a")
+    with pytest.raises(StoreError, match="the skip reason must be text, got dict"):
+        store.skip("p", "a", other.item_id, {"why": "x"})
+    store.skip("p", "a", other.item_id, "\u202eoff-topic\x00")
+    assert {a["skip_reason"] for a in store.assignments("p")} == {None, "off-topic"}
+
+
+@pytest.mark.parametrize("flag", ["false", "0", "off", 0, 1, None])
+def test_the_unsafe_flag_is_a_bool_never_coerced(store, flag):
+    make_project(store, n_items=1)
+    lease = store.next_item("p", "a")
+    with pytest.raises(StoreError, match="the unsafe flag must be true or false, got"):
+        store.submit("p", "a", lease.item_id, judge("ranking", lease), client_token="t", flagged_unsafe=flag)
+    assert store.annotations("p") == []
+    store.submit("p", "a", lease.item_id, judge("ranking", lease), client_token="t", flagged_unsafe=False)
+    assert [a["flagged_unsafe"] for a in store.annotations("p")] == [False]
+
+
+def test_only_the_tasks_own_payload_key_is_stored(store):
+    make_project(store, n_items=1)
+    lease = store.next_item("p", "a")
+    payload = {**judge("ranking", lease), "note": "x" * 100_000}
+    store.submit("p", "a", lease.item_id, payload, client_token="t")
+    (ann,) = store.annotations("p")
+    assert list(ann["payload"]) == ["ranking"]
+
+
+def test_login_refuses_impossible_names_and_overlong_passwords_without_hashing(store):
+    store.add_user("ann", PW)
+    with pytest.raises(StoreError, match="too long: use at most 1024 characters"):
+        store.set_password("ann", "p" * 1025)
+    assert store.authenticate("ann", "p" * 5_000_000) is None
+    assert store.authenticate("<b>ann</b>", PW) is None
+    assert store.authenticate("ann", PW) == {"username": "ann", "role": "assessor"}

@@ -1,6 +1,7 @@
 """The labeling store (SQLAlchemy 2; SQLite or PostgreSQL): accounts, projects, items, server-side
-assignment and submits (`Store`); judgement payloads (`judgements`, pure); preference export and the
-quality statistics of a project (pure); inter-annotator agreement (`agreement`, pure)."""
+assignment and submits (`Store`, with `TextLimits` on free text); judgement payloads (`judgements`, pure);
+preference export and the quality statistics of a project (pure); inter-annotator agreement (`agreement`,
+pure)."""
 
 from rlhf.store import agreement, judgements
 from rlhf.store.accounts import ROLES, check_new_password, check_username
@@ -23,6 +24,7 @@ from rlhf.store.judgements import (
     preferences,
     values,
 )
+from rlhf.store.limits import TextLimits
 from rlhf.store.quality import gold_failures, gold_over_time, project_stats, top_choice
 from rlhf.store.service import Store
 
@@ -37,6 +39,7 @@ __all__ = [
     "Store",
     "StoreError",
     "Task",
+    "TextLimits",
     "agreement",
     "agreement_with_majority",
     "check_new_password",

@@ -16,6 +16,7 @@ from rlhf.store.schema import Assessor
 
 ROLES = ("assessor", "admin")
 USERNAME = re.compile(r"[\w.@+-]{1,64}")  # letters (any script), digits, _ . @ + -: no markup, no spaces
+MAX_PASSWORD_CHARS = 1024  # longer passwords are refused when set and fail at login without being hashed
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -38,6 +39,10 @@ def check_password(password: str, stored: str) -> bool:
 def check_new_password(username: str, password: str) -> str:
     if len(password) < 8:
         raise StoreError(f"the password for '{username}' is too short: use at least 8 characters")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise StoreError(
+            f"the password for '{username}' is too long: use at most {MAX_PASSWORD_CHARS} characters"
+        )
     return password
 
 
@@ -110,7 +115,10 @@ class Accounts:
             return None if user is None or user.disabled else user.role
 
     def authenticate(self, username: str, password: str) -> dict | None:
-        """The user's {username, role} when the password matches and the account is enabled."""
+        """The user's {username, role} when the password matches and the account is enabled. A name no
+        account could have, or an over-long password, fails at once (no lookup, no hash)."""
+        if not USERNAME.fullmatch(username or "") or len(password or "") > MAX_PASSWORD_CHARS:
+            return None
         with self.ReadSession.begin() as s:
             user = s.scalar(select(Assessor).where(Assessor.username == username))
             ok = check_password(password, user.password_hash if user is not None else _dummy_hash())

@@ -34,7 +34,7 @@ class Lease:
 
 
 class Assignments:
-    """The assignment half of `Store` (it provides sessions, `_project` and `_user`)."""
+    """The assignment half of `Store` (it provides sessions, `_project`, `_user` and `limits`)."""
 
     def _live_slots(self, item_id_col, now: datetime):
         return (
@@ -151,10 +151,19 @@ class Assignments:
         """Store one judgement; returns the annotation id (the stored one for a repeated client token).
 
         `edit` = {"base": candidate id, "text": improved text}: edit-to-improve. The text is stored as a new
-        candidate of the item (never served to other assessors) that export prefers over its base."""
+        candidate of the item (never served to other assessors) that export prefers over its base.
+        Free text is checked against `self.limits` and cleaned (`rlhf.store.limits`); `flagged_unsafe` must be
+        a bool (a string such as "false" is refused, never coerced)."""
         now = now or now_utc()
-        if not client_token or len(client_token) > 100:
+        if not isinstance(client_token, str) or not 1 <= len(client_token) <= 100:
             raise StoreError("a submit needs a client token of 1..100 characters")
+        if not isinstance(flagged_unsafe, bool):
+            raise StoreError(f"the unsafe flag must be true or false, got {str(flagged_unsafe)[:40]!r}")
+        rationale = self.limits.clean("rationale", rationale)
+        if edit is not None:
+            if not isinstance(edit, dict):
+                raise StoreError("an edit is {'base': candidate id, 'text': the improved response}")
+            edit = {"base": edit.get("base"), "text": self.limits.clean("edit", edit.get("text"))}
         try:
             with self.Session.begin() as s:
                 p = self._project(s, project)
@@ -177,10 +186,10 @@ class Assignments:
                             f"the lease on item {item_id} expired and the item went to other "
                             "assessors; take the next item"
                         )
-                rationale = (rationale or "").strip()
                 if p.rationale == "required" and not rationale:
                     raise StoreError("this project requires a rationale with every judgement")
                 vals = judgements.values(p.task, payload, a.order)
+                payload = judgements.stored_payload(p.task, payload)  # only the task's own key is kept
                 if edit is not None:
                     payload = {**payload, "edit": self._add_edit(s, item_id, a.order, user, edit)}
                 ann = Annotation(
@@ -190,7 +199,7 @@ class Assignments:
                     kind=p.task,
                     payload=payload,
                     rationale=rationale if p.rationale != "off" else "",
-                    flagged_unsafe=bool(flagged_unsafe),
+                    flagged_unsafe=flagged_unsafe,
                     created_at=now,
                 )
                 ann.values = [AnnotationValue(candidate_id=c, value=v) for c, v in vals.items()]
@@ -211,7 +220,7 @@ class Assignments:
                 return existing.id
 
     def _add_edit(self, s: Session, item_id: int, shown: list[int], user: Assessor, edit: dict) -> dict:
-        base, text = edit.get("base"), (edit.get("text") or "").strip()
+        base, text = edit["base"], edit["text"]  # text: already checked and cleaned by `submit`
         if base not in shown:
             raise StoreError("the edited response must be one of the candidates shown")
         if not text:
@@ -241,7 +250,7 @@ class Assignments:
     def skip(
         self, project: str, username: str, item_id: int, reason: str, *, now: datetime | None = None
     ) -> None:
-        reason = (reason or "").strip()
+        reason = self.limits.clean("skip_reason", reason)
         if not reason:
             raise StoreError("say why you skip this item")
         with self.Session.begin() as s:
@@ -250,7 +259,7 @@ class Assignments:
             a = self._assignment_for(s, p, item_id, user, now or now_utc())
             if a.status == "done":
                 raise StoreError(f"'{username}' already submitted item {item_id}")
-            a.status, a.skip_reason = "skipped", reason[:2000]
+            a.status, a.skip_reason = "skipped", reason
 
     def progress(self, project: str, username: str, *, now: datetime | None = None) -> dict:
         now = now or now_utc()

@@ -26,6 +26,7 @@ PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")
 REVIEW_DECISIONS = ("keep", "drop")
 LIKERT_MIN, LIKERT_MAX = 1, 7
 MAX_CANDIDATES = 8  # per item: what one screen can show side by side
+PAYLOAD_KEYS = {"pairwise": "choice", "ranking": "ranking", "likert": "scores", "review": "decision"}
 
 
 class JudgementError(RlhfError):
@@ -77,6 +78,13 @@ def values(task: str, payload: dict, shown: list[int]) -> dict[int, float]:
             raise JudgementError(f"a review item has one row, this one has {len(shown)}")
         return {shown[0]: 1.0 if decision == "keep" else 0.0}
     raise JudgementError(f"unknown task kind {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def stored_payload(task: str, payload: dict) -> dict:
+    """The judgement as stored: the task's own key only (after `values` validated it), so nothing else a
+    client adds to the payload reaches the store."""
+    key = PAYLOAD_KEYS[task]
+    return {key: payload[key]}
 
 
 def preferences(

@@ -27,6 +27,7 @@ from rlhf.store.accounts import ROLES, Accounts, check_password, hash_password
 from rlhf.store.assignment import Assignments, Lease
 from rlhf.store.base import StoreError, now_utc
 from rlhf.store.db import check_exists, is_sqlite, make_engine, unreachable
+from rlhf.store.limits import TextLimits
 from rlhf.store.schema import Annotation, Assessor, Assignment, Base, Candidate, Item, Project
 
 __all__ = ["ROLES", "Lease", "Store", "StoreError", "check_password", "hash_password", "now_utc"]
@@ -35,11 +36,13 @@ __all__ = ["ROLES", "Lease", "Store", "StoreError", "check_password", "hash_pass
 class Store(Accounts, Assignments):
     """One labeling store (SQLite file or PostgreSQL URL): accounts, projects, items, assignment, reading."""
 
-    def __init__(self, target: str, *, create: bool = True):
+    def __init__(self, target: str, *, create: bool = True, limits: TextLimits | None = None):
         """Open the store at `target`. `create=False` (the read-only commands: export, stats, label, users
         list/...): a store that does not exist yet is an error naming the target, never created by accident.
-        Any failure to reach or read it is a StoreError that names the target and what to check."""
+        Any failure to reach or read it is a StoreError that names the target and what to check.
+        `limits`: the most characters a judgement's free-text fields may hold (defaults: `TextLimits()`)."""
         self.target = target
+        self.limits = limits or TextLimits()
         self.created = False
         if not create:
             check_exists(target)
