@@ -22,10 +22,11 @@ from rlhf.config import load_config
 from rlhf.loop import rounds
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.evidence import promotion
+from rlhf.loop.labels import LabelsRun, assemble
 from rlhf.loop.lineage import lineage_text
 from rlhf.loop.rounds import Loop, Waiting
 from rlhf.loop.simulate import SimulatedAssessor, progress, vote
-from rlhf.runs import RunDir
+from rlhf.runs import RunDir, RunSettings
 from rlhf.store.service import Store
 
 TRAINER = {
@@ -408,3 +409,38 @@ def test_sigkill_of_the_loop_process_loses_no_acknowledged_label(tmp_path, tiny_
     assert state["status"] == "completed"
     export = json.loads((tmp_path / "runs" / "lp" / "r1-export" / "manifest.json").read_text())
     assert export["accounting"]["votes_in"] == 10
+
+
+def test_labels_split_by_item_accumulate_and_drop_evaluation_texts(tmp_path):
+    """The labels run: held-out items never train, earlier rounds accumulate for the reward model and
+    replay for DPO, and a training pair that contains a held-out evaluation prompt is dropped and counted."""
+
+    def pairs(r, n):
+        return [
+            {"id": f"r{r}-{i}", "item_id": f"r{r}-item{i // 2}", "prompt": f"round {r} question {i} about {WORDS[i]} {WORDS[i + 1]} and more",
+             "chosen": f"a good answer {i} number {r} with words", "rejected": f"a bad answer {i} number {r} with words"}
+            for i in range(n)
+        ]  # fmt: skip
+
+    leaked = "please tell me everything about the blue river stone today"
+    e1 = write_jsonl(tmp_path / "e1.jsonl", pairs(1, 20))
+    e2 = write_jsonl(
+        tmp_path / "e2.jsonl",
+        pairs(2, 20) + [{**pairs(2, 1)[0], "id": "leak", "item_id": "leak", "prompt": leaked}],
+    )
+    evals = write_jsonl(tmp_path / "eval.jsonl", [{"id": "e", "prompt": leaked}])
+    run = RunSettings(name="r2-labels", output_root=str(tmp_path / "runs"), seed=0)
+    data = assemble(LabelsRun(run, [e1, e2], evals, 0.25, True, 0.5), seed=0)
+    c = data.counts
+    assert c["decontaminated"]["reward_train"] == 1
+    assert set(c["reward_train"]) == {"r1", "r2"}
+    held = {json.loads(x)["item_id"] for x in data.human_slice.read_text().splitlines()}
+    trained = [json.loads(x) for x in data.reward_train.read_text().splitlines()]
+    assert held
+    assert not held & {r["item_id"] for r in trained}
+    assert sum(c["reward_train"].values()) + sum(c["human_slice"].values()) == 40  # 41 in, 1 contaminated
+    before_cleaning = c["dpo_train"]["r2"] + c["decontaminated"]["dpo_train"]
+    assert c["dpo_train"]["r1"] == round(0.5 * before_cleaning)  # replay: half as many earlier pairs
+    assert leaked not in data.dpo_train.read_text()
+    manifest = json.loads((tmp_path / "runs" / "r2-labels" / "manifest.json").read_text())
+    assert set(manifest["inputs"]) == {"export[r1]", "export[r2]", "eval_prompts"}

@@ -10,6 +10,9 @@
   its round in `slice`, so the reward model's report gives per-round accuracy.
 - **DPO** trains on this round's pairs plus a replay share of earlier rounds' (seeded sample): votes about
   another policy's answers enter only through replay, and the manifest counts them.
+- **Decontamination**: training pairs whose prompt or answers contain the held-out evaluation prompts or
+  the human slice's texts (`rlhf.clean.contamination`: exact for short texts, 8-gram share above) are
+  dropped from training and counted.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhf.clean import EvalIndex, contamination, eval_texts_of
 from rlhf.runs import RunDir, RunSettings
 
 
@@ -80,6 +84,7 @@ class LabelsRun:
 
     run: RunSettings
     exports: list[str]  # the preference files of rounds 1..N's exports, in round order
+    eval_prompts: str  # the loop's held-out evaluation prompts (a JSON-lines file)
     holdout_share: float
     accumulate: bool
     dpo_replay: float
@@ -113,6 +118,11 @@ def assemble(cfg: LabelsRun, seed: int) -> RoundData:
             earlier, cfg.dpo_replay, len(current_train), seed + len(cfg.exports)
         )
         slice_rows = [row for _, held in per_round for row in held]
+        run.record_input("eval_prompts", cfg.eval_prompts, cfg.eval_prompts)
+        evals = [json.loads(x) for x in Path(cfg.eval_prompts).read_text().splitlines() if x.strip()]
+        index = EvalIndex(eval_texts_of(evals + slice_rows))
+        reward_rows, cut_reward = _clean(reward_rows, index)
+        dpo_rows, cut_dpo = _clean(dpo_rows, index)
         outputs = {
             "reward_train": _write(run.path / "reward_train.jsonl", reward_rows),
             "dpo_train": _write(run.path / "dpo_train.jsonl", dpo_rows),
@@ -123,9 +133,16 @@ def assemble(cfg: LabelsRun, seed: int) -> RoundData:
             "reward_train": counts_by_round(reward_rows),
             "dpo_train": counts_by_round(dpo_rows),
             "human_slice": counts_by_round(slice_rows),
+            "decontaminated": {"reward_train": cut_reward, "dpo_train": cut_dpo},
         }
         run.finish(outputs=outputs, result=counts)
         return RoundData(outputs["reward_train"], outputs["dpo_train"], outputs.get("human_slice"), counts)
+
+
+def _clean(rows: list[dict], index: EvalIndex) -> tuple[list[dict], int]:
+    """Rows without those that contain evaluation texts, and how many were dropped."""
+    bad = set(contamination(rows, index).contaminated)
+    return [r for i, r in enumerate(rows) if i not in bad], len(bad)
 
 
 def _write(path: Path, rows: list[dict]) -> Path:

@@ -182,7 +182,7 @@ class Loop:
             force=state.get("export_digest") != digest,
         )
         state.update(export_digest=digest, export_run=str(exp))
-        data = self.labels(r)
+        data = self.labels(r, eval_file)
         rm = self.step(f"r{r}-reward", "reward", self.reward_chain(r, data))
         new = str(
             self.step(
@@ -202,7 +202,7 @@ class Loop:
             self.say(f"round {r}: oracle (the simulated assessors' noise-free taste): {oracle['text']}")
         return state["best"]
 
-    def labels(self, r: int) -> RoundData:
+    def labels(self, r: int, eval_file: Path) -> RoundData:
         """This round's training data from every round's export so far (rlhf.loop.labels)."""
         exports = []
         for k in range(1, r + 1):
@@ -215,6 +215,7 @@ class Loop:
         cfg = LabelsRun(
             RunSettings(name=f"r{r}-labels", output_root=str(self.dir), seed=self.cfg.run.seed),
             exports,
+            str(eval_file),
             lab.holdout_share,
             lab.accumulate,
             lab.dpo_replay,
@@ -224,7 +225,8 @@ class Loop:
         self.say(
             f"r{r}-labels: reward model trains on {sum(data.counts['reward_train'].values())} pairs "
             f"{data.counts['reward_train']}, DPO on {sum(data.counts['dpo_train'].values())} "
-            f"{data.counts['dpo_train']}; human slice {sum(data.counts['human_slice'].values())} pairs held out"
+            f"{data.counts['dpo_train']}; human slice {sum(data.counts['human_slice'].values())} pairs held out; "
+            f"dropped as contaminated by evaluation texts: {data.counts['decontaminated']}"
         )
         return data
 
