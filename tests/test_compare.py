@@ -497,3 +497,30 @@ def test_several_samples_per_prompt_average_and_resample_prompts(tmp_path, three
     again = compare.run(cfg_for(tmp_path, three_checkpoints, prompts, names=("base", "warm"), name="cmp1"))
     first = read_result(again.path / "compare.json").checkpoints["warm"]
     assert first.generation.generated == 0  # sample 0 of each prompt was cached by the n = 3 run
+
+
+def test_compare_warns_when_its_prompts_are_in_a_checkpoints_training_data(
+    tmp_path, three_checkpoints, prompts
+):
+    """A checkpoint whose run trained on the comparison's own prompts is flagged (from its manifest)."""
+    rows = [json.loads(x) for x in Path(prompts).read_text().splitlines()]
+    train = write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {"prompt": rows[i]["prompt"], "chosen": "yes a good one", "rejected": "no a bad one"}
+            for i in range(3)
+        ],
+    )
+    run = tmp_path / "dpo-run"
+    shutil.copytree(three_checkpoints["warm"], run / "model")
+    (run / "manifest.json").write_text(
+        json.dumps({"stage": "dpo", "status": "completed", "inputs": {"data.train": {"source": train, "path": train}},
+                    "outputs": {"model": {"path": "model", "sha256": "x"}}})
+    )  # fmt: skip
+    (run / "COMPLETED").write_text("now\n")
+    flags = compare.training_overlap(
+        {"base": three_checkpoints["base"], "dpo": str(run)}, [r["prompt"] for r in rows]
+    )
+    assert len(flags) == 1
+    assert flags[0].startswith("3 of 3 training rows of dpo")
+    assert compare.training_overlap({"base": three_checkpoints["base"]}, [r["prompt"] for r in rows]) == []

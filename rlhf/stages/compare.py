@@ -38,6 +38,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rlhf.clean import EvalIndex, contamination, eval_texts_of
 from rlhf.compare import (
     Answers,
     ArenaSettings,
@@ -65,12 +66,12 @@ from rlhf.compare import (
 )
 from rlhf.compare import arena as arena_lib
 from rlhf.config import ConfigError, bounded, documented
-from rlhf.data import source_path
+from rlhf.data import load_rows, source_path
 from rlhf.models import cache_dir, load_causal_lm, load_tokenizer, model_fingerprint, resolve_model_path
 from rlhf.preferences import import_preferences
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.reward import RewardSettings, check_reward, load_reward
-from rlhf.runs import RunDir, RunSettings
+from rlhf.runs import MANIFEST, RunDir, RunSettings
 from rlhf.store import Store
 
 
@@ -148,7 +149,7 @@ def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = Fals
             result.arena = arena_lib.open_arena(
                 cfg.arena, prompts.prompts, prompts.ids, _texts(answers), seed=cfg.run.seed
             )
-        result.flags = flags(result, cfg.flags)
+        result.flags = flags(result, cfg.flags) + training_overlap(specs, prompts.prompts)
         _report(cfg, run_dir, result, prompts, answers, shown_rewards)
         return run_dir
 
@@ -272,6 +273,28 @@ def _report(
     run_dir.say(
         f"compare: {len(result.names)} checkpoints on {result.prompts} prompts -> report {outputs['report']}"
     )
+
+
+def training_overlap(specs: dict[str, str], prompts: list) -> list[str]:
+    """A warning per checkpoint whose own training data (its run's recorded `data.train`) contains the
+    comparison's prompts (rlhf.clean.contamination): its numbers would be measured on what it learned."""
+    index = EvalIndex(eval_texts_of(prompts))
+    out = []
+    for name, spec in specs.items():
+        manifest = Path(spec) / MANIFEST
+        if not manifest.is_file():
+            continue
+        data = (json.loads(manifest.read_text()).get("inputs") or {}).get("data.train") or {}
+        if not data.get("path") or not Path(data["path"]).exists():
+            continue
+        rows = load_rows(data["path"], what=f"training data of {name}").rows
+        hit = contamination(rows, index).contaminated
+        if hit:
+            out.append(
+                f"{len(hit)} of {len(rows)} training rows of {name} ({data['path']}) contain this comparison's "
+                "prompts: its numbers are measured on what it was trained on — compare on other prompts."
+            )
+    return out
 
 
 def _texts(answers: dict[str, Answers]) -> dict[str, list[str]]:
