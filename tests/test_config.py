@@ -200,7 +200,8 @@ def test_accelerate_configs(path):
     ds = cfg.get("deepspeed_config") or {}
     # From the training arguments ("auto"): a value here would fight the stage config's trainer mapping.
     for key in ("gradient_accumulation_steps", "gradient_clipping"):
-        assert key not in cfg and key not in ds, f"{path.name} sets {key}"
+        assert key not in cfg, f"{path.name} sets {key}"
+        assert key not in ds, f"{path.name} sets {key} in its DeepSpeed section"
     if kind != "DEEPSPEED":
         assert not ds
         return
