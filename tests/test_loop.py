@@ -19,12 +19,11 @@ from support.tiny import WORDS
 from rlhf.cli import main
 from rlhf.compare.result import CompareResult, HumanAgreement, RateCI
 from rlhf.config import load_config
-from rlhf.loop import rounds
+from rlhf.loop import Loop, Waiting, rounds
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.evidence import promotion
-from rlhf.loop.labels import LabelsRun, assemble
+from rlhf.loop.labels import LabelsRun, assemble, held_out
 from rlhf.loop.lineage import lineage_text
-from rlhf.loop.rounds import Loop, Waiting
 from rlhf.loop.simulate import SimulatedAssessor, progress, vote
 from rlhf.runs import RunDir, RunSettings
 from rlhf.store.service import Store
@@ -46,7 +45,10 @@ TRAINER = {
 def loop_files(tmp_path):
     prompts = write_jsonl(
         tmp_path / "prompts.jsonl",
-        [{"id": f"p{i:02d}", "prompt": " ".join(WORDS[i % 20 : i % 20 + 3])} for i in range(30)],
+        [
+            {"id": f"p{i:02d}", "prompt": f"{WORDS[i % 20]} {WORDS[20 + i % 3]} {WORDS[30 + i // 3]}"}
+            for i in range(30)
+        ],
     )
     sft = write_jsonl(
         tmp_path / "sft.jsonl",
@@ -423,10 +425,11 @@ def test_labels_split_by_item_accumulate_and_drop_evaluation_texts(tmp_path):
         ]  # fmt: skip
 
     leaked = "please tell me everything about the blue river stone today"
+    trained_item = next(f"leak{k}" for k in range(100) if not held_out(f"leak{k}", 0.25, 0))
     e1 = write_jsonl(tmp_path / "e1.jsonl", pairs(1, 20))
     e2 = write_jsonl(
         tmp_path / "e2.jsonl",
-        pairs(2, 20) + [{**pairs(2, 1)[0], "id": "leak", "item_id": "leak", "prompt": leaked}],
+        pairs(2, 20) + [{**pairs(2, 1)[0], "id": "leak", "item_id": trained_item, "prompt": leaked}],
     )
     evals = write_jsonl(tmp_path / "eval.jsonl", [{"id": "e", "prompt": leaked}])
     run = RunSettings(name="r2-labels", output_root=str(tmp_path / "runs"), seed=0)

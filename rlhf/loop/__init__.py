@@ -2,9 +2,10 @@
 layer that calls the stages (through their `run(cfg)` entry points, chained by declared outputs); with
 its pure helpers: active selection, simulated assessors, lineage from manifests, the closing table."""
 
+from rlhf.loop.collect import Waiting
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.lineage import lineage_text
-from rlhf.loop.rounds import Loop, Waiting
+from rlhf.loop.rounds import Loop
 from rlhf.loop.selection import disagreement, item_margins, regroup, select, uncertainty
 from rlhf.loop.simulate import SimulatedAssessor, demo_preference, progress, vote
 from rlhf.loop.steps import StepRecord, run_step

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from rlhf.compare import read_result
 from rlhf.config import load_config
+from rlhf.loop.collect import Waiting
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.lineage import lineage_text
-from rlhf.loop.rounds import Loop, Waiting
+from rlhf.loop.rounds import Loop
 from rlhf.loop.summary import table
 from rlhf.quiet import third_party_to
 from rlhf.runs import declared_output

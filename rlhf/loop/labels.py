@@ -10,8 +10,8 @@
   its round in `slice`, so the reward model's report gives per-round accuracy.
 - **DPO** trains on this round's pairs plus a replay share of earlier rounds' (seeded sample): votes about
   another policy's answers enter only through replay, and the manifest counts them.
-- **Decontamination**: training pairs whose prompt or answers contain the held-out evaluation prompts or
-  the human slice's texts (`rlhf.clean.contamination`: exact for short texts, 8-gram share above) are
+- **Decontamination**: training pairs whose prompt or answers contain a held-out evaluation prompt or a
+  human-slice prompt (`rlhf.clean.contamination`: exact for short texts, 8-gram share above) are
   dropped from training and counted.
 """
 
@@ -120,7 +120,9 @@ def assemble(cfg: LabelsRun, seed: int) -> RoundData:
         slice_rows = [row for _, held in per_round for row in held]
         run.record_input("eval_prompts", cfg.eval_prompts, cfg.eval_prompts)
         evals = [json.loads(x) for x in Path(cfg.eval_prompts).read_text().splitlines() if x.strip()]
-        index = EvalIndex(eval_texts_of(evals + slice_rows))
+        # the evaluation units are prompts: the held-out ones and the slice's (their answers are the policy's
+        # own candidates, which other items can share word for word without leaking a judgement)
+        index = EvalIndex(eval_texts_of([{"prompt": r["prompt"]} for r in evals + slice_rows]))
         reward_rows, cut_reward = _clean(reward_rows, index)
         dpo_rows, cut_dpo = _clean(dpo_rows, index)
         outputs = {
