@@ -12,7 +12,7 @@ import gradio as gr
 from labeling_ui.render import plain_markdown
 from rlhf.compare import arena
 from rlhf.errors import RlhfError
-from rlhf.preferences import save_preferences
+from rlhf.preferences import save_preferences, save_unpaired
 from rlhf.runs import RunDir, RunSettings
 from rlhf.store import ExportSettings, export_project, gold_over_time, project_stats
 
@@ -34,14 +34,17 @@ def leaderboard_rows(items: list[dict], annotations: list[dict]) -> list[list]:
 
 
 def export_to_run(store, project: str, runs_root: str) -> RunDir:
-    """The Admin tab's Export: the project's majority preferences into a new run directory (a unique name
-    per click, so two clicks in the same second never collide)."""
+    """The Admin tab's Export: the project's majority preferences (a binary project's majority labels, as
+    unpaired KTO rows) into a new run directory (a unique name per click, so two clicks in the same second
+    never collide)."""
     name = f"export-{project}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    settings = ExportSettings()
+    binary = store.project(project).task == "binary"
+    settings = ExportSettings(format="unpaired" if binary else "pairs")
     config = {"store": store.target, "project": project, **vars(settings)}
     with RunDir.prepare(RunSettings(name=name, output_root=runs_root), "export", config) as run:
         rows, accounting = export_project(store, project, settings)
-        outputs = save_preferences(rows, run.path) if rows else {}
+        save = save_unpaired if binary else save_preferences
+        outputs = save(rows, run.path) if rows else {}
         run.update_manifest(accounting=accounting, store=store.target, project=project)
         run.finish(outputs=outputs)
     return run
@@ -212,6 +215,12 @@ class AdminHandlers:
         except RlhfError as e:
             return plain_markdown(f"Not exported: {e}")
         acct = run.read_manifest()["accounting"]
+        if "balance" in acct:
+            b = acct["balance"]
+            return plain_markdown(
+                f"Exported {acct['rows_out']} unpaired rows ({b['desirable']} desirable, {b['undesirable']} "
+                f"undesirable) from {acct['items_exported']} items to {run.path}."
+            )
         return plain_markdown(
             f"Exported {acct['pairs_out']} pairs from {acct['items_exported']} items to {run.path}."
         )

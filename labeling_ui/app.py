@@ -12,9 +12,10 @@ holds the event functions, `wire_events` connects the two (each event is also an
   checks the free text against its limits and the unsafe flag's type, so crafted API calls are refused.
 - Every text reaches the page through `labeling_ui.render`: model output as escaped Markdown, names and
   status lines (gold notes, arena reveals, refusals) as plain text; Gradio's sanitizer stays on too.
-- Judging: pairwise by one click on A / B / Tie / Both bad (keys A, B, T, X); ranking by clicking the
-  answers in order (each card shows its rank; click again to undo) or typing their letters; Likert by a
-  compact 1-7 row per answer; Enter (Ctrl+Enter in a text box) submits (`labeling_ui.assets`).
+- Judging: pairwise by one click on A / B / Tie / Both bad (keys A, B, T, X); binary (one answer, thumbs)
+  by one click on Good / Bad (keys G, B); ranking by clicking the answers in order (each card shows its
+  rank; click again to undo) or typing their letters; Likert by a compact 1-7 row per answer; Enter
+  (Ctrl+Enter in a text box) submits (`labeling_ui.assets`). A reason goes in the rationale box first.
 - Reading aids: the conversation as chat turns, answers side by side with their own scroll, code rendered,
   and a word-level difference view of A and B.
 - Admins get an Admin tab: queue status, per-assessor throughput / agreement / gold accuracy, recent
@@ -34,9 +35,11 @@ from labeling_ui.handlers import LETTERS, PAIRWISE_LABELS, REVIEW_LABELS, View
 from labeling_ui.render import plain_markdown, safe_markdown, status_markdown, word_diff_html
 from labeling_ui.sessions import SessionGuard
 from rlhf.config import documented
-from rlhf.store import MAX_CANDIDATES
+from rlhf.store import MAX_CANDIDATES, judgements
 
 PICKS = {"A": "A is better (A)", "B": "B is better (B)", "tie": "Tie (T)", "both_bad": "Both bad (X)"}
+THUMBS = {"good": "👍 Good (G)", "bad": "👎 Bad (B)"}  # binary: one click is the judgement
+ONE_CLICK_TASKS = ("pairwise", "binary")  # judged by a button that submits at once: no Submit button
 
 
 @dataclass
@@ -78,7 +81,7 @@ class Components:
     prompt: gr.Chatbot
     slots: list[gr.Markdown]  # one card per response, A, B, ...
     scores: list[gr.Radio]  # likert: a 1-7 row per response (none for the other tasks)
-    picks: dict[str, gr.Button]  # pairwise: one button per verdict, keyed as PICKS
+    picks: dict[str, gr.Button]  # pairwise and binary: one button per verdict, keyed as PICKS and THUMBS
     choice: gr.Radio
     order: gr.Textbox
     show_diff: gr.Checkbox
@@ -143,7 +146,9 @@ def layout(store, settings: AppSettings, guard: SessionGuard) -> Components:
         picks, choice, order = verdict_inputs(task)
         with gr.Row():
             show_diff = gr.Checkbox(
-                label="Show differences between A and B", elem_id="show_diff", visible=n_slots >= 2
+                label="Show differences between A and B",
+                elem_id="show_diff",
+                visible=task not in judgements.ONE_CANDIDATE_TASKS,
             )
         diff_view = gr.HTML(elem_id="diff_view", visible=False)
         limits = store.limits  # the browser stops typing at them; the store refuses longer text anyway
@@ -164,7 +169,7 @@ def layout(store, settings: AppSettings, guard: SessionGuard) -> Components:
         flag = gr.Checkbox(label="Flag unsafe content", elem_id="flag")
         with gr.Row():
             submit_btn = gr.Button(
-                "Submit (Enter)", variant="primary", elem_id="submit", visible=task != "pairwise"
+                "Submit (Enter)", variant="primary", elem_id="submit", visible=task not in ONE_CLICK_TASKS
             )
             skip_reason = gr.Textbox(
                 label="Skip reason", elem_id="skip_reason", scale=2, max_length=limits.skip_reason
@@ -224,9 +229,12 @@ def response_cards(n_slots: int, n_scores: int) -> tuple[list[gr.Markdown], list
 
 
 def verdict_inputs(task: str) -> tuple[dict[str, gr.Button], gr.Radio, gr.Textbox]:
-    """Pairwise's verdict buttons, review's choice and ranking's order box (only the task's own shows)."""
+    """Pairwise's and binary's verdict buttons, review's choice and ranking's order box (only the task's
+    own show)."""
     with gr.Row(visible=task == "pairwise"):
         picks = {k: gr.Button(v, elem_id=f"pick_{k}", elem_classes="pick") for k, v in PICKS.items()}
+    with gr.Row(visible=task == "binary"):
+        picks |= {k: gr.Button(v, elem_id=f"pick_{k}", elem_classes="pick") for k, v in THUMBS.items()}
     choice = gr.Radio(
         [(v, k) for k, v in (REVIEW_LABELS if task == "review" else PAIRWISE_LABELS).items()],
         label="May this row be used for training? Say why below.",
@@ -341,7 +349,8 @@ class LabelHandlers:
 
 
 def pick_handler(submit_with, key: str):
-    """A pairwise button's handler: the submit with its choice fixed (Gradio injects the request by type)."""
+    """A pairwise or binary button's handler: the submit with its choice fixed (Gradio injects the request
+    by type)."""
 
     def pick(request: gr.Request, st, _choice, od, rat, fl, e_of, e_text, *score_values):
         return submit_with(request, st, key, od, rat, fl, e_of, e_text, *score_values)
@@ -360,7 +369,7 @@ def wire_events(app: gr.Blocks, ui: Components, on: LabelHandlers) -> None:
     # trip; the handlers are thread-safe) and its progress overlay
     fast = {"queue": False, "show_progress": "hidden"}
     ui.submit_btn.click(on.submit_with, ui.judged, judged_outputs, api_name="submit", **fast)
-    for key, button in ui.picks.items():  # pairwise: one click is the judgement
+    for key, button in ui.picks.items():  # pairwise and binary: one click is the judgement
         button.click(
             pick_handler(on.submit_with, key), ui.judged, judged_outputs, api_name=f"pick_{key}", **fast
         )

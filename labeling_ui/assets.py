@@ -3,8 +3,9 @@ data).
 
 Ranking: click the candidate cards in order of preference — each card shows its rank as it is chosen, a
 second click takes it back — or press their letters (Backspace undoes the last); the order box echoes it.
-Pairwise: A / B / T (tie) / X (both bad) press the big buttons, which submit at once. Enter (Ctrl+Enter in a
-text box) submits.
+Pairwise: A / B / T (tie) / X (both bad) press the big buttons, which submit at once; binary: G (good) / B
+(bad) press the thumbs buttons (a key presses only a visible button). Enter (Ctrl+Enter in a text box)
+submits.
 """
 
 CSS = """
@@ -61,8 +62,9 @@ KEYBOARD_JS = """
     }
     if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
     const k = e.key.toUpperCase();
-    const pick = {A: '#pick_A', B: '#pick_B', T: '#pick_tie', X: '#pick_both_bad'}[k];
-    if (pick && q(pick) && q(pick).offsetParent !== null) { e.preventDefault(); q(pick).click(); return; }
+    const picks = {A: ['#pick_A'], B: ['#pick_B', '#pick_bad'], T: ['#pick_tie'], X: ['#pick_both_bad'], G: ['#pick_good']}[k] || [];
+    const pick = picks.map(q).find((b) => b && b.offsetParent !== null);
+    if (pick) { e.preventDefault(); pick.click(); return; }
     if (ranking()) {
       if (e.key === 'Backspace') { setOrder(current().slice(0, -1)); e.preventDefault(); return; }
       if (/^[A-P]$/.test(k) && q('#cand_' + k) && q('#cand_' + k).offsetParent !== null) {

@@ -94,6 +94,8 @@ def build_payload(
         return {"choice": choice}
     if task == "review":
         return {"decision": choice}
+    if task == "binary":
+        return {"label": choice}
     if task == "ranking":
         return {"ranking": parse_ranking(order or "", candidate_ids)}
     scores = list(scores or [])[: len(candidate_ids)]
@@ -155,14 +157,19 @@ def submit(
 
 
 def gold_feedback(gold: dict | None, payload: dict, shown: list[int], task: str) -> str:
-    """After a gold item: whether the judgement put the expected answer on top, and why (the gold note)."""
+    """After a gold item: whether the judgement put the expected answer on top (binary: gave the expected
+    label), and why (the gold note)."""
     if gold is None:
         return ""
+    note = f" {gold['note']}" if gold["note"] else ""
+    if "label" in gold:
+        if payload.get("label") == gold["label"]:
+            return f" Gold check: you matched the expected answer ({gold['label']}).{note}"
+        return f" Gold check: the expected answer was {gold['label']}.{note}"
     vals = values(task, payload, shown)
     best = max(vals.values()) if task == "likert" else min(vals.values())
     tops = [c for c, v in vals.items() if v == best]
     letter = LETTERS[shown.index(gold["best"])] if gold["best"] in shown else "?"
-    note = f" {gold['note']}" if gold["note"] else ""
     if tops == [gold["best"]]:
         return f" Gold check: you matched the expected answer ({letter}).{note}"
     return f" Gold check: the expected best answer was {letter}.{note}"

@@ -38,6 +38,11 @@ STAGES = {
         "DPOStageConfig",
         "direct preference optimisation (TRL DPOTrainer, LoRA or full)",
     ),
+    "kto": (
+        "rlhf.stages.kto",
+        "KTOStageConfig",
+        "KTO on unpaired feedback: thumbs up / down on single answers (TRL KTOTrainer, LoRA or full)",
+    ),
     "grpo": (
         "rlhf.stages.grpo",
         "GRPOStageConfig",
@@ -66,12 +71,13 @@ STAGES = {
     "export": (
         "rlhf.stages.export",
         "ExportStageConfig",
-        "labeling project -> preference dataset (TRL format)",
+        "labeling project -> preference dataset (TRL format), or unpaired KTO rows",
     ),
     "import": (
         "rlhf.stages.importer",
         "ImportStageConfig",
-        "existing preference data (TRL or HH-RLHF) -> the export format, validated",
+        "existing preference data (TRL or HH-RLHF), unpaired rows or rated production feedback -> the "
+        "export format, validated",
     ),
 }
 COMMANDS = {"users": "rlhf.stages.users", "stats": "rlhf.stages.stats", "score": "rlhf.stages.score"}

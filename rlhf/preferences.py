@@ -1,4 +1,5 @@
-"""Preference rows: TRL's prompt/chosen/rejected format, and import of Anthropic HH-RLHF transcripts.
+"""Preference rows: TRL's prompt/chosen/rejected format, and import of Anthropic HH-RLHF transcripts; unpaired
+rows (TRL's KTO format) and production feedback (a conversation and a rating) — see "Unpaired rows" below.
 
 Rows are normalized to TRL's explicit-prompt preference form (what DPO and reward training take):
   strings:         {"prompt": str, "chosen": str, "rejected": str}
@@ -19,8 +20,17 @@ parsed as empty messages, not errors: an empty final assistant turn rejects the 
 "empty rejected", an empty earlier turn as "empty content" (the turn is kept by the parser so that the
 reason points at it). Consecutive turns of the same role are kept as they are, as data.py does for SFT.
 
-Everything here is pure except `import_preferences` (reads the source), `write_jsonl` and
-`save_preferences` (the jsonl + datasets dir that export and import write, and reward/DPO read).
+Unpaired rows, for KTO: {"prompt", "completion", "label"} — label true = desirable, false = undesirable;
+strings, or a prompt message list and a one-assistant-message completion (`normalize_unpaired_row`).
+`import_unpaired` also takes preference pairs (any format above) and makes each pair two rows, "<id>:chosen"
+(desirable) and "<id>:rejected" (undesirable): every row is accounted for on its own.
+Production feedback (`feedback_to_unpaired`): a row holding a conversation (`messages`, ending with the rated
+assistant turn after a user turn) and a rating — thumbs text, 1-5 stars or a boolean — mapped by a table
+{rating key: desirable | undesirable | drop} (`rating_key` writes ratings as the table's keys). A rating mapped to drop is *dropped by rule* (counted apart from
+the rejections: rows in = rows kept + rows dropped by rule + rows rejected, `feedback_summary`).
+
+Everything here is pure except the importers (read the source), `write_jsonl`, `save_preferences` and
+`save_unpaired` (the jsonl + datasets dir that export and import write, and reward/DPO/KTO read).
 """
 
 from __future__ import annotations
@@ -28,13 +38,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
-from rlhf.data import ROLES, Accounting, check_messages, load_rows, validate_rows
+from rlhf.data import ROLES, Accounting, Rows, check_messages, load_rows, validate_rows
 from rlhf.errors import DataError
 
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
@@ -307,8 +318,12 @@ def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
     return p
 
 
+RESPONSE_COLUMNS = ("chosen", "rejected", "completion")
+
+
 def to_one_format(rows: list[dict]) -> list[dict]:
-    """A dataset needs one type per column: if any prompt is a conversation, make every row conversational."""
+    """A dataset needs one type per column: if any prompt is a conversation, make every row conversational
+    (preference rows and unpaired rows alike)."""
     if not any(isinstance(r["prompt"], list) for r in rows):
         return rows
     out = []
@@ -316,24 +331,28 @@ def to_one_format(rows: list[dict]) -> list[dict]:
         if isinstance(r["prompt"], list):
             out.append(r)
             continue
-        out.append(
-            {
-                **r,
-                "prompt": [{"role": "user", "content": r["prompt"]}],
-                "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                "rejected": [{"role": "assistant", "content": r["rejected"]}],
-            }
-        )
+        wrapped = {c: [{"role": "assistant", "content": r[c]}] for c in RESPONSE_COLUMNS if c in r}
+        out.append({**r, "prompt": [{"role": "user", "content": r["prompt"]}], **wrapped})
     return out
 
 
 def save_preferences(rows: list[dict], out_dir: Path, *, push_to_hub: str | None = None) -> dict:
     """Write rows as preferences.jsonl and as a datasets dataset (dataset/); returns the output paths."""
+    return _save_rows(rows, out_dir, "preferences", push_to_hub)
+
+
+def save_unpaired(rows: list[dict], out_dir: Path, *, push_to_hub: str | None = None) -> dict:
+    """Write unpaired (KTO) rows as unpaired.jsonl — declared as the run's `rows`, which every stage that
+    reads rows from a run directory finds — and as a datasets dataset (dataset/); returns the output paths."""
+    return _save_rows(rows, out_dir, "rows", push_to_hub, file="unpaired.jsonl")
+
+
+def _save_rows(rows: list[dict], out_dir: Path, name: str, push_to_hub: str | None, file: str = "") -> dict:
     rows = to_one_format(rows)
-    jsonl = write_jsonl(rows, out_dir / "preferences.jsonl")
+    jsonl = write_jsonl(rows, out_dir / (file or f"{name}.jsonl"))
     ds = Dataset.from_list(rows)
     ds.save_to_disk(str(out_dir / "dataset"))
-    outputs = {"preferences": jsonl, "dataset": out_dir / "dataset"}
+    outputs = {name: jsonl, "dataset": out_dir / "dataset"}
     if push_to_hub:
         try:
             ds.push_to_hub(push_to_hub)
@@ -343,3 +362,195 @@ def save_preferences(rows: list[dict], out_dir: Path, *, push_to_hub: str | None
                 f"are in {out_dir}"
             ) from None
     return outputs
+
+
+# -- unpaired rows (KTO) and production feedback ------------------------------------------------------------
+
+FEEDBACK_VERDICTS = ("desirable", "undesirable", "drop")
+DROPPED = "dropped by rule"  # the reason kind of a row whose rating maps to drop: not a rejection
+_MISSING_UNPAIRED = (
+    "missing columns: need 'prompt', 'completion' and 'label' (true: desirable, false: undesirable)"
+)
+
+
+def normalize_unpaired_row(row: dict, *, as_chat: bool = True) -> tuple[dict | None, str | None]:
+    """One unpaired row -> ({prompt, completion, label[, id]}, None) or (None, reason). Pure."""
+    prompt, completion = row.get("prompt"), row.get("completion")
+    if prompt is None or completion is None or "label" not in row:
+        return None, _MISSING_UNPAIRED
+    label = row["label"]
+    if not isinstance(label, bool):
+        return None, (
+            f"bad label: expected true (desirable) or false (undesirable), got {type(label).__name__} "
+            f"{_clip(repr(label))}"
+        )
+    reason = _check_prompt(prompt) or _check_response(completion, "completion")
+    if reason:
+        return None, reason
+    if isinstance(prompt, str) != isinstance(completion, str):
+        return None, "mixed formats: prompt and completion must both be strings or both message lists"
+    if isinstance(prompt, str) and as_chat:
+        prompt = [{"role": "user", "content": prompt}]
+        completion = [{"role": "assistant", "content": completion}]
+    out = {"prompt": prompt, "completion": completion, "label": label}
+    if row.get("id") not in (None, ""):
+        out["id"] = row["id"]
+    return out, None
+
+
+def unpaired_from_pair(row: dict, side: str, *, as_chat: bool = True) -> tuple[dict | None, str | None]:
+    """One side of a preference pair (any format `normalize_preference_row` takes) as an unpaired row: the
+    chosen response desirable, the rejected one undesirable. Pure."""
+    pair, reason = normalize_preference_row(row, as_chat=as_chat)
+    if pair is None:
+        return None, reason
+    return {"prompt": pair["prompt"], "completion": pair[side], "label": side == "chosen"}, None
+
+
+def unpaired_token_length(tokenizer, row: dict) -> int:
+    """Tokens in the prompt plus the completion: the chat template for conversational rows; for strings the
+    text and the EOS token TRL's KTOTrainer appends."""
+    if isinstance(row["prompt"], list):
+        msgs = row["prompt"] + row["completion"]
+        return len(tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=False))
+    return len(tokenizer(row["prompt"] + row["completion"])["input_ids"]) + 1
+
+
+def is_paired(rows: list[dict]) -> bool:
+    """Whether rows are preference pairs (chosen and rejected columns) rather than unpaired rows."""
+    cols = {k for r in rows[:200] for k in r}
+    return {"chosen", "rejected"} <= cols and "completion" not in cols
+
+
+def import_unpaired(
+    source: str,
+    *,
+    what: str = "import",
+    max_length: int | None = None,
+    tokenizer=None,
+    as_chat: bool = True,
+    split: str = "train",
+) -> tuple[list[dict], Accounting]:
+    """Read `source` as unpaired rows; preference pairs become two rows each ("<id>:chosen" desirable,
+    "<id>:rejected" undesirable — a bad pair is rejected as both). Rows over `max_length` tokens are
+    rejected as "too long" (needs `tokenizer`). Raises DataError when nothing usable is left."""
+    if max_length is not None and tokenizer is None:
+        raise ValueError("import_unpaired: max_length needs a tokenizer to count tokens")
+    rows = load_rows(source, what=what, split=split)
+    if is_paired(rows.rows):
+        rows = _pair_sides(rows)
+        normalize = lambda r: unpaired_from_pair(r["pair"], r["side"], as_chat=as_chat)  # noqa: E731
+    else:
+        normalize = lambda r: normalize_unpaired_row(r, as_chat=as_chat)  # noqa: E731
+    return validate_rows(
+        rows,
+        normalize,
+        what=what,
+        length=(lambda r: unpaired_token_length(tokenizer, r)) if tokenizer is not None else None,
+        max_length=max_length,
+    )
+
+
+def _pair_sides(rows: Rows) -> Rows:
+    sides = [
+        (rid, row, side)
+        for rid, row in zip(rows.ids, rows.rows, strict=True)
+        for side in ("chosen", "rejected")
+    ]
+    return Rows(
+        source=rows.source,
+        rows=[{"pair": row, "side": side} for _, row, side in sides],
+        ids=[f"{rid}:{side}" for rid, _, side in sides],
+        path=rows.path,
+        unreadable=rows.unreadable,
+        blank_lines=rows.blank_lines,
+        renamed_ids=rows.renamed_ids,
+    )
+
+
+def rating_key(value: Any) -> str | None:
+    """A rating as the feedback map's keys are written: true / false, whole numbers without a decimal point
+    (5.0 -> "5"), text stripped and lower-cased ("Thumbs_Up " -> "thumbs_up"); None when it is none of these."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() else str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip().lower()
+    return None
+
+
+def feedback_to_unpaired(
+    row: dict, mapping: dict[str, str], *, messages: str = "messages", rating: str = "rating"
+) -> tuple[dict | None, str | None]:
+    """A production-feedback row -> an unpaired row ({prompt, completion, label, rating[, id]}, None), or
+    (None, reason): "dropped by rule: ..." when its rating maps to drop, else the rejection's reason.
+    `mapping`: {rating_key: desirable | undesirable | drop}. Pure."""
+    if row.get(messages) is None or rating not in row:
+        return None, f"missing columns: need '{messages}' (the conversation) and '{rating}' (the rating)"
+    if row[rating] is None:
+        return None, f"missing rating: '{rating}' is empty"
+    key = rating_key(row[rating])
+    if key is None:
+        return None, (
+            f"bad rating: expected thumbs text, a number or true/false, got {type(row[rating]).__name__} "
+            f"{_clip(repr(row[rating]))}"
+        )
+    if key not in mapping:
+        known = ", ".join(sorted(mapping))
+        return None, (
+            f"unmapped rating: {_clip(repr(row[rating]))} is in none of feedback.desirable / undesirable / drop "
+            f"(they hold: {known})"
+        )
+    if mapping[key] == "drop":
+        return None, f"{DROPPED}: rating {key} maps to drop"
+    msgs = row[messages]
+    reason = check_messages(msgs, last_role="assistant")
+    if reason:
+        return None, f"{reason} (in '{messages}')"
+    if len(msgs) < 2 or msgs[-2]["role"] != "user":
+        return None, f"bad messages: the rated assistant turn must follow a user turn (in '{messages}')"
+    out = {"prompt": msgs[:-1], "completion": msgs[-1:], "label": mapping[key] == "desirable", "rating": key}
+    if row.get("id") not in (None, ""):
+        out["id"] = row["id"]
+    return out, None
+
+
+def import_feedback(
+    source: str,
+    mapping: dict[str, str],
+    *,
+    what: str = "source",
+    messages: str = "messages",
+    rating: str = "rating",
+    max_length: int | None = None,
+    tokenizer=None,
+    split: str = "train",
+) -> tuple[list[dict], Accounting]:
+    """Read production feedback and map each rating (see `feedback_to_unpaired`); rows over `max_length`
+    tokens are rejected as "too long". The accounting's rejections include the rows dropped by rule
+    (`feedback_summary` tells them apart). Raises DataError when nothing usable is left."""
+    rows = load_rows(source, what=what, split=split)
+    return validate_rows(
+        rows,
+        lambda r: feedback_to_unpaired(r, mapping, messages=messages, rating=rating),
+        what=what,
+        length=(lambda r: unpaired_token_length(tokenizer, r)) if tokenizer is not None else None,
+        max_length=max_length,
+    )
+
+
+def feedback_summary(acct: Accounting) -> tuple[dict, list, list]:
+    """(summary, rows dropped by rule, rows rejected): rows in = rows kept + dropped by rule + rejected."""
+    dropped = [r for r in acct.rejected if r.reason.startswith(DROPPED)]
+    rejected = [r for r in acct.rejected if not r.reason.startswith(DROPPED)]
+    summary = {
+        **Accounting(acct.rows_in, acct.rows_kept, rejected, blank_lines=acct.blank_lines).summary(),
+        "rows_dropped_by_rule": len(dropped),
+        "dropped_by_rule": dict(Counter(r.reason[len(DROPPED) + 2 :] for r in dropped)),
+    }
+    if acct.renamed_ids:
+        summary["ids_repeated"] = len(acct.renamed_ids)
+    return summary, dropped, rejected

@@ -204,3 +204,31 @@ def test_changed_credentials_end_existing_sessions(served, change):
 
         fresh = Client(url, auth=("ann", "a-new-password"), verbose=False)
         assert fresh.predict(api_name="/load")[0]
+
+
+def test_binary_thumbs_are_one_click_endpoints_for_two_assessors(tmp_path):
+    db = str(tmp_path / "thumbs.db")
+    s = Store(db)
+    s.create_project("thumbs", "binary", overlap=2)
+    s.add_items("thumbs", [{"external_id": "x", "prompt": "2+2?", "candidates": [{"text": "4"}]}])
+    for u in ("ann", "bob"):
+        s.add_user(u, PW)
+    s.close()
+    port = free_port()
+    app, store = launch(LabelStageConfig(store=db, project="thumbs", port=port), block=False)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        ann, bob = client(url, "ann"), client(url, "bob")
+        ann.predict(api_name="/load")
+        bob.predict(api_name="/load")
+        # a pairwise verdict is no binary judgement: refused by the store, nothing stored, the item stays
+        refused = ann.predict(None, "", "", False, None, "", api_name="/pick_A")[2]
+        assert "Not saved: judge the answer good or bad" in refused
+        assert store.annotations("thumbs") == []
+        assert "Saved." in ann.predict(None, "", "right", False, None, "", api_name="/pick_good")[2]
+        assert "Saved." in bob.predict(None, "", "", False, None, "", api_name="/pick_bad")[2]
+        labels = {a["assessor"]: a["payload"] for a in store.annotations("thumbs")}
+        assert labels == {"ann": {"label": "good"}, "bob": {"label": "bad"}}
+    finally:
+        app.close()
+        store.close()

@@ -204,3 +204,44 @@ def test_admin_leaderboard_panel_shows_the_checkpoints_in_order(tmp_path, browse
     finally:
         app.close()
         store.close()
+
+
+def test_thumbs_with_the_keyboard_land_in_the_database(tmp_path, browser):
+    db = str(tmp_path / "thumbs.db")
+    s = Store(db)
+    s.create_project("thumbs", "binary", priority="fifo", guidelines="Is the answer **right**?")
+    s.add_items(
+        "thumbs",
+        [
+            {"external_id": "x1", "prompt": "What is 2+2?", "candidates": [{"text": "It is 4."}]},
+            {"external_id": "x2", "prompt": "Capital of France?", "candidates": [{"text": XSS}]},
+            {"external_id": "x3", "prompt": "Name a colour.", "candidates": [{"text": "Blue."}]},
+        ],
+    )
+    s.add_user("ann", "password123")
+    s.close()
+    port = free_port()
+    app, store = launch(LabelStageConfig(store=db, project="thumbs", port=port), block=False)
+    prompt_has = "document.querySelector('#prompt').innerText.includes('{}')"
+    try:
+        page = login(browser, port, "ann", {"width": 1280, "height": 1000})
+        page.wait_for_selector("#guidelines", timeout=30_000)  # the page reloads after the login
+        page.wait_for_function(prompt_has.format("2+2"), timeout=30_000)
+        assert page.locator("#pick_good").is_visible()
+        assert not page.locator("#pick_A").is_visible()  # the pairwise buttons are not shown
+        assert not page.locator("#cand_B").is_visible()  # one answer per item
+        page.fill("#rationale textarea", "correct sum")
+        page.click("#prompt")  # out of the text box: the keys judge
+        page.keyboard.press("g")
+        page.wait_for_function(prompt_has.format("Capital of France"), timeout=30_000)
+        assert "Saved." in page.inner_text("#status")
+        assert page.evaluate("window.__xss") is None  # the answer's markup stays text
+        page.click("#prompt")
+        page.keyboard.press("b")
+        page.wait_for_function(prompt_has.format("Name a colour"), timeout=30_000)
+    finally:
+        app.close()
+    texts = {it["id"]: it["candidates"][0]["text"] for it in store.items("thumbs")}
+    judged = [(texts[a["item_id"]], a["payload"], a["rationale"]) for a in store.annotations("thumbs")]
+    assert judged == [("It is 4.", {"label": "good"}, "correct sum"), (XSS, {"label": "bad"}, "")]
+    store.close()

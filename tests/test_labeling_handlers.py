@@ -178,3 +178,38 @@ def test_review_items_take_keep_or_drop(tmp_path):
     assert ok.outcome == "saved"
     assert s.annotations("rev")[0]["payload"] == {"decision": "keep"}
     s.close()
+
+
+def test_binary_items_take_good_or_bad_with_a_reason_and_gold_feedback(tmp_path):
+    s = Store(str(tmp_path / "b.db"))
+    s.create_project("thumbs", "binary", priority="fifo")
+    s.add_items(
+        "thumbs",
+        [
+            {
+                "external_id": "gold",
+                "prompt": "capital of France?",
+                "candidates": [{"text": "Berlin."}],
+                "gold": {"label": "bad", "note": "It is Paris."},
+            },
+            {"external_id": "x", "prompt": "2+2?", "candidates": [{"text": "4"}]},
+        ],
+    )
+    s.add_user("ann", "password123")
+    v = handlers.next_view(s, "thumbs", "ann")
+    assert v.task == "binary"
+    assert len(v.candidates_md) == 1
+    nope = handlers.submit(s, "thumbs", "ann", v.item_id, client_token="t0", choice="meh")
+    assert nope.outcome == "refused"
+    assert "judge the answer good or bad" in nope.message
+    ok = handlers.submit(
+        s, "thumbs", "ann", v.item_id, client_token="t1", choice="good", rationale="sounds right"
+    )
+    assert ok.outcome == "saved"
+    assert ok.message == "Saved. Gold check: the expected answer was bad. It is Paris."
+    (ann,) = s.annotations("thumbs")
+    assert ann["payload"] == {"label": "good"}
+    assert ann["rationale"] == "sounds right"
+    done = handlers.submit(s, "thumbs", "ann", ok.item_id, client_token="t2", choice="good")
+    assert done.done
+    s.close()

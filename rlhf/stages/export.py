@@ -1,16 +1,23 @@
-"""Export stage: a labeling project's judgements -> a preference dataset for reward/DPO training.
+"""Export stage: a labeling project's judgements -> a preference dataset for reward/DPO training, or
+unpaired rows for KTO.
 
     rlhf export --config configs/export.yaml [project=... aggregate=per_vote margin=true ...]
+    rlhf export --config configs/export.yaml project=thumbs format=unpaired
 
 Inputs : the store (SQLite file or PostgreSQL URL) and a project name.
 Outputs: runs/<name>/preferences.jsonl and runs/<name>/dataset/ (datasets.save_to_disk) in TRL's preference
          format — conversational when any prompt is a message list — declared as the run's `preferences`
          and `dataset` outputs, plus the accounting in manifest.json (items in = items exported + items
          dropped, by reason; pairs dropped by reason). Optional push_to_hub: <repo id>.
+         format=unpaired: runs/<name>/unpaired.jsonl (declared as `rows`) and dataset/ in TRL's KTO format
+         (prompt, completion, label), from binary projects (majority label; ties dropped, counted), Likert
+         projects (mean score against two thresholds) or ranked pairs (unpaired_from_pairs: true), with the
+         desirable / undesirable balance in the accounting.
 
 Choices: pairs come from `rlhf.store.export` (pure). Assessors whose gold accuracy is below
 `exclude_gold_below` are left out, and named in the manifest. Gold answers are {"best": i}: the
-position (0-based, as added) of the candidate that must come out on top.
+position (0-based, as added) of the candidate that must come out on top; a binary item's are
+{"label": "good" | "bad"}.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import json
 from dataclasses import dataclass, field
 
 from rlhf.config import documented
-from rlhf.preferences import save_preferences
+from rlhf.preferences import save_preferences, save_unpaired
 from rlhf.runs import RunDir, RunSettings
 from rlhf.store import ExportSettings, Store, export_project
 
@@ -64,19 +71,34 @@ def run(cfg: ExportStageConfig, *, resume: bool = False, overwrite: bool = False
         Store(cfg.store, create=False) as store,
     ):
         rows, accounting = export_project(store, cfg.project, cfg)
-        outputs = save_preferences(rows, run_dir.path, push_to_hub=cfg.push_to_hub) if rows else {}
+        save = save_unpaired if cfg.format == "unpaired" else save_preferences
+        outputs = save(rows, run_dir.path, push_to_hub=cfg.push_to_hub) if rows else {}
         digest = project_digest(store.items(cfg.project), store.annotations(cfg.project))
         run_dir.update_manifest(
             accounting=accounting, store=cfg.store, project=cfg.project, project_digest=digest
         )
         run_dir.finish(outputs=outputs)
-        dropped = ", ".join(f"{k}: {v}" for k, v in accounting["items_dropped"].items()) or "none"
-        pairs_dropped = (
-            ", ".join(f"{k}: {v}" for k, v in (accounting["pairs_dropped"] or {}).items()) or "none"
-        )
         run_dir.say(
-            f"export '{cfg.project}': {accounting['items_in']} items in, {accounting['items_exported']} "
-            f"exported as {accounting['pairs_out']} pairs; items dropped: {dropped}; pairs dropped: "
-            f"{pairs_dropped} -> {outputs.get('preferences', run_dir.path)}"
+            closing_line(
+                cfg.project, accounting, outputs.get("preferences") or outputs.get("rows") or run_dir.path
+            )
         )
         return run_dir
+
+
+def closing_line(project: str, accounting: dict, out) -> str:
+    listed = lambda counts: ", ".join(f"{k}: {v}" for k, v in (counts or {}).items()) or "none"  # noqa: E731
+    head = (
+        f"export '{project}': {accounting['items_in']} items in, {accounting['items_exported']} exported as "
+    )
+    if "balance" not in accounting:
+        return (
+            f"{head}{accounting['pairs_out']} pairs; items dropped: {listed(accounting['items_dropped'])}; pairs "
+            f"dropped: {listed(accounting['pairs_dropped'])} -> {out}"
+        )
+    b = accounting["balance"]
+    return (
+        f"{head}{accounting['rows_out']} unpaired rows ({b['desirable']} desirable, {b['undesirable']} "
+        f"undesirable); items dropped: {listed(accounting['items_dropped'])}; answers dropped: "
+        f"{listed(accounting['answers_dropped'])} -> {out}"
+    )

@@ -1,7 +1,7 @@
 """The labeling store (SQLAlchemy 2; SQLite or PostgreSQL): accounts, projects, items, server-side
 assignment and submits (`Store`, with `TextLimits` on free text); judgement payloads (`judgements`, pure);
-preference export and the quality statistics of a project (pure); inter-annotator agreement (`agreement`,
-pure)."""
+export (pure: preference pairs, or unpaired KTO rows with their balance) and the quality statistics of a
+project (pure); inter-annotator agreement (`agreement`, pure)."""
 
 from rlhf.store import agreement, judgements
 from rlhf.store.accounts import ROLES, check_new_password, check_username
@@ -13,9 +13,11 @@ from rlhf.store.agreement import (
     throughput,
 )
 from rlhf.store.base import StoreError, now_utc
-from rlhf.store.export import ExportSettings, export_project, export_rows
+from rlhf.store.export import ExportSettings, balance, export_project, export_rows, export_unpaired
 from rlhf.store.judgements import (
+    BINARY_LABELS,
     MAX_CANDIDATES,
+    AnswerTask,
     JudgementError,
     PreferenceTask,
     Priority,
@@ -29,8 +31,10 @@ from rlhf.store.quality import gold_failures, gold_over_time, project_stats, top
 from rlhf.store.service import Store
 
 __all__ = [
+    "BINARY_LABELS",
     "MAX_CANDIDATES",
     "ROLES",
+    "AnswerTask",
     "ExportSettings",
     "JudgementError",
     "PreferenceTask",
@@ -42,10 +46,12 @@ __all__ = [
     "TextLimits",
     "agreement",
     "agreement_with_majority",
+    "balance",
     "check_new_password",
     "check_username",
     "export_project",
     "export_rows",
+    "export_unpaired",
     "gold_accuracy",
     "gold_failures",
     "gold_over_time",

@@ -4,10 +4,13 @@ pairwise  {"choice": "A" | "B" | "tie" | "both_bad"}   A/B = the two candidates 
 ranking   {"ranking": [candidate ids, best first]}     a full ranking: every candidate exactly once
 likert    {"scores": {candidate id: 1..7}}             every candidate scored
 review    {"decision": "keep" | "drop"}                one candidate (a row `rlhf clean` flagged); no pairs
+binary    {"label": "good" | "bad"}                    one candidate (a policy's answer): thumbs up / down;
+                                                       no pairs — exported unpaired, for KTO
 
 `values` returns {candidate_id: value}: a rank (1 = best; ties share a rank) for pairwise and ranking, the
-score for likert. `preferences` turns one judgement into ordered (better, worse) candidate pairs plus the
-number of tied pairs — the unit that export aggregates.
+score for likert, 1 (keep / good) or 0 (drop / bad) for review and binary. `preferences` turns one
+judgement into ordered (better, worse) candidate pairs plus the number of tied pairs — the unit that export
+aggregates.
 """
 
 from __future__ import annotations
@@ -17,16 +20,25 @@ from typing import Literal, get_args
 
 from rlhf.errors import RlhfError
 
-Task = Literal["pairwise", "ranking", "likert", "review"]
+Task = Literal["pairwise", "ranking", "likert", "review", "binary"]
 PreferenceTask = Literal["pairwise", "ranking", "likert"]  # the tasks whose judgements are preferences
+AnswerTask = Literal["pairwise", "ranking", "likert", "binary"]  # judging a policy's answers: `rlhf generate`
 Rationale = Literal["off", "optional", "required"]
 Priority = Literal["random", "fifo"]
 TASKS, RATIONALE, PRIORITIES = get_args(Task), get_args(Rationale), get_args(Priority)
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")
 REVIEW_DECISIONS = ("keep", "drop")
+BINARY_LABELS = ("good", "bad")
+ONE_CANDIDATE_TASKS = ("review", "binary")  # an item holds exactly one candidate
 LIKERT_MIN, LIKERT_MAX = 1, 7
 MAX_CANDIDATES = 8  # per item: what one screen can show side by side
-PAYLOAD_KEYS = {"pairwise": "choice", "ranking": "ranking", "likert": "scores", "review": "decision"}
+PAYLOAD_KEYS = {
+    "pairwise": "choice",
+    "ranking": "ranking",
+    "likert": "scores",
+    "review": "decision",
+    "binary": "label",
+}
 
 
 class JudgementError(RlhfError):
@@ -77,6 +89,13 @@ def values(task: str, payload: dict, shown: list[int]) -> dict[int, float]:
         if len(shown) != 1:
             raise JudgementError(f"a review item has one row, this one has {len(shown)}")
         return {shown[0]: 1.0 if decision == "keep" else 0.0}
+    if task == "binary":
+        label = payload.get("label")
+        if label not in BINARY_LABELS:
+            raise JudgementError(f"judge the answer good or bad (got {label!r})")
+        if len(shown) != 1:
+            raise JudgementError(f"a binary item has one answer, this one has {len(shown)}")
+        return {shown[0]: 1.0 if label == "good" else 0.0}
     raise JudgementError(f"unknown task kind {task!r}; expected one of {', '.join(TASKS)}")
 
 

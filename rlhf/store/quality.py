@@ -5,7 +5,10 @@
 - `gold_failures`: assessors whose gold accuracy (top choice vs the gold 'best' candidate) is below a bar.
 - `project_stats`: Krippendorff's alpha over all judgements — ordinal for rankings and Likert (unit = item x
   candidate, value = rank or score), nominal for pairwise (unit = item, value = the winning candidate, or
-  tie / both bad); per assessor: agreement with the leave-one-out majority, gold accuracy, throughput.
+  tie / both bad) and for binary (unit = item, value = good / bad); per assessor: agreement with the
+  leave-one-out majority, gold accuracy, throughput.
+- A binary judgement's answer is its label: its gold is {"label": "good" | "bad"}, and agreement and gold
+  accuracy compare labels (the other tasks compare the top choice with the gold 'best' candidate).
 The arithmetic lives in `rlhf.store.agreement` (pure, hand-checked). No I/O here.
 """
 
@@ -22,17 +25,29 @@ def top_choice(annotation: dict) -> int | None:
     return tops[0] if len(tops) == 1 else None
 
 
+def answer(annotation: dict):
+    """What a judgement answers, as agreement and gold compare it: a binary judgement's label, else the
+    candidate it puts strictly on top (None when tied at the top)."""
+    if annotation["kind"] == "binary":
+        return annotation["payload"].get("label")
+    return top_choice(annotation)
+
+
 def gold_answers(items: list[dict], annotations: list[dict]) -> tuple[dict, list[tuple]]:
-    """({gold item id: position of the gold 'best' candidate}, [(assessor, item id, position of their top
-    choice or None)] for the judgements of gold items)."""
-    gold = {
-        it["id"]: it["gold"]["best"]
-        for it in items
-        if it["is_gold"] and isinstance(it["gold"], dict) and "best" in it["gold"]
-    }
+    """({gold item id: position of the gold 'best' candidate, or a binary item's gold label}, [(assessor,
+    item id, position of their top choice or None / their label)] for the judgements of gold items)."""
+    gold = {}
+    for it in items:
+        g = it["gold"]
+        if it["is_gold"] and isinstance(g, dict) and ("best" in g or "label" in g):
+            gold[it["id"]] = g["best"] if "best" in g else g["label"]
     position = {c["id"]: i for it in items for i, c in enumerate(it["candidates"])}
     answers = [
-        (a["assessor"], a["item_id"], position.get(top_choice(a)))
+        (
+            a["assessor"],
+            a["item_id"],
+            answer(a) if a["kind"] == "binary" else position.get(top_choice(a)),
+        )
         for a in annotations
         if a["item_id"] in gold
     ]
@@ -94,7 +109,11 @@ def project_stats(
     items: list[dict], annotations: list[dict], task: str, *, too_fast_ratio: float = 0.25
 ) -> dict:
     units: dict = {}
-    if task == "pairwise":
+    if task == "binary":
+        for a in annotations:
+            units.setdefault(a["item_id"], {})[a["assessor"]] = answer(a)
+        level = "nominal"
+    elif task == "pairwise":
         for a in annotations:
             top = top_choice(a)
             choice = a["payload"].get("choice")
@@ -107,7 +126,7 @@ def project_stats(
         level = "ordinal"
     tops: dict = {}
     for a in annotations:
-        tops.setdefault(a["item_id"], {})[a["assessor"]] = top_choice(a)
+        tops.setdefault(a["item_id"], {})[a["assessor"]] = answer(a)
     gold, answers = gold_answers(items, annotations)
     with_majority = agreement.agreement_with_majority(tops)
     gold_acc = agreement.gold_accuracy(answers, gold)

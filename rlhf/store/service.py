@@ -149,11 +149,13 @@ class Store(Accounts, Assignments):
                         f"item '{it.get('external_id')}' has {len(cands)} candidates; the labeling app "
                         f"shows at most {judgements.MAX_CANDIDATES}"
                     )
-                if p.task == "review" and len(cands) != 1:
+                if p.task in judgements.ONE_CANDIDATE_TASKS and len(cands) != 1:
+                    what = "row" if p.task == "review" else "answer"
                     raise StoreError(
-                        f"review project '{project}': item '{it.get('external_id')}' needs exactly 1 row"
+                        f"{p.task} project '{project}': item '{it.get('external_id')}' needs exactly 1 {what}, "
+                        f"it has {len(cands)}"
                     )
-                if p.task != "review" and len(cands) < 2:
+                if p.task not in judgements.ONE_CANDIDATE_TASKS and len(cands) < 2:
                     raise StoreError(
                         f"item '{it.get('external_id')}' has {len(cands)} candidates; at least 2 needed"
                     )
@@ -162,6 +164,7 @@ class Store(Accounts, Assignments):
                         f"pairwise project '{project}': item '{it.get('external_id')}' has "
                         f"{len(cands)} candidates, not 2"
                     )
+                _check_gold(p.task, project, it)
                 item = Item(
                     project_id=p.id,
                     external_id=str(it["external_id"]),
@@ -200,10 +203,15 @@ class Store(Accounts, Assignments):
             return int(s.scalar(select(func.max(per_item.c.n))) or 0)
 
     def gold_info(self, item_id: int) -> dict | None:
-        """For a gold item: {"best": the candidate id that must come out on top, "note": why}; else None."""
+        """For a gold item: {"best": the candidate id that must come out on top, "note": why} — or for a
+        binary item {"label": "good" | "bad", "note": why}; else None."""
         with self.ReadSession.begin() as s:
             item = s.get(Item, item_id)
-            if item is None or not item.is_gold or not isinstance(item.gold, dict) or "best" not in item.gold:
+            if item is None or not item.is_gold or not isinstance(item.gold, dict):
+                return None
+            if item.gold.get("label") in judgements.BINARY_LABELS:
+                return {"label": item.gold["label"], "note": str(item.gold.get("note") or "")}
+            if "best" not in item.gold:
                 return None
             shown = [c for c in item.candidates if c.edited_by is None]
             best = item.gold["best"]
@@ -291,3 +299,15 @@ class Store(Accounts, Assignments):
                 }
                 for a, name in rows
             ]
+
+
+def _check_gold(task: str, project: str, item: dict) -> None:
+    """A binary item's gold answer is {"label": "good" | "bad"[, "note"]} (the others' is {"best": i})."""
+    gold = item.get("gold")
+    if task != "binary" or gold is None:
+        return
+    if not isinstance(gold, dict) or gold.get("label") not in judgements.BINARY_LABELS:
+        raise StoreError(
+            f"binary project '{project}': item '{item.get('external_id')}' has gold {str(gold)[:80]!r}; a binary gold "
+            'answer is {"label": "good"} or {"label": "bad"} (with an optional "note")'
+        )
