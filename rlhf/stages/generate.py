@@ -12,13 +12,8 @@ Choices:
 - Candidate j of a prompt comes from policy j mod P, so two policies and K=2 give a head-to-head
   comparison per prompt; the labeling app hides the provenance and shuffles the order per assessor.
 - A binary project (thumbs up / down on one answer, for KTO) takes K=1: one answer per item.
-- Batched generation (`rlhf.generation`): prompts sorted by length and cut into batches of at most
-  `batch_size` prompts and `max_batch_tokens` cached tokens, each prompt prefilled once for its samples, KV
-  cache; one seed per policy (run.seed + index), recorded. Measured on a 2-core AVX512-BF16 CPU
-  (SmolLM2-135M, 64 prompts x 2, 64 new tokens): batches by tokens (64 prompts, 16,384 tokens) ran 1.45x
-  the tokens/s of 8-prompt batches; past ~128 rows a batch gets slower again (attention and cache copies).
-- Precision: policies are loaded in `sampling.precision` (auto: bf16 where the hardware does bf16 natively,
-  else fp32); the run says which and why, and records it with the candidates' provenance.
+- Batched generation: prompts sorted by length, left padding, KV cache, `num_return_sequences` for the
+  samples of one policy; one seed per policy (run.seed + index), recorded.
 - All items of a run are written in one transaction: a failed run leaves the project untouched.
 """
 
@@ -36,7 +31,7 @@ from tqdm.auto import tqdm
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import source_path
 from rlhf.generation import SamplingSettings, generate_texts
-from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path, say_precision
+from rlhf.models import DType, load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.runs import RunDir, RunSettings
 from rlhf.store import AnswerTask, Priority, Rationale, Store
@@ -97,13 +92,11 @@ def sample_candidates(
     """Candidate j of each prompt from policy j mod P; returns [prompt][slot] -> {text, source}, stats."""
     candidates: list[list[dict | None]] = [[None] * cfg.k for _ in range(len(prompts))]
     stats = {"new_tokens": 0, "seconds": 0.0}
-    precision = cfg.sampling.precision_choice()
-    say_precision(precision)
     for p, policy in enumerate(cfg.policies):
         slots = [j for j in range(cfg.k) if j % len(cfg.policies) == p]
         if not slots:
             continue
-        model = load_causal_lm(policy, precision.name).eval()
+        model = load_causal_lm(policy, cfg.dtype).eval()
         run_dir.record_input(f"policy[{p}]", policy, resolve_model_path(policy))
         seed = cfg.run.seed + p
         torch.manual_seed(seed)
@@ -116,13 +109,11 @@ def sample_candidates(
                 cfg.sampling,
                 n=len(slots),
                 batch_size=cfg.batch_size,
-                max_batch_tokens=cfg.max_batch_tokens,
                 progress=bar,
             )
         stats["seconds"] += time.perf_counter() - t0
         stats["new_tokens"] += out.new_tokens
-        sampling = {**vars(cfg.sampling), "precision": precision.name}
-        source = {"policy": policy, "policy_index": p, "run": cfg.run.name, "sampling": sampling}
+        source = {"policy": policy, "policy_index": p, "run": cfg.run.name, "sampling": vars(cfg.sampling)}
         for i, samples in enumerate(out.samples):
             for slot, smp in zip(slots, samples, strict=True):
                 candidates[i][slot] = {
@@ -130,7 +121,6 @@ def sample_candidates(
                     "source": {**source, "seed": seed, "ended_with_eos": smp.ended},
                 }
         del model
-    stats["precision"] = precision.name
     return candidates, stats
 
 
@@ -185,7 +175,6 @@ def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = Fal
             "new_tokens": stats["new_tokens"],
             "generate_seconds": round(stats["seconds"], 2),
             "tokens_per_s": round(stats["new_tokens"] / max(stats["seconds"], 1e-9), 1),
-            "precision": stats["precision"],
         }
         if store is not None:
             run_dir.update_manifest(store=cfg.store, project=ps.name)
@@ -193,6 +182,6 @@ def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = Fal
         where = f"into project '{ps.name}' ({cfg.store})" if store is not None else "(not published)"
         run_dir.say(
             f"generate: {added} items x {cfg.k} candidates {where} at {result['tokens_per_s']} new "
-            f"tokens/s ({stats['precision']}) -> {run_dir.path / 'candidates.jsonl'}"
+            f"tokens/s -> {run_dir.path / 'candidates.jsonl'}"
         )
         return run_dir
