@@ -524,3 +524,5 @@ def test_compare_warns_when_its_prompts_are_in_a_checkpoints_training_data(
     assert len(flags) == 1
     assert flags[0].startswith("3 of 3 training rows of dpo")
     assert compare.training_overlap({"base": three_checkpoints["base"]}, [r["prompt"] for r in rows]) == []
+    chat = [[{"role": "user", "content": r["prompt"]}] for r in rows]  # prompts as message lists too
+    assert len(compare.training_overlap({"dpo": str(run)}, chat)) == 1
