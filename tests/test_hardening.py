@@ -205,7 +205,9 @@ def test_generate_refuses_a_bad_task_before_loading_any_model(tmp_path, monkeypa
 
     monkeypatch.setattr(gen, "load_causal_lm", lambda *a, **k: pytest.fail("a model was loaded"))
     code, _, err = cli("generate", "project.task=essay", f"run.output_root={tmp_path}")
-    assert_clean_error(code, err, "'project.task' must be one of pairwise, ranking, likert, binary; got 'essay'")
+    assert_clean_error(
+        code, err, "'project.task' must be one of pairwise, ranking, likert, binary; got 'essay'"
+    )
 
 
 # -- stores ---------------------------------------------------------------------------------------------------
