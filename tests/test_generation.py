@@ -1,5 +1,10 @@
-"""The shared generation module: the EOS rule, left padding and position ids, one sampling loop for many
-prompts, and log-probs that match the model's own forward on an unpadded sequence."""
+"""The shared generation module: the EOS rule, left padding and position ids, one decoder for many prompts
+(batches by tokens, each prompt prefilled once for its samples, finished rows dropped), a sampler with HF's
+distribution, and log-probs — recorded while sampling, or recomputed — that match the model's own forward on
+an unpadded sequence.
+
+Precision: fp32 throughout (`precision: float32` pinned where `generate_texts` would otherwise pick bf16 on
+a CPU with native bf16); tolerances 1e-5. bf16 is tested in tests/test_precision.py."""
 
 import pytest
 import torch
@@ -9,6 +14,8 @@ from rlhf.errors import ConfigError
 from rlhf.generation import (
     Rollout,
     SamplingSettings,
+    batches,
+    choose_tokens,
     cut_at_eos,
     decode_responses,
     generate_texts,
@@ -97,12 +104,84 @@ def test_generate_texts_returns_n_samples_per_prompt_in_prompt_order(tiny_model_
     model = load_causal_lm(tiny_model_dir).eval()
     prompts = [encode_prompt(tok, p) for p in ("a b c d e f", "hello", "the cat")]
     torch.manual_seed(0)
-    out = generate_texts(model, tok, prompts, SamplingSettings(max_new_tokens=4), n=3, batch_size=2)
+    fp32 = SamplingSettings(max_new_tokens=4, precision="float32")
+    out = generate_texts(model, tok, prompts, fp32, n=3, batch_size=2)
     assert [len(s) for s in out.samples] == [3, 3, 3]
     assert all(isinstance(x.text, str) and isinstance(x.ended, bool) for s in out.samples for x in s)
     assert sum(x.tokens for s in out.samples for x in s) == out.new_tokens
     assert 0 < out.new_tokens <= 3 * 3 * 4
-    greedy = generate_texts(model, tok, prompts, SamplingSettings(max_new_tokens=4, do_sample=False), n=1)
+    greedy_settings = SamplingSettings(max_new_tokens=4, do_sample=False, precision="float32")
+    greedy = generate_texts(model, tok, prompts, greedy_settings, n=1)
     for ids, samples in zip(prompts, greedy.samples, strict=True):
-        alone = sample(model, tok, [ids], SamplingSettings(max_new_tokens=4, do_sample=False))
+        alone = sample(model, tok, [ids], greedy_settings)
         assert samples[0].text == decode_responses(tok, alone)[0]
+
+
+def _hf_probs(scores: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
+    """The distribution HF `generate` samples from: its processors (temperature, top-k, top-p), softmax."""
+    return torch.softmax(settings.processors()(None, scores.clone()), -1)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(temperature=0.7, top_p=0.9),  # narrow rows within the 64 candidates, a flat row beyond them
+        dict(temperature=1.3, top_k=20, top_p=0.8),
+        dict(temperature=0.5, top_p=1.0),
+    ],
+)
+def test_the_sampler_draws_from_hfs_distribution(kw):
+    """Inverse CDF over a fine grid of uniforms: each token's share equals HF's probability within the grid
+    step (fp32 logits; the flat row's nucleus is wider than the 64 candidates: the full-sort fallback)."""
+    torch.manual_seed(0)
+    vocab, grid = 300, 20000
+    scores = torch.randn(3, vocab) * torch.tensor([[4.0], [0.05], [2.0]])
+    settings = SamplingSettings(**kw)
+    want = _hf_probs(scores, settings)
+    u = (torch.arange(grid) + 0.5) / grid
+    for row in range(3):
+        scaled = (scores[row : row + 1] / settings.temperature).expand(grid, vocab)
+        got = torch.bincount(choose_tokens(scaled, settings, u), minlength=vocab).float() / grid
+        torch.testing.assert_close(got, want[row], atol=2.0 / grid, rtol=0)
+
+
+def test_recorded_logprobs_equal_recomputed_ones_and_samples_share_one_prefill(tiny_model_dir):
+    """fp32: the log-prob recorded as each token is drawn (n = 3 samples of each prompt from one prefill,
+    rows dropped as they finish) equals the forward's recomputation at the same temperature; a seeded row
+    gets the same answer alone as in the batch."""
+    tok = load_tokenizer(tiny_model_dir, padding_side="left")
+    model = load_causal_lm(tiny_model_dir).eval()
+    prompts = [encode_prompt(tok, p) for p in ("a b c d e f", "hello", "the cat")]
+    settings = SamplingSettings(max_new_tokens=6, temperature=0.8, top_p=0.9, precision="float32")
+    seeds = list(range(9))
+    batch = sample(model, tok, prompts, settings, n=3, seeds=seeds)
+    again = sequence_logprobs(model, batch, temperature=0.8) * batch.response_mask
+    torch.testing.assert_close(batch.logp, again, atol=1e-5, rtol=0)
+    assert batch.ended.any()  # some rows finished early and left the batch
+    for row in (0, 4, 8):
+        alone = sample(model, tok, [prompts[row // 3]], settings, seeds=[seeds[row]])
+        width = alone.responses.shape[1]
+        assert batch.responses[row, :width].tolist() == alone.responses[0].tolist()
+
+
+def test_min_new_tokens_holds_the_eos_back(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir, padding_side="left")
+    model = load_causal_lm(tiny_model_dir).eval()
+    settings = SamplingSettings(max_new_tokens=5, min_new_tokens=5, temperature=2.0, precision="float32")
+    out = generate_texts(model, tok, [encode_prompt(tok, "hello")] * 4, settings, n=2)
+    assert out.new_tokens == 4 * 2 * 5
+    with pytest.raises(ConfigError, match="'min_new_tokens'"):
+        SamplingSettings(max_new_tokens=4, min_new_tokens=5)
+
+
+def test_batches_by_prompts_and_tokens():
+    lengths = [30, 10, 20, 50, 10, 200]
+    plan = batches(lengths, n=2, batch_size=3, max_batch_tokens=2 * 2 * (30 + 10), max_new_tokens=10)
+    assert sorted(i for b in plan for i in b) == list(range(6))
+    assert [[lengths[i] for i in b] for b in plan] == [[10, 10], [20, 30], [50], [200]]
+    for b in plan:  # within budget, except a prompt that alone exceeds it
+        assert len(b) == 1 or len(b) * 2 * (max(lengths[i] for i in b) + 10) <= 160
+    assert batches(lengths, n=1, batch_size=4, max_batch_tokens=None, max_new_tokens=10) == [
+        [1, 4, 2, 0],
+        [3, 5],
+    ]

@@ -10,6 +10,7 @@ import pytest
 from support.data import marker_rows, write_jsonl
 
 from rlhf.config import load_config
+from rlhf.errors import DataError
 from rlhf.reward import META_FILE, RewardScorer, accuracy
 from rlhf.stages import reward
 from rlhf.train import tokenize_pairs
@@ -238,3 +239,15 @@ def test_ensemble_scorer_mean_members_and_spread(tmp_path, tiny_model_dir):
         assert spread[i] == pytest.approx(statistics.pstdev([members[0][i], members[1][i]]), abs=1e-6)
         assert spread[i] > 0
     assert single.score_with_spread(prompts, responses)[1] == [0.0, 0.0]
+
+
+def test_no_pairs_left_to_train_on_is_a_clear_error_not_a_trainer_traceback(tmp_path, tiny_model_dir):
+    """Two rows: one with an empty chosen answer (rejected), the other held out by eval_fraction — the
+    stage says so, naming the data and what to do, before any trainer starts."""
+    rows = marker_rows(2)
+    rows[0]["chosen"] = ""
+    data = write_jsonl(tmp_path / "two.jsonl", rows)
+    cfg = cfg_for(tmp_path, tiny_model_dir, data, **{"data.eval_fraction": 0.5})
+    with pytest.raises(DataError, match=r"no pairs to train on \(2 rows in, 1 rejected, 1 held out") as err:
+        reward.run(cfg)
+    assert "two.jsonl" in str(err.value) and "lower data.eval_fraction" in str(err.value)

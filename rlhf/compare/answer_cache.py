@@ -1,12 +1,14 @@
-"""A cache of sampled answers: an answer depends only on (model content hash, prompt, sampling settings,
-seed, sample index) — never on the batch size or on which other answers were missing, because each answer
-is drawn from its own generator seeded by (seed, prompt, sample index) (`rlhf.generation.row_seed`). So
-comparing checkpoints again — or adding one, or asking for more samples per prompt — generates only what
-is new.
+"""A cache of sampled answers: an answer depends only on (model content hash, prompt, sampling settings
+with the precision as resolved on this machine (not `auto`), backend, seed, sample index) — never on the
+batch size or on which other answers were missing, because each answer is drawn from its own generator
+seeded by (seed, prompt, sample index) (`rlhf.generation.row_seed`). So comparing checkpoints again — or
+adding one, or asking for more samples per prompt — generates only what is new. bf16 and fp32 answers are
+different answers (a bf16 model is a slightly different distribution), so they never share a file.
 
-One JSON-lines file per (model, sampling settings, seed, format version) under `<root>/<key>.jsonl`; each
-line is {prompt_key, sample, text, ids, ended, tokens, ...}: `ids` are the sampled token ids (the EOS
-included when the answer ended), so log-probs are scored on exactly what was sampled. Appends are whole
+One JSON-lines file per (model, sampling settings, precision, backend, seed, format version) under
+`<root>/<key>.jsonl`; each line is {prompt_key, sample, text, ids, ended, logp, ...}: `ids` are the sampled
+token ids (the EOS included when the answer ended), so log-probs are scored on exactly what was sampled;
+`logp` is their summed log-prob at the sampling temperature as recorded while sampling. Appends are whole
 lines; a torn last line (a killed run) is ignored on reading; the last line for an answer wins.
 """
 
@@ -19,7 +21,8 @@ from pathlib import Path
 
 from rlhf.generation import SamplingSettings
 
-FORMAT = 2  # 2: sampled ids, per-answer seeds, sample index
+FORMAT = 3  # 2: sampled ids, per-answer seeds, sample index; 3: rlhf's decoder, precision, backend, logp
+BACKEND = "hf"  # the engine that sampled (one backend today: transformers' models under rlhf's decoder)
 
 
 def prompt_key(prompt) -> str:
@@ -28,8 +31,9 @@ def prompt_key(prompt) -> str:
 
 class GenerationCache:
     def __init__(self, root: Path, model_hash: str, sampling: SamplingSettings, seed: int):
+        how = {**asdict(sampling), "precision": sampling.precision_choice().name}
         settings = json.dumps(
-            {"model": model_hash, "sampling": asdict(sampling), "seed": seed, "format": FORMAT},
+            {"model": model_hash, "sampling": how, "backend": BACKEND, "seed": seed, "format": FORMAT},
             sort_keys=True,
         )
         self.path = Path(root) / f"{hashlib.sha256(settings.encode()).hexdigest()[:32]}.jsonl"

@@ -2,7 +2,8 @@
 
 - `collect_answers`: `n` answers per prompt per checkpoint, from the answer cache or generated now. Each
   answer is drawn from its own generator seeded by (run seed, prompt, sample index), so it is the same
-  whatever the batch size and whichever other answers were already cached.
+  whatever the batch size and whichever other answers were already cached. Answers are sampled in
+  `sampling.precision` (auto: bf16 where the hardware has it natively), which is part of the cache key.
 - `kl_on_samples`: KL(checkpoint || reference) on the checkpoint's own samples with the k1 estimator
   sum_t log pi(y_t) - log pi_ref(y_t). It is unbiased only when y was sampled from the pi being scored,
   so both models score the **sampled token ids** (not re-tokenized text) under the **same temperature** the
@@ -11,6 +12,13 @@
   So with `top_p < 1` (or `top_k`) the estimate is E_{y ~ pi_truncated}[log pi_T(y) - log ref_T(y)], close to
   but not exactly KL(pi_truncated || ref_T); with `top_p: 1` and `top_k: 0` it is exact in expectation.
   Per prompt the samples are averaged; the interval is a bootstrap over prompts.
+- Precision: log pi(y) is the log-prob each token had when it was drawn (recorded by the decoder, in the
+  precision sampled in), so it belongs to exactly the distribution y came from; the reference is scored in
+  that same precision. The estimate is then unbiased for KL(pi_p || ref_p), both models at precision p.
+  Scoring bf16 samples with fp32 log-probs would instead estimate
+  E_{y~pi_bf16}[log pi_fp32(y) - log ref(y)] = KL(pi_bf16 || ref) - KL(pi_bf16 || pi_fp32): biased low by the
+  precision gap itself. (bf16 logits are rounded to 8 bits of mantissa, ≈ 0.06 at a logit of 16: noise of
+  that order per token on the reference's log-probs, not a bias worth a flag threshold of nats.)
 """
 
 from __future__ import annotations
@@ -82,8 +90,11 @@ def collect_answers(
     seed: int,
     batch_size: int,
     model: Lazy,
+    max_batch_tokens: int | None = None,
 ) -> Answers:
-    """`samples` answers per prompt of one checkpoint; the (lazy) model is loaded only when one is missing."""
+    """`samples` answers per prompt of one checkpoint; the (lazy) model is loaded only when one is missing.
+    Batches: at most `batch_size` prompts and `max_batch_tokens` KV-cache tokens (answers do not depend on
+    either)."""
     cache = GenerationCache(cache_root, model_fingerprint(spec), sampling, seed)
     keys = [(i, j) for i in range(len(prompts)) for j in range(samples)]
     missing = [(i, j) for i, j in keys if cache.get(prompts[i], j) is None]
@@ -97,12 +108,16 @@ def collect_answers(
                 [token_ids[i] for i, _ in missing],
                 sampling,
                 batch_size=batch_size,
+                max_batch_tokens=max_batch_tokens,
                 progress=bar,
                 seeds=seeds,
             )
         cache.put_many(
             [(prompts[i], j) for i, j in missing],
-            [{"text": s[0].text, "ended": s[0].ended, "ids": list(s[0].ids)} for s in out.samples],
+            [
+                {"text": s[0].text, "ended": s[0].ended, "ids": list(s[0].ids), "logp": s[0].logp}
+                for s in out.samples
+            ],
         )
     entries = [cache.get(prompts[i], j) for i, j in keys]
     return Answers(
@@ -150,28 +165,26 @@ def kl_on_samples(
     bootstrap_resamples: int,
     seed: int = 0,
 ) -> KL:
-    """KL per answer from the sampled ids' log-probs under the checkpoint and the reference at the sampling
-    temperature (both cached with the answers; the reference's under its content hash), averaged per prompt,
-    with a bootstrap interval over prompts. The reference against itself is 0: no forward pass."""
+    """KL per answer from the sampled ids' log-probs under the checkpoint (as recorded while sampling) and
+    under the reference, scored in the sampling precision at the sampling temperature (cached with the
+    answers under the reference's content hash), averaged per prompt, with a bootstrap interval over
+    prompts. The reference against itself is 0: no forward pass."""
     n_answers = len(ans.ids)
     if model is reference:
         return KL(mean=0.0, ci95=[0.0, 0.0], n=len(ans.prompts), per_token=0.0)
     temperature = sampling.temperature if sampling.do_sample else 1.0
     ref_key = f"ref_logp:{ref_fp[:16]}"
     keys = [(ans.prompts[i], j) for i, j in zip(ans.prompt_index, ans.sample, strict=True)]
-    entries = [ans.cache.get(p, j) for p, j in keys]
-    todo = [k for k, e in enumerate(entries) if "logp" not in e or ref_key not in e]
-    if todo:
-        prompt_ids = [token_ids[ans.prompt_index[k]] for k in todo]
-        resp = [ans.ids[k] for k in todo]
-        pad = tokenizer.pad_token_id
-        kw = dict(temperature=temperature, batch_size=batch_size)
-        logp = token_logprobs(model(), prompt_ids, resp, pad, **kw)
-        ref = token_logprobs(reference(), prompt_ids, resp, pad, **kw)
-        ans.cache.update_many(
-            [keys[k] for k in todo], [{"logp": a, ref_key: b} for a, b in zip(logp, ref, strict=True)]
-        )
+    kw = dict(temperature=temperature, batch_size=batch_size, precision=sampling.precision_choice())
+    pad = tokenizer.pad_token_id
+    for field_name, scorer in (("logp", model), (ref_key, reference)):
         entries = [ans.cache.get(p, j) for p, j in keys]
+        todo = [k for k, e in enumerate(entries) if e.get(field_name) is None]
+        if todo:
+            prompt_ids = [token_ids[ans.prompt_index[k]] for k in todo]
+            logp = token_logprobs(scorer(), prompt_ids, [ans.ids[k] for k in todo], pad, **kw)
+            ans.cache.update_many([keys[k] for k in todo], [{field_name: v} for v in logp])
+    entries = [ans.cache.get(p, j) for p, j in keys]
     per_answer = np.array([e["logp"] - e[ref_key] for e in entries])
     fit = bootstrap(
         lambda idx: per_answer[idx].mean(),

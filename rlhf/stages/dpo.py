@@ -18,6 +18,10 @@ Choices:
 - Rows are validated like imports and their token length (prompt + longer response, after the chat
   template) is checked against data.max_length: over-long rows are rejected and reported by id, not
   truncated silently.
+- Throughput: TRL 1.16 has switched padding-free DPO off, so `data.group_by_length` (on in configs/dpo.yaml)
+  draws batches of pairs of similar length instead: on the demo pairs (batch 4) 79 % of the positions are
+  tokens rather than 66 %. With LoRA under bf16 mixed precision the frozen base is held in bf16
+  (`rlhf.train.stage`); the reference is the adapter-off pass of the same batch (TRL's PEFT path).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from datasets import Dataset
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOConfig, DPOTrainer
 
 from rlhf.config import bounded, documented
 from rlhf.data import holdout_split
 from rlhf.distributed import zero3_sharded
-from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config
+from rlhf.models import ModelConfig, load_tokenizer, lora_config
 from rlhf.preferences import import_preferences
 from rlhf.runs import RunDir, RunSettings
 from rlhf.train import DriftCallback, DriftGuard, DriftSettings, TRLStage, check_trainer_section, sample_drift
@@ -50,6 +55,11 @@ class DPOData:
     eval_fraction: float = bounded(0.0, ge=0, lt=1, help="share of the train rows held out for eval (seeded)")
     max_length: int = bounded(512, ge=1, help="prompt + longer response, tokens after the chat template")
     as_chat: bool = True
+    group_by_length: bool = documented(
+        False,
+        help="batches of pairs of similar length (HF's LengthGroupedSampler: random mega-batches, sorted within): "
+        "less padding, as TRL 1.16 has no padding-free DPO (configs/dpo.yaml: true)",
+    )
 
 
 @dataclass
@@ -87,6 +97,24 @@ def prepare_rows(cfg: DPOStageConfig, tokenizer) -> tuple[list[dict], list[dict]
     return keep(rows), keep(eval_rows), report
 
 
+def length_grouped(trainer_cls):
+    """`trainer_cls` drawing its training batches with HF's LengthGroupedSampler on the pairs' lengths (prompt +
+    longer response, tokenized by TRL): mega-batches of 50 batches drawn at random, sorted by length within,
+    so a batch pads to a length its rows share."""
+
+    class LengthGrouped(trainer_cls):
+        def _get_train_sampler(self, train_dataset=None):
+            data = self.train_dataset if train_dataset is None else train_dataset
+            lengths = [
+                len(p) + max(len(c), len(r))
+                for p, c, r in zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"], strict=True)
+            ]
+            size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedSampler(size, lengths=lengths)
+
+    return LengthGrouped
+
+
 def drift_callback(cfg: DPOStageConfig, run_dir: RunDir, tokenizer, train_rows: list[dict], reference):
     """The drift guard's callback: it samples a few training prompts (spread over the rows) and measures
     the KL to `reference()` (the trainer's reference model, None with LoRA: the adapter disabled)."""
@@ -111,8 +139,9 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
         run_dir.account("dpo", report)
         args = stage.args(has_eval=bool(eval_rows))
         drift = drift_callback(cfg, run_dir, tokenizer, train_rows, lambda: trainer.ref_model)
-        trainer = DPOTrainer(
-            model=load_causal_lm(cfg.model.name, cfg.model.dtype),
+        trainer_cls = length_grouped(DPOTrainer) if cfg.data.group_by_length else DPOTrainer
+        trainer = trainer_cls(
+            model=stage.load_model(),
             ref_model=None,
             args=args,
             train_dataset=Dataset.from_list(train_rows),

@@ -35,6 +35,7 @@ from trl import RewardConfig
 
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import holdout_split, load_rows, validate_rows
+from rlhf.errors import DataError
 from rlhf.models import MINILM, ModelConfig
 from rlhf.preferences import normalize_preference_row
 from rlhf.reward import META_FILE, RewardScorer, accuracy, build_report, ensemble_accuracy, write_html
@@ -136,6 +137,12 @@ def prepare_pairs(cfg: RewardStageConfig, tokenizer) -> Pairs:
         train_rows, eval_rows = holdout_split(rows, d.eval_fraction, cfg.run.seed)
     train_tok, train_len = tokenize_pairs(train_rows, tokenizer, d.max_length)
     eval_tok, eval_len = tokenize_pairs(eval_rows, tokenizer, d.max_length)
+    if not train_tok:
+        raise DataError(
+            f"data.train: '{d.train}' leaves no pairs to train on ({acct.rows_in} rows in, "
+            f"{len(acct.rejected)} rejected, {0 if d.eval else len(eval_rows)} held out by data.eval_fraction "
+            f"{d.eval_fraction}). Add preference pairs, or lower data.eval_fraction."
+        )
     train_acct = {
         **acct.summary(),
         **train_len,

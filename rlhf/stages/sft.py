@@ -16,6 +16,12 @@ Choices:
   (`truncate`). TRL would otherwise truncate silently. The accounting lands in the manifest.
 - LoRA (peft) when `model.lora` is set; the final model is merged into full weights unless
   `save: adapter`, so `from_pretrained(runs/<name>/model)` just works.
+- Padding-free batches (TRL's `padding_free`: a batch is one flattened sequence, the attention kept within
+  each row by its position ids) where rows are rejected rather than truncated — they are already within
+  `data.max_length`, so TRL need not truncate (it cannot truncate a padding-free batch). Same losses within
+  bf16 rounding; measured 1.25x faster on the demo rows (LoRA, bf16, 2-core AVX512-BF16 CPU).
+  `trainer.padding_free: false` switches it off.
+- Precision: LoRA under bf16 mixed precision holds the frozen base in bf16 (`rlhf.train.stage`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from trl import SFTConfig, SFTTrainer
 
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import Accounting, holdout_split, load_rows, normalize_sft_row, validate_rows
-from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config
+from rlhf.models import ModelConfig, load_tokenizer, lora_config
 from rlhf.runs import RunDir, RunSettings
 from rlhf.train import TRLStage, check_trainer_section
 
@@ -108,8 +114,23 @@ def prepare_data(cfg: SFTStageConfig, tokenizer) -> tuple[list[dict], list[dict]
     return train, evaluation, report
 
 
-def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+def trl_owned(cfg: SFTStageConfig) -> dict:
+    """The SFTConfig keys the stage sets: max_length and completion-only loss, and padding-free batches where
+    the rows are rejected, not truncated, at max_length (then TRL needs no max_length)."""
     owned = {"max_length": cfg.data.max_length, "completion_only_loss": cfg.data.loss_on == "completion"}
+    packing = cfg.trainer.get("packing", False)
+    padding_free = cfg.trainer.get("padding_free", cfg.data.overlength == "reject" and not packing)
+    if padding_free and not packing:
+        if cfg.data.overlength == "truncate":
+            raise ConfigError(
+                "'trainer.padding_free' needs data.overlength: reject (TRL cannot truncate a padding-free batch)."
+            )
+        owned.update(padding_free=True, max_length=None)
+    return owned
+
+
+def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+    owned = trl_owned(cfg)
     stage = TRLStage("sft", SFTConfig, cfg, owned=owned)  # bad trainer keys fail before anything is written
     with stage.open(resume=resume, overwrite=overwrite) as run_dir:
         tokenizer = load_tokenizer(cfg.model.name)
@@ -117,7 +138,7 @@ def run(cfg: SFTStageConfig, *, resume: bool = False, overwrite: bool = False) -
         run_dir.account("sft", report)
         stage.record_inputs("data.train", cfg.data.train)
         trainer = SFTTrainer(
-            model=load_causal_lm(cfg.model.name, cfg.model.dtype),
+            model=stage.load_model(),
             args=stage.args(has_eval=bool(eval_rows)),
             train_dataset=Dataset.from_list(train_rows),
             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,

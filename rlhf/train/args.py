@@ -9,6 +9,7 @@ where `use_cpu` makes DeepSpeed and HF disagree on the world size; there `ddp_ba
 Precision: when the config sets neither `bf16` nor `fp16`, bf16 mixed precision is used where the hardware
 does bf16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX) and fp32 elsewhere. Measured on an
 AVX2-only CPU: one SmolLM2 LoRA step (8 x 120 tokens) took 176 s under bf16 autocast and 6.6 s in fp32.
+(LoRA under bf16 mixed precision holds its frozen base in bf16: `rlhf.train.stage.TRLStage.load_model`.)
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import enum
 import os
 import types
 import typing
-from pathlib import Path
 
 import torch
 
 from rlhf.config import Range
 from rlhf.distributed import gathered_for_save, under_deepspeed
 from rlhf.errors import ConfigError
-from rlhf.models import save_model
+from rlhf.models import fast_bf16, on_fp32_base, save_model
 
 _USER_TENSORBOARD_DIR = os.environ.get("TENSORBOARD_LOGGING_DIR")
 
@@ -42,24 +42,17 @@ def check_reserved(trainer: dict, reserved: dict[str, str]) -> None:
             raise ConfigError(f"'trainer.{key}' is set by rlhf; use {ours} instead.")
 
 
-def save_trained(model, tokenizer, run, save: str) -> str | None:
+def save_trained(model, tokenizer, run, save: str, *, fp32_base: str | None = None) -> str | None:
     """The final model of a TRL stage into run.model_dir (`save`: merged | adapter); every rank calls it
-    (the gather under ZeRO-3 is collective), the main process writes. Returns the kind saved (main only)."""
+    (the gather under ZeRO-3 is collective), the main process writes. Returns the kind saved (main only).
+    `fp32_base`: the LoRA base was held in bf16 for training; a merged save folds the adapter into this
+    base loaded in fp32 instead."""
     with gathered_for_save(model):
         if run.main:
+            if fp32_base is not None and save == "merged" and hasattr(model, "peft_config"):
+                model = on_fp32_base(model, fp32_base)
             return save_model(model, tokenizer, run.model_dir, merge_lora=save == "merged")
     return None
-
-
-def fast_bf16() -> bool:
-    """True where bf16 matmuls run natively (not emulated at a large slowdown)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # ranges of common TRL / transformers options, checked at config load with the types (TRL checks the rest

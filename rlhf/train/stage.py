@@ -7,7 +7,7 @@ reports — and leaves the rest to `TRLStage`:
     with stage.open(resume=resume, overwrite=overwrite) as run_dir:
         tokenizer, rows = ...                                   # the stage's own data and accounting
         stage.record_inputs("data.train", cfg.data.train)
-        trainer = DPOTrainer(args=stage.args(has_eval=...), callbacks=[stage.callback], ...)
+        trainer = DPOTrainer(model=stage.load_model(), args=stage.args(has_eval=...), callbacks=[stage.callback], ...)
         trained = stage.train(trainer, resume=resume)
         stage.finish(trainer, tokenizer, trained, {**trained.outcome(), ...}, save=cfg.save, summary="...")
 
@@ -19,6 +19,12 @@ reports — and leaves the rest to `TRLStage`:
 - Inside the run: TensorBoard events go into the run dir, `callback` (a RunDirCallback) logs metrics and
   marks checkpoints, `train` resumes / trains / times and restores the best checkpoint after a drift stop,
   `finish` saves the model (merged | adapter), declares it, and says the closing line.
+- Precision (`load_model`, said in one line and recorded in the result): with LoRA under bf16 mixed
+  precision (the default where bf16 is native) the frozen base is held in bf16 — what autocast casts it to
+  at every matmul anyway, so the arithmetic is the same without the per-op casts of 106M frozen weights
+  (SmolLM2) and at half their memory; the adapters (peft keeps them fp32 on a bf16 base) and their optimizer
+  state stay fp32, and a merged save folds the adapter into the base loaded in fp32. A full fine-tune keeps
+  fp32 master weights under autocast.
 
 `cfg` is a stage config with `run: RunSettings`, `model: ModelConfig` and `trainer: dict`.
 """
@@ -34,7 +40,7 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from rlhf.data import source_path
-from rlhf.models import resolve_model_path
+from rlhf.models import load_causal_lm, resolve_model_path
 from rlhf.runs import CKPT_MARKER, RunDir
 from rlhf.train.args import (
     build_trl_config,
@@ -85,6 +91,7 @@ class TRLStage:
         self.config = self.args()  # bad trainer keys fail here, before anything is written
         self.run_dir: RunDir | None = None
         self.callback: RunDirCallback | None = None
+        self.bf16_base = False  # set by load_model: the LoRA base is held in bf16 (module docstring)
 
     def args(self, *, has_eval: bool = False, **override):
         """cfg.trainer + the keys rlhf owns (`override` replaces some, e.g. an ensemble member's seed and
@@ -105,6 +112,23 @@ class TRLStage:
             point_tensorboard_at(run_dir.path / "tensorboard")
             yield run_dir
 
+    def precision(self) -> str:
+        """What the run trains in, in words (said at the start, recorded in the result)."""
+        if self.bf16_base:
+            return "bf16 mixed precision; LoRA base held in bf16, adapters and optimizer state fp32"
+        if self.config.bf16 or self.config.fp16:
+            mixed = "bf16" if self.config.bf16 else "fp16"
+            return f"{mixed} mixed precision over {self.cfg.model.dtype} weights"
+        return f"{self.cfg.model.dtype} (no mixed precision: bf16 is not native here, or switched off)"
+
+    def load_model(self):
+        """The causal LM to train, `cfg.model`; with LoRA under bf16 autocast and `model.dtype: float32` its
+        frozen base is held in bf16 (module docstring)."""
+        model = self.cfg.model
+        self.bf16_base = model.lora is not None and bool(self.config.bf16) and model.dtype == "float32"
+        self.run_dir.say(f"precision: {self.precision()}")
+        return load_causal_lm(model.name, "bfloat16" if self.bf16_base else model.dtype)
+
     def record_inputs(self, data_key: str, data_source: str) -> None:
         """The training data and the model, with their content hashes, into the manifest's inputs."""
         self.run_dir.record_input(data_key, data_source, source_path(data_source))
@@ -117,7 +141,10 @@ class TRLStage:
         """Save the final model into model/ (`save`: merged | adapter; its kind goes into `outcome`), mark
         the run completed with `outcome` as its result and the model as its output, say the closing line."""
         run_dir = self.run_dir
-        outcome["model_kind"] = save_trained(trainer.model, tokenizer, run_dir, save)
+        fp32_base = self.cfg.model.name if self.bf16_base else None
+        outcome["model_kind"] = save_trained(trainer.model, tokenizer, run_dir, save, fp32_base=fp32_base)
+        if hasattr(self.cfg.model, "dtype"):
+            outcome["precision"] = self.precision()
         run_dir.finish(result=outcome, outputs={"model": run_dir.model_dir})
         run_dir.say(
             f"{self.name} finished: {trained.global_step} steps in {trained.seconds:.0f} s, {summary} "

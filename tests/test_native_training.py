@@ -1,0 +1,117 @@
+"""Training at the CPU's speed: padding-free SFT batches (the same losses as padded ones), DPO batches grouped
+by length (less padding), and the SFT keys the stage sets for them.
+
+Precision: fp32 (`trainer.bf16: false`) on the tiny Llama, so padded and padding-free losses agree within 1e-4
+(they differ only in summation order); the bf16 LoRA base is tested in tests/test_precision.py."""
+
+import pytest
+import torch
+from support.data import marker_rows, write_jsonl
+
+from rlhf.config import ConfigError, load_config
+from rlhf.stages import dpo, sft
+
+TRAINER = {
+    "trainer.per_device_train_batch_size": 4,
+    "trainer.learning_rate": 1e-2,
+    "trainer.logging_steps": 1,
+    "trainer.save_strategy": "no",
+    "trainer.gradient_checkpointing": False,
+    "trainer.report_to": "none",
+    "trainer.bf16": False,
+}
+
+
+def _config(cls, tmp_path, model, data, name, **extra):
+    over = {
+        "run.output_root": str(tmp_path / "runs"),
+        "run.name": name,
+        "model.name": model,
+        "data.train": data,
+    }
+    over.update({"data.max_length": 64, "trainer.max_steps": 2, **TRAINER, **extra})
+    return load_config(cls, None, [f"{k}={v}" for k, v in over.items()])
+
+
+def _sft_rows(n=12):
+    return [
+        {"id": f"s{i}", "prompt": " ".join(["the cat sat"] * (1 + i % 4)), "completion": "yes " * (1 + i % 3)}
+        for i in range(n)
+    ]
+
+
+def test_sft_is_padding_free_where_rows_are_rejected_not_truncated(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "t.jsonl", _sft_rows())
+    owned = sft.trl_owned(_config(sft.SFTStageConfig, tmp_path, tiny_model_dir, data, "a"))
+    assert owned["padding_free"] is True and owned["max_length"] is None
+    owned = sft.trl_owned(
+        _config(sft.SFTStageConfig, tmp_path, tiny_model_dir, data, "b", **{"data.overlength": "truncate"})
+    )
+    assert "padding_free" not in owned and owned["max_length"] == 64
+    off = {"trainer.padding_free": False}
+    assert (
+        sft.trl_owned(_config(sft.SFTStageConfig, tmp_path, tiny_model_dir, data, "c", **off))["max_length"]
+        == 64
+    )
+    with pytest.raises(ConfigError, match="padding_free"):
+        sft.trl_owned(
+            _config(
+                sft.SFTStageConfig, tmp_path, tiny_model_dir, data, "d",
+                **{"data.overlength": "truncate", "trainer.padding_free": True},
+            )
+        )  # fmt: skip
+
+
+def test_padding_free_sft_gives_the_padded_losses(tmp_path, tiny_model_dir):
+    """One flattened sequence per batch, attention kept within each row by its position ids: the same loss
+    as the padded batch (fp32, 1e-4), so the rows do not see each other."""
+    data = write_jsonl(tmp_path / "t.jsonl", _sft_rows())
+    losses = {}
+    for pf in (True, False):
+        run = sft.run(
+            _config(
+                sft.SFTStageConfig, tmp_path, tiny_model_dir, data, f"pf-{pf}", **{"trainer.padding_free": pf}
+            )
+        )
+        losses[pf] = [r["loss"] for r in run.read_metrics() if "loss" in r]
+    assert len(losses[True]) == 2
+    assert losses[True] == pytest.approx(losses[False], abs=1e-4)
+
+
+def test_dpo_groups_its_batches_by_length(tmp_path, tiny_model_dir):
+    """The sampler of `data.group_by_length`: every row once per epoch, batches far less spread in length
+    than random ones; a grouped DPO run trains."""
+    rows = marker_rows(80, long_prompt_every=5)
+    data = write_jsonl(tmp_path / "p.jsonl", rows)
+    cfg = _config(
+        dpo.DPOStageConfig, tmp_path, tiny_model_dir, data, "grouped", **{"data.group_by_length": True}
+    )
+    seen = {}
+
+    class Recording(dpo.length_grouped(dpo.DPOTrainer)):
+        def train(self, *args, **kwargs):
+            sampler = self._get_train_sampler()
+            ds = self.train_dataset
+            seen["lengths"] = [
+                len(p) + max(len(c), len(r))
+                for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)
+            ]
+            seen["order"] = list(iter(sampler))
+            return super().train(*args, **kwargs)
+
+    original = dpo.length_grouped
+    try:
+        dpo.length_grouped = lambda cls: Recording
+        run = dpo.run(cfg)
+    finally:
+        dpo.length_grouped = original
+    assert run.read_manifest()["result"]["global_step"] == 2
+    lengths, order = seen["lengths"], seen["order"]
+    assert sorted(order) == list(range(len(lengths)))
+
+    def spread(idx):
+        batches = [idx[i : i + 4] for i in range(0, len(idx), 4)]
+        return sum(max(lengths[j] for j in b) - min(lengths[j] for j in b) for b in batches)
+
+    random_order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
+    assert spread(order) < spread(random_order) / 2
