@@ -13,7 +13,8 @@ counted). Sides:
                `generate` stage: k 4, batch_size 16), each prompt prefilled k times.
   rlhf         `rlhf.generation.generate_texts` as the stages run it: weights in the precision rlhf picks
                here (`sampling.precision: auto`, loaded in it), rlhf's decoder (each prompt prefilled once,
-               exact top-p on the 64 most likely tokens, bf16 decode attention on CPU), the same batches.
+               exact top-p on the 64 most likely tokens, bf16 decode attention on CPU), batched as the generate
+               stage ships (at most `batch_size` 64 prompts and `max_batch_tokens` 16,384 KV-cache tokens).
   rlhf_fp32    (optional) the same with `precision: float32`: what the decoder alone buys.
   hf_bf16      (optional) HF `generate` with bf16 weights: what the precision alone buys.
   vllm         where `import vllm` works in this environment: vLLM's offline engine (bf16, enforce_eager),
@@ -35,6 +36,7 @@ from rlhf.data import load_rows
 from rlhf.generation import SamplingSettings, generate_texts, left_pad
 from rlhf.models import SMOLLM2, inference_precision, load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.prompts import encode_prompt
+from rlhf.stages.generate import GenerateStageConfig
 
 TEMPERATURE, TOP_P, BATCH = 0.7, 0.9, 16
 
@@ -66,7 +68,18 @@ def rlhf_generate(model, tok, enc: list[list[int]], k: int, new: int, precision:
     settings = SamplingSettings(
         max_new_tokens=new, min_new_tokens=new, temperature=TEMPERATURE, top_p=TOP_P, precision=precision
     )
-    return generate_texts(model, tok, enc, settings, n=k, batch_size=BATCH).new_tokens
+    shipped = (
+        GenerateStageConfig()
+    )  # the generate stage's batching: at most batch_size prompts, max_batch_tokens
+    return generate_texts(
+        model,
+        tok,
+        enc,
+        settings,
+        n=k,
+        batch_size=shipped.batch_size,
+        max_batch_tokens=shipped.max_batch_tokens,
+    ).new_tokens
 
 
 class VLLMSide:

@@ -35,11 +35,10 @@ from trl import DPOConfig, DPOTrainer
 
 from rlhf.config import bounded, documented
 from rlhf.data import holdout_split
-from rlhf.distributed import zero3_sharded
 from rlhf.models import ModelConfig, load_tokenizer, lora_config
 from rlhf.preferences import import_preferences
 from rlhf.runs import RunDir, RunSettings
-from rlhf.train import DriftCallback, DriftGuard, DriftSettings, TRLStage, check_trainer_section, sample_drift
+from rlhf.train import DriftSettings, TRLStage, check_trainer_section, probe_drift
 
 RESERVED = {"max_length": "data.max_length"}  # trainer keys the stage sets itself (beyond output_dir, seed)
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -115,20 +114,6 @@ def length_grouped(trainer_cls):
     return LengthGrouped
 
 
-def drift_callback(cfg: DPOStageConfig, run_dir: RunDir, tokenizer, train_rows: list[dict], reference):
-    """The drift guard's callback: it samples a few training prompts (spread over the rows) and measures
-    the KL to `reference()` (the trainer's reference model, None with LoRA: the adapter disabled)."""
-    probe = [r["prompt"] for r in train_rows[:: max(1, len(train_rows) // cfg.drift.num_prompts)]]
-    probe = probe[: cfg.drift.num_prompts]
-    return DriftCallback(
-        run_dir,
-        DriftGuard(cfg.drift),
-        measure=lambda m: sample_drift(
-            m, tokenizer, probe, cfg.drift.max_new_tokens, reference(), synced_gpus=zero3_sharded()
-        ),
-        every_steps=cfg.drift.every_steps,
-    )
-
 
 def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     stage = TRLStage("dpo", DPOConfig, cfg, owned={"max_length": cfg.data.max_length})  # fails early
@@ -138,7 +123,7 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
         stage.record_inputs("data.train", cfg.data.train)
         run_dir.account("dpo", report)
         args = stage.args(has_eval=bool(eval_rows))
-        drift = drift_callback(cfg, run_dir, tokenizer, train_rows, lambda: trainer.ref_model)
+        drift = probe_drift(cfg.drift, run_dir, tokenizer, train_rows, lambda: trainer.ref_model)
         trainer_cls = length_grouped(DPOTrainer) if cfg.data.group_by_length else DPOTrainer
         trainer = trainer_cls(
             model=stage.load_model(),

@@ -16,6 +16,8 @@ Choices:
 - The `trainer:` mapping goes to `trl.KTOConfig` (`loss_type: kto | apo_zero_unpaired`, `beta`, ...).
 - With LoRA the reference model is the same network with the adapter disabled (TRL's PEFT path): no
   second copy of the weights in memory. Without LoRA, TRL keeps a frozen copy (or precomputed log-probs).
+- Precision as for SFT and DPO: with LoRA under bf16 mixed precision the frozen base is held in bf16
+  (`rlhf.train.stage`), the adapters and optimizer state in fp32.
 - Desirable / undesirable weights: when `trainer:` sets neither, they come from the data's balance (TRL's
   guidance, from the KTO paper: desirable_weight x n_desirable : undesirable_weight x n_undesirable within
   1:1 .. 4:3). Where 1 and 1 already meet it they stay; otherwise the minority class's weight makes the
@@ -41,13 +43,12 @@ from trl import KTOConfig, KTOTrainer
 
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import holdout_split
-from rlhf.distributed import zero3_sharded
 from rlhf.errors import DataError
-from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config
+from rlhf.models import ModelConfig, load_tokenizer, lora_config
 from rlhf.preferences import import_unpaired
 from rlhf.runs import RunDir, RunSettings
 from rlhf.store import balance
-from rlhf.train import DriftCallback, DriftGuard, DriftSettings, TRLStage, check_trainer_section, sample_drift
+from rlhf.train import DriftSettings, TRLStage, check_trainer_section, probe_drift
 
 RESERVED = {"max_length": "data.max_length"}  # trainer keys the stage sets itself (beyond output_dir, seed)
 COLUMNS = ("prompt", "completion", "label")
@@ -147,20 +148,6 @@ def class_weights(cfg: KTOStageConfig, balance_of_train: dict) -> tuple[dict, di
     return weights, {**weights, "from": "the data's balance"}
 
 
-def drift_callback(cfg: KTOStageConfig, run_dir: RunDir, tokenizer, train_rows: list[dict], reference):
-    """The drift guard's callback: it samples a few training prompts (spread over the rows) and measures
-    the KL to `reference()` (the trainer's reference model, None with LoRA: the adapter disabled)."""
-    probe = [r["prompt"] for r in train_rows[:: max(1, len(train_rows) // cfg.drift.num_prompts)]]
-    probe = probe[: cfg.drift.num_prompts]
-    return DriftCallback(
-        run_dir,
-        DriftGuard(cfg.drift),
-        measure=lambda m: sample_drift(
-            m, tokenizer, probe, cfg.drift.max_new_tokens, reference(), synced_gpus=zero3_sharded()
-        ),
-        every_steps=cfg.drift.every_steps,
-    )
-
 
 def run(cfg: KTOStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     stage = TRLStage("kto", KTOConfig, cfg, owned={"max_length": cfg.data.max_length})  # fails early
@@ -171,9 +158,9 @@ def run(cfg: KTOStageConfig, *, resume: bool = False, overwrite: bool = False) -
         run_dir.account("kto", report)
         weights, weights_record = class_weights(cfg, report["train"]["balance"])
         args = stage.args(has_eval=bool(eval_rows), **weights)
-        drift = drift_callback(cfg, run_dir, tokenizer, train_rows, lambda: trainer.ref_model)
+        drift = probe_drift(cfg.drift, run_dir, tokenizer, train_rows, lambda: trainer.ref_model)
         trainer = KTOTrainer(
-            model=load_causal_lm(cfg.model.name, cfg.model.dtype),
+            model=stage.load_model(),
             ref_model=None,
             args=args,
             train_dataset=Dataset.from_list(train_rows),

@@ -12,7 +12,7 @@ from rlhf.train.args import (
     point_tensorboard_at,
     save_trained,
 )
-from rlhf.train.callbacks import DriftCallback, RunDirCallback
+from rlhf.train.callbacks import DriftCallback, RunDirCallback, probe_drift
 from rlhf.train.drift import (
     DriftGuard,
     DriftSettings,
@@ -48,6 +48,7 @@ __all__ = [
     "check_trainer",
     "check_trainer_section",
     "drift_alarms",
+    "probe_drift",
     "fast_bf16",
     "point_tensorboard_at",
     "reward_tokenizer",

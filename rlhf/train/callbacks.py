@@ -1,4 +1,5 @@
-"""Trainer callbacks shared by the TRL-based stages: metrics into the run dir, checkpoint markers, NaN halt."""
+"""Trainer callbacks shared by the TRL-based stages: metrics into the run dir, checkpoint markers, NaN halt,
+the drift guard (`DriftCallback`; `probe_drift` builds the sampling one of DPO and KTO)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from rlhf.distributed import zero3_sharded
 from rlhf.errors import TrainingError
 from rlhf.runs import CKPT_MARKER, RunDir
+from rlhf.train.drift import DriftGuard, sample_drift
 
 
 class RunDirCallback(TrainerCallback):
@@ -103,3 +106,19 @@ class DriftCallback(TrainerCallback):
         length = float(logs[self.length_key])
         kl = float(logs[self.kl_key]) * length if self.kl_key in logs else None
         self._observe(state, control, kl, length)
+
+
+def probe_drift(settings, run: RunDir, tokenizer, train_rows: list[dict], reference) -> DriftCallback:
+    """The drift guard of an offline policy stage (DPO, KTO): at the start and then as `settings`
+    (`DriftSettings`) say, sample `num_prompts` training prompts (spread over the rows) and measure the
+    KL to `reference()` (the trainer's reference model; None with LoRA: the adapter disabled)."""
+    probe = [r["prompt"] for r in train_rows[:: max(1, len(train_rows) // settings.num_prompts)]]
+    probe = probe[: settings.num_prompts]
+    return DriftCallback(
+        run,
+        DriftGuard(settings),
+        measure=lambda m: sample_drift(
+            m, tokenizer, probe, settings.max_new_tokens, reference(), synced_gpus=zero3_sharded()
+        ),
+        every_steps=settings.every_steps,
+    )
