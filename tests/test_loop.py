@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.data import write_jsonl
+from support.looping import TRAINER, loop_config, write_loop_files
 from support.rewards import liking_marker
 from support.tiny import WORDS
 
@@ -29,82 +30,10 @@ from rlhf.loop.simulate import SimulatedAssessor, progress, vote
 from rlhf.runs import RunDir, RunSettings
 from rlhf.store.service import Store
 
-TRAINER = {
-    "max_steps": 2,
-    "per_device_train_batch_size": 4,
-    "learning_rate": 1e-2,
-    "logging_steps": 1,
-    "save_strategy": "no",
-    "gradient_checkpointing": False,
-    "report_to": "none",
-    "bf16": False,
-    "dataloader_num_workers": 0,
-}
-
 
 @pytest.fixture
 def loop_files(tmp_path):
-    prompts = write_jsonl(
-        tmp_path / "prompts.jsonl",
-        [
-            {"id": f"p{i:02d}", "prompt": f"{WORDS[i % 20]} {WORDS[20 + i % 3]} {WORDS[30 + i // 3]}"}
-            for i in range(30)
-        ],
-    )
-    sft = write_jsonl(
-        tmp_path / "sft.jsonl",
-        [{"prompt": f"{WORDS[i]} {WORDS[i + 1]}", "completion": "marker tree"} for i in range(16)],
-    )
-    return prompts, sft
-
-
-def loop_config(tmp_path, model, prompts, sft, **extra) -> LoopConfig:
-    raw = {
-        "run": {"name": "lp", "output_root": str(tmp_path / "runs"), "seed": 3},
-        "policy": model,
-        "rounds": 2,
-        "prompts": prompts,
-        "eval_prompts": 6,
-        "prompts_per_round": 5,
-        "pool_factor": 2,
-        "labels": {"holdout_share": 0.4},
-        "assessors": {
-            "reward": {"function": "support.rewards:liking_marker", "model": None, "normalize": False}
-        },
-        "stages": {
-            "sft": {"data": {"train": sft, "max_length": 64}, "trainer": TRAINER},
-            "generate": {
-                "k": 2,
-                "data": {"max_prompt_length": 32},
-                # no empty answers (a pair with an empty side is rejected: too few pairs would be left)
-                "sampling": {"max_new_tokens": 6, "min_new_tokens": 2, "precision": "float32"},
-                "project": {"overlap": 2},
-            },
-            "reward": {
-                "model": {"name": model},
-                "ensemble": 2,
-                "data": {"eval_fraction": 0.25, "max_length": 48},
-                "report": {"bootstrap": 50, "swap_check": False},
-                "trainer": {**TRAINER, "max_steps": 3},
-            },
-            "dpo": {"data": {"max_length": 64}, "drift": {"every_steps": 0}, "trainer": TRAINER},
-            "compare": {
-                "data": {"max_prompt_length": 32},
-                "sampling": {"max_new_tokens": 6, "precision": "float32"},
-                "bootstrap": 50,
-                "cache": str(tmp_path / "cache"),
-            },
-        },
-    }
-    for key, value in extra.items():
-        node = raw
-        *parents, last = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[last] = value
-    path = tmp_path / "loop.yaml"
-    path.write_text(json.dumps(raw))
-    return load_config(LoopConfig, path)
+    return write_loop_files(tmp_path)
 
 
 def actions(loop: Loop) -> dict[str, str]:
@@ -447,6 +376,6 @@ def test_labels_split_by_item_accumulate_and_drop_evaluation_texts(tmp_path):
     assert sum(c["reward_train"].values()) + sum(c["human_slice"].values()) == 40  # 41 in, 1 contaminated
     before_cleaning = c["dpo_train"]["r2"] + c["decontaminated"]["dpo_train"]
     assert c["dpo_train"]["r1"] == round(0.5 * before_cleaning)  # replay: half as many earlier pairs
-    assert leaked not in data.dpo_train.read_text()
+    assert leaked not in data.policy_train.read_text()
     manifest = json.loads((tmp_path / "runs" / "r2-labels" / "manifest.json").read_text())
     assert set(manifest["inputs"]) == {"export[r1]", "export[r2]", "eval_prompts"}

@@ -28,12 +28,16 @@ class Labeling:
 
     def choose(self, r: int, gen: Path) -> list[dict]:
         """The round's items: all of the first round's; later, `prompts_per_round` of the pool by active
-        selection with the previous round's reward model (or at random)."""
+        selection with the previous round's reward model (or at random; KTO rounds, which train none: the
+        pool's seeded order)."""
         items = [
             json.loads(line) for line in declared_output(gen, "candidates").read_text().splitlines() if line
         ]
         n, method = self.cfg.prompts_per_round, self.cfg.selection
         if r == 1 or len(items) <= n:
+            return items[:n]
+        if self.cfg.algorithm == "kto":  # no reward model to select with: the pool's (seeded) order
+            self.say(f"selection: a KTO round trains no reward model; the first {n} of {len(items)} items")
             return items[:n]
         scorer = RewardScorer(
             str(declared_output(Path(self.state["steps"][f"r{r - 1}-reward"]["run"]), "model"))
@@ -56,7 +60,7 @@ class Labeling:
         user = dict((self.cfg.stages.generate or {}).get("project") or {})
         ps = from_dict(
             generate.ProjectSettings,
-            {**user, "name": project},
+            {**user, "name": project} | ({"task": "binary"} if self.cfg.algorithm == "kto" else {}),
             source=f"{self.source}: stages.generate.project",
         )
         with Store(self.store) as store:

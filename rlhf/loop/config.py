@@ -83,6 +83,7 @@ class LoopStages:
     reward: dict = field(default_factory=dict)
     dpo: dict = field(default_factory=dict)
     ppo: dict = field(default_factory=dict)
+    kto: dict = field(default_factory=dict)
     compare: dict = field(default_factory=dict)
 
 
@@ -92,7 +93,10 @@ class LoopConfig:
         default_factory=lambda: RunSettings(name="loop"), help="-> runs/<name>/r1-dpo ..."
     )
     policy: str = documented("smollm2-135m-instruct", help="round 0 (SFT) starts here")
-    algorithm: Literal["dpo", "ppo"] = "dpo"
+    algorithm: Literal["dpo", "ppo", "kto"] = documented(
+        "dpo",
+        help="dpo | ppo: ranked answers; kto: binary judgements (good / bad on each answer; no reward model)",
+    )
     rounds: int = bounded(1, ge=1)
     prompts: str = documented("demo:prompts", help="the pool of prompts the rounds draw from")
     eval_prompts: int = bounded(
@@ -120,3 +124,10 @@ class LoopConfig:
         False, help="also open a blind arena project (best vs new) for people, each round"
     )
     stages: LoopStages = field(default_factory=LoopStages)
+
+    def __post_init__(self):
+        if self.algorithm == "kto" and self.promote_on == "reward_model":
+            raise ConfigError(
+                "algorithm: kto trains no reward model (its labels are good / bad, not pairs), so promote_on "
+                "must be human (the held-out binary judgements, paired within a prompt)."
+            )

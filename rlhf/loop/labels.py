@@ -13,6 +13,10 @@
 - **Decontamination**: training pairs whose prompt or answers contain a held-out evaluation prompt or a
   human-slice prompt (`rlhf.clean.contamination`: exact for short texts, 8-gram share above) are
   dropped from training and counted.
+- **Unpaired rows (KTO rounds: good / bad on each answer).** The slice is drawn by *prompt* (every answer
+  to a prompt on the same side); KTO trains on the rest (this round's rows plus the replay share of
+  earlier rounds'); there is no reward model. The held-out rows become preference pairs within each prompt
+  (a good answer over a bad one: `slice_pairs`), so the same human-agreement evidence judges promotion.
 """
 
 from __future__ import annotations
@@ -34,15 +38,50 @@ def held_out(item_id: str, share: float, seed: int) -> bool:
 
 
 def split_by_item(rows: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """(training rows, held-out rows): every pair of an item goes to the side its item was drawn to."""
+    """(training rows, held-out rows): every pair of an item goes to the side its item was drawn to; an
+    unpaired row (KTO) goes to the side of its prompt, so all answers to a prompt stay together."""
     train, slice_ = [], []
     for r in rows:
-        (slice_ if held_out(str(r.get("item_id", r.get("id"))), share, seed) else train).append(r)
+        unit = _text(r["prompt"]) if "label" in r else str(r.get("item_id", r.get("id")))
+        (slice_ if held_out(unit, share, seed) else train).append(r)
     return train, slice_
 
 
+def _text(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
 def pair_key(row: dict) -> str:
-    return json.dumps([row["prompt"], row["chosen"], row["rejected"]], sort_keys=True, ensure_ascii=False)
+    """What makes a row the same row: (prompt, chosen, rejected), or (prompt, completion, label) unpaired."""
+    if "label" in row:
+        return _text([row["prompt"], row["completion"], row["label"]])
+    return _text([row["prompt"], row["chosen"], row["rejected"]])
+
+
+def slice_pairs(rows: list[dict]) -> list[dict]:
+    """Held-out unpaired rows -> preference pairs within each prompt: every good answer over every bad one
+    (answers with both labels across rows are skipped). Pure."""
+    by_prompt: dict[str, dict[bool, list[dict]]] = {}
+    for r in rows:
+        by_prompt.setdefault(_text(r["prompt"]), {True: [], False: []})[bool(r["label"])].append(r)
+    out = []
+    for groups in by_prompt.values():
+        bad_texts = {_text(b["completion"]) for b in groups[False]}
+        for good in groups[True]:
+            if _text(good["completion"]) in bad_texts:
+                continue
+            for bad in groups[False]:
+                out.append(
+                    {
+                        "id": f"{good.get('item_id')}>{bad.get('item_id')}",
+                        "item_id": good.get("item_id"),
+                        "prompt": good["prompt"],
+                        "chosen": good["completion"],
+                        "rejected": bad["completion"],
+                        "round": good.get("round"),
+                    }
+                )
+    return out
 
 
 def deduplicated(rows: list[dict]) -> list[dict]:
@@ -75,6 +114,49 @@ def counts_by_round(rows: list[dict]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def binary_items(items: list[dict]) -> list[dict]:
+    """A KTO round's items: each of a prompt's k candidates as its own one-answer (binary) item. Pure."""
+    return [
+        {
+            **it,
+            "external_id": f"{it['external_id']}#{j}",
+            "candidates": [cand],
+            "meta": {**(it.get("meta") or {}), "answer": j},
+        }
+        for it in items
+        for j, cand in enumerate(it["candidates"])
+    ]
+
+
+def shortfall(counts: dict, r: int) -> str | None:
+    """Why round r cannot train (None when it can): the policy needs this round's rows, DPO's reward
+    model its pairs."""
+    policy = "kto_train" if "kto_train" in counts else "dpo_train"
+    if not counts[policy].get(f"r{r}"):
+        return "no labeled rows of this round left to train the policy on"
+    if policy == "dpo_train" and not counts["reward_train"]:
+        return "no preference pairs left to train the reward model on"
+    return None
+
+
+def describe(counts: dict) -> str:
+    """The labels run in one line: what trains on what, the slice, the contamination dropped."""
+
+    def n(key: str) -> int:
+        return sum(counts[key].values())
+
+    held = f"human slice {n('human_slice')} pairs held out"
+    if "kto_train" in counts:
+        head = f"KTO trains on {n('kto_train')} good/bad rows {counts['kto_train']}"
+        held += f" (from {n('human_slice_rows')} held-out rows, paired within their prompts)"
+    else:
+        head = (
+            f"reward model trains on {n('reward_train')} pairs {counts['reward_train']}, "
+            f"DPO on {n('dpo_train')} {counts['dpo_train']}"
+        )
+    return f"{head}; {held}; dropped as contaminated by evaluation texts: {counts['decontaminated']}"
+
+
 # -- the r<N>-labels run (I/O) ------------------------------------------------------------------------------
 
 
@@ -88,13 +170,14 @@ class LabelsRun:
     holdout_share: float
     accumulate: bool
     dpo_replay: float
+    unpaired: bool = False  # the exports hold unpaired (KTO) rows, not pairs
 
 
 @dataclass
 class RoundData:
-    reward_train: Path
-    dpo_train: Path
-    human_slice: Path | None  # None while the slice is empty
+    reward_train: Path | None  # None for unpaired (KTO) rounds: no reward model
+    policy_train: Path  # DPO's pairs, or KTO's rows
+    human_slice: Path | None  # preference pairs; None while the slice is empty
     counts: dict
 
 
@@ -123,22 +206,24 @@ def assemble(cfg: LabelsRun, seed: int) -> RoundData:
         # the evaluation units are prompts: the held-out ones and the slice's (their answers are the policy's
         # own candidates, which other items can share word for word without leaking a judgement)
         index = EvalIndex(eval_texts_of([{"prompt": r["prompt"]} for r in evals + slice_rows]))
-        reward_rows, cut_reward = _clean(reward_rows, index)
+        policy = "kto_train" if cfg.unpaired else "dpo_train"
         dpo_rows, cut_dpo = _clean(dpo_rows, index)
-        outputs = {
-            "reward_train": _write(run.path / "reward_train.jsonl", reward_rows),
-            "dpo_train": _write(run.path / "dpo_train.jsonl", dpo_rows),
-        }
+        outputs = {policy: _write(run.path / f"{policy}.jsonl", dpo_rows)}
+        counts: dict = {policy: counts_by_round(dpo_rows)}
+        if cfg.unpaired:
+            counts["human_slice_rows"] = counts_by_round(slice_rows)
+            slice_rows = slice_pairs(slice_rows)
+            counts["decontaminated"] = {policy: cut_dpo}
+        else:
+            reward_rows, cut_reward = _clean(reward_rows, index)
+            outputs["reward_train"] = _write(run.path / "reward_train.jsonl", reward_rows)
+            counts["reward_train"] = counts_by_round(reward_rows)
+            counts["decontaminated"] = {"reward_train": cut_reward, policy: cut_dpo}
         if slice_rows:
             outputs["human_slice"] = _write(run.path / "human_slice.jsonl", slice_rows)
-        counts = {
-            "reward_train": counts_by_round(reward_rows),
-            "dpo_train": counts_by_round(dpo_rows),
-            "human_slice": counts_by_round(slice_rows),
-            "decontaminated": {"reward_train": cut_reward, "dpo_train": cut_dpo},
-        }
+        counts["human_slice"] = counts_by_round(slice_rows)
         run.finish(outputs=outputs, result=counts)
-        return RoundData(outputs["reward_train"], outputs["dpo_train"], outputs.get("human_slice"), counts)
+        return RoundData(outputs.get("reward_train"), outputs[policy], outputs.get("human_slice"), counts)
 
 
 def _clean(rows: list[dict], index: EvalIndex) -> tuple[list[dict], int]:

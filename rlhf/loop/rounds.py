@@ -2,6 +2,7 @@
 
     round 0   sft                                   (stages.sft: null skips it)
     round r   generate -> select -> collect -> export -> reward -> dpo | ppo -> compare (new vs best)
+              (algorithm: kto — each answer its own binary item, judged good / bad; no reward model)
 
 Every step is a normal stage run under runs/<loop>/<r>-<stage>, chained by the outputs each run declares
 (a run directory passed as model or data resolves to its declared model or rows). Re-running the command
@@ -24,11 +25,11 @@ from rlhf.errors import ConfigError, RlhfError, RunDirError
 from rlhf.loop.collect import Labeling
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.evidence import candidates_hash, oracle_win_rate, promotion
-from rlhf.loop.labels import LabelsRun, RoundData, assemble
+from rlhf.loop.labels import LabelsRun, RoundData, assemble, binary_items, describe, shortfall
 from rlhf.loop.steps import StepRecord, merged, run_step
 from rlhf.reward import load_reward
 from rlhf.runs import MANIFEST, RunSettings, declared_output
-from rlhf.stages import compare, dpo, export, generate, ppo, reward, sft
+from rlhf.stages import compare, dpo, export, generate, kto, ppo, reward, sft
 from rlhf.stages.export import current_digest
 
 STAGES = {
@@ -38,6 +39,7 @@ STAGES = {
     "reward": (reward, reward.RewardStageConfig),
     "dpo": (dpo, dpo.DPOStageConfig),
     "ppo": (ppo, ppo.PPOStageConfig),
+    "kto": (kto, kto.KTOStageConfig),
     "compare": (compare, compare.CompareStageConfig),
 }
 
@@ -76,11 +78,28 @@ class Loop(Labeling):
 
     def check_stages(self) -> None:
         """Every `stages.<stage>` mapping builds its stage's config: a typo fails now, before any model loads."""
-        used = ["sft", "generate", "export", "reward", self.cfg.algorithm, "compare"]
+        k = (self.cfg.stages.generate or {}).get("k", generate.GenerateStageConfig.k)
+        if self.cfg.algorithm == "kto" and k < 2:
+            raise ConfigError(
+                f"{self.source}: algorithm: kto publishes each of a prompt's k answers as its own binary item, "
+                f"and the held-out prompts judge promotion by pairing a good answer with a bad one: "
+                f"stages.generate.k must be at least 2 (got {k})."
+            )
+        used = ["sft", "generate", "export", *self.reward_stage(), self.cfg.algorithm, "compare"]
         for stage in used:
             user = getattr(self.cfg.stages, stage)
             if user is not None:
+                user = merged(user, self.forced(stage))
                 from_dict(STAGES[stage][1], user, source=f"{self.source}: stages.{stage}")
+
+    def forced(self, stage: str) -> dict:
+        """What the loop sets in a stage beyond chaining: a KTO round's generate step samples k answers per
+        prompt for the loop to publish as binary items (its own project settings are not used)."""
+        return {"project": {"task": "ranking"}} if stage == "generate" and self.cfg.algorithm == "kto" else {}
+
+    def reward_stage(self) -> list[str]:
+        """["reward"] where the round trains a reward model: not for KTO (good / bad labels, no pairs)."""
+        return [] if self.cfg.algorithm == "kto" else ["reward"]
 
     def step(self, key: str, stage: str, chaining: dict, *, force: bool = False) -> Path:
         module, cls = STAGES[stage]
@@ -159,7 +178,11 @@ class Loop(Labeling):
                 "data": {"prompts": str(self.round_prompts(r, pool)), "limit": None},
                 "publish": False,
                 "store": self.store,
-                "project": {"name": f"{self.cfg.run.name}-r{r}"},
+                # the loop publishes the items itself (a KTO round: each answer as its own binary item)
+                "project": {
+                    "name": f"{self.cfg.run.name}-r{r}",
+                    **self.forced("generate").get("project", {}),
+                },
             },
         )
         chosen = self.choose(r, gen)
@@ -169,18 +192,19 @@ class Loop(Labeling):
         state.update(
             project=project, generate_run=str(gen), prompt_ids=[it["meta"]["prompt_id"] for it in chosen]
         )
-        self.publish(project, chosen)
+        self.publish(project, binary_items(chosen) if self.cfg.algorithm == "kto" else chosen)
         self.collect(r, project)
         digest = current_digest(self.store, project)
         exp = self.step(
             f"r{r}-export",
             "export",
-            {"store": self.store, "project": project},
+            {"store": self.store, "project": project}
+            | ({"format": "unpaired"} if self.cfg.algorithm == "kto" else {}),
             force=state.get("export_digest") != digest,
         )
         state.update(export_digest=digest, export_run=str(exp))
         data = self.labels(r, eval_file)
-        rm = self.step(f"r{r}-reward", "reward", self.reward_chain(r, data))
+        rm = self.step(f"r{r}-reward", "reward", self.reward_chain(r, data)) if self.reward_stage() else None
         new = str(
             self.step(
                 f"r{r}-{self.cfg.algorithm}", self.cfg.algorithm, self.policy_chain(best, rm, gen, data)
@@ -201,11 +225,11 @@ class Loop(Labeling):
 
     def labels(self, r: int, eval_file: Path) -> RoundData:
         """This round's training data from every round's export so far (rlhf.loop.labels)."""
-        exports = []
+        exports, unpaired = [], self.cfg.algorithm == "kto"
         for k in range(1, r + 1):
             run = Path(self.state["rounds"][str(k)]["export_run"])
             try:
-                exports.append(str(declared_output(run, "preferences")))
+                exports.append(str(declared_output(run, "rows" if unpaired else "preferences")))
             except RunDirError:
                 exports.append(str(self.write_rows(f"prompts/empty-export-r{k}.jsonl", [])))  # no pairs
         lab = self.cfg.labels
@@ -216,22 +240,19 @@ class Loop(Labeling):
             lab.holdout_share,
             lab.accumulate,
             lab.dpo_replay,
+            unpaired,
         )
         data = assemble(cfg, self.cfg.run.seed)
         self.state["rounds"][str(r)]["labels"] = data.counts
-        if not data.counts["reward_train"] or not data.counts["dpo_train"].get(f"r{r}"):
+        short = shortfall(data.counts, r)
+        if short:
             self.save()
             raise LoopError(
-                f"round {r}: no preference pairs left to train on ({data.counts}): the export found too few "
-                "pairs with a majority, or all went to the human slice. Label more items "
-                "(prompts_per_round, overlap) or lower labels.holdout_share."
+                f"round {r}: {short} ({data.counts}): the export found too few labels with a majority, or all "
+                "went to the human slice. Label more items (prompts_per_round, overlap) or lower "
+                "labels.holdout_share."
             )
-        self.say(
-            f"r{r}-labels: reward model trains on {sum(data.counts['reward_train'].values())} pairs "
-            f"{data.counts['reward_train']}, DPO on {sum(data.counts['dpo_train'].values())} "
-            f"{data.counts['dpo_train']}; human slice {sum(data.counts['human_slice'].values())} pairs held out; "
-            f"dropped as contaminated by evaluation texts: {data.counts['decontaminated']}"
-        )
+        self.say(f"r{r}-labels: {describe(data.counts)}")
         return data
 
     def reward_chain(self, r: int, data: RoundData) -> dict:
@@ -242,16 +263,16 @@ class Loop(Labeling):
             chain["model"] = {"name": self.state["steps"][f"r{r - 1}-reward"]["run"]}
         return chain
 
-    def policy_chain(self, best: str, rm: Path, gen: Path, data: RoundData) -> dict:
-        if self.cfg.algorithm == "dpo":
-            return {"model": {"name": best}, "data": {"train": str(data.dpo_train)}}
+    def policy_chain(self, best: str, rm: Path | None, gen: Path, data: RoundData) -> dict:
+        if self.cfg.algorithm in ("dpo", "kto"):
+            return {"model": {"name": best}, "data": {"train": str(data.policy_train)}}
         return {
             "model": {"name": best},
             "reward": {"model": str(rm)},
             "data": {"prompts": str(gen / "candidates.jsonl")},
         }
 
-    def compare(self, r: int, best: str, new: str, rm: Path, eval_file: Path, data: RoundData):
+    def compare(self, r: int, best: str, new: str, rm: Path | None, eval_file: Path, data: RoundData):
         """New vs best (and the start, for the oracle) on the held-out prompts; human agreement on the slice,
         each policy against its own reference; the reward model trained on every label but the slice."""
         start = self.start_policy()
@@ -261,7 +282,7 @@ class Loop(Labeling):
             "checkpoints": [{"name": names[m], "model": m} for m in models],
             "baseline": names[best],
             "reference": names[best],
-            "reward": {"model": str(rm)},
+            "reward": {"model": str(rm)} if rm is not None else None,  # KTO rounds: no reward model
             "data": {"prompts": str(eval_file), "limit": None},
         }
         if data.human_slice is not None:

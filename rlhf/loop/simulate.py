@@ -7,8 +7,10 @@ k prefers a over b with P = sigmoid((s_a - s_b) / temperature_k), where s is the
 assessor's own bias (`length_bias` per 100 words: some like long answers, some short), and a share
 `careless` of their votes is random. A ranking is one Plackett-Luce draw (the Gumbel-max trick: sort
 s / temperature + Gumbel noise), whose pairwise margins are exactly those probabilities; Likert maps the
-perturbed scores onto 1..7 within the item. `agreement_rate` measures how often two assessors agree on an
-item's top choice — people agree on ~65-75 % of HH-RLHF pairs.
+perturbed scores onto 1..7 within the item. A binary judgement (good / bad on one answer) compares the
+answer with the project's median answer by the same rule: P(good) = sigmoid((s - median) / temperature),
+so about half of the answers are good to a careful assessor. `agreement_rate` measures how often two
+assessors give an item the same answer (top choice, or label) — people agree on ~65-75 % of HH-RLHF pairs.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import math
 import random
 import re
 import secrets
+import statistics
 from dataclasses import dataclass
 from itertools import combinations
 
 from rlhf.config import bounded, documented
-from rlhf.store import Store, StoreError, top_choice
+from rlhf.store import Store, StoreError, answer
 
 
 @dataclass
@@ -54,7 +57,11 @@ def perceived(
 
 
 def judgement(task: str, candidate_ids: list[int], scores: list[float]) -> dict:
-    """The payload a store submit takes, from (perceived) scores of the candidates in the order shown."""
+    """The payload a store submit takes, from (perceived) scores of the candidates in the order shown;
+    binary: [the answer's, the threshold's] (good when the answer's is higher)."""
+    if task == "binary":
+        answer, threshold = scores
+        return {"label": "good" if answer > threshold else "bad"}
     if task == "pairwise":
         a, b = scores
         return {"choice": "A" if a > b else "B"}
@@ -69,7 +76,7 @@ def judgement(task: str, candidate_ids: list[int], scores: list[float]) -> dict:
                 str(c): 1 + round(6 * (s - lo) / span) for c, s in zip(candidate_ids, scores, strict=True)
             }
         }
-    raise ValueError(f"simulated assessors judge pairwise, ranking and likert projects, not {task!r}")
+    raise ValueError(f"simulated assessors judge pairwise, ranking, likert and binary projects, not {task!r}")
 
 
 def vote(
@@ -90,6 +97,7 @@ def vote(
     for a in assessors:
         if a.name not in known:
             store.add_user(a.name, secrets.token_urlsafe(16))
+    threshold = _median_taste(store.items(project), reward) if task == "binary" else None
     done = {a.name: 0 for a in assessors}
     failed = {a.name: 0 for a in assessors}
     active = list(assessors)
@@ -101,6 +109,10 @@ def vote(
                 continue
             texts = [c["text"] for c in lease.candidates]
             taste = reward([lease.prompt] * len(texts), texts)
+            if (
+                threshold is not None
+            ):  # binary: the answer against the median answer (no text: no length bias)
+                taste, texts = [*taste, threshold], [*texts, ""]
             payload = judgement(task, [c["id"] for c in lease.candidates], perceived(a, taste, texts, rng))
             try:
                 store.submit(project, a.name, lease.item_id, payload, client_token=secrets.token_hex(16))
@@ -111,6 +123,13 @@ def vote(
                 continue
             done[a.name] += 1
     return done
+
+
+def _median_taste(items: list[dict], reward) -> float:
+    """The taste's median over every answer of a project (the binary judgements' threshold)."""
+    prompts = [it["prompt"] for it in items for _ in it["candidates"]]
+    scores = sorted(reward(prompts, [c["text"] for it in items for c in it["candidates"]]))
+    return statistics.median(scores) if scores else 0.0
 
 
 _WORD = re.compile(r"[a-z']+")
@@ -144,11 +163,12 @@ def demo_preference(prompts: list, responses: list) -> list[float]:
 
 
 def agreement_rate(annotations: list[dict]) -> tuple[float | None, int]:
-    """How often two assessors who judged the same item chose the same top candidate, over all such pairs
-    of votes: (rate, pairs); (None, 0) when no item has two votes. Pure."""
+    """How often two assessors who judged the same item gave the same answer (the same top candidate, or
+    the same binary label), over all such pairs of votes: (rate, pairs); (None, 0) when no item has two
+    votes. Pure."""
     by_item: dict[int, list] = {}
     for a in annotations:
-        choice = top_choice(a)
+        choice = answer(a)
         if choice is not None:
             by_item.setdefault(a["item_id"], []).append(choice)
     pairs = [x == y for votes in by_item.values() for x, y in combinations(votes, 2)]

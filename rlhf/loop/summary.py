@@ -12,7 +12,7 @@ from rlhf.runs import MANIFEST
 
 def key_figure(rec: StepRecord) -> str:
     r = rec.result or {}
-    if rec.stage in ("sft", "dpo", "ppo") and r.get("train_loss") is not None:
+    if rec.stage in ("sft", "dpo", "ppo", "kto") and r.get("train_loss") is not None:
         return f"{r.get('global_step')} steps, train loss {r['train_loss']:.3f}"
     if rec.stage == "generate" and "items_added" in r:
         return f"{r['items_added']} prompts x {r['candidates'] // max(1, r['items_added'])} candidates, {r['tokens_per_s']} tok/s"
@@ -24,6 +24,9 @@ def key_figure(rec: StepRecord) -> str:
         )
     if rec.stage == "export":
         acct = _manifest(rec).get("accounting") or {}
+        if "balance" in acct:  # unpaired (KTO) rows
+            b = acct["balance"]
+            return f"{acct.get('rows_out', '?')} rows ({b.get('desirable')} good, {b.get('undesirable')} bad)"
         return f"{acct.get('pairs_out', '?')} preference pairs from {acct.get('items_exported', '?')} items"
     if rec.stage == "reward" and "eval_accuracy" in r:
         return f"held-out accuracy {r['eval_accuracy']:.2f}"
@@ -33,7 +36,9 @@ def key_figure(rec: StepRecord) -> str:
             res = read_result(rec.run / out["path"])
             new = res.names[-1]  # the round's new policy (start and best come first)
             vs, kl = res.checkpoints[new].vs_baseline, res.checkpoints[new].kl
-            text = f"{new} beats {res.baseline} in {vs.win_rate if vs else float('nan'):.0%} (RM)"
+            text = (
+                f"{new} beats {res.baseline} in {vs.win_rate:.0%} (RM)" if vs else f"{new} vs {res.baseline}"
+            )
             return text + (f", KL {kl.mean:.2f}" if kl else "")
     return ""
 

@@ -114,7 +114,6 @@ def length_grouped(trainer_cls):
     return LengthGrouped
 
 
-
 def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     stage = TRLStage("dpo", DPOConfig, cfg, owned={"max_length": cfg.data.max_length})  # fails early
     with stage.open(resume=resume, overwrite=overwrite) as run_dir:

@@ -148,7 +148,6 @@ def class_weights(cfg: KTOStageConfig, balance_of_train: dict) -> tuple[dict, di
     return weights, {**weights, "from": "the data's balance"}
 
 
-
 def run(cfg: KTOStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     stage = TRLStage("kto", KTOConfig, cfg, owned={"max_length": cfg.data.max_length})  # fails early
     with stage.open(resume=resume, overwrite=overwrite) as run_dir:

@@ -27,7 +27,7 @@ from rlhf.store.judgements import (
     values,
 )
 from rlhf.store.limits import TextLimits
-from rlhf.store.quality import gold_failures, gold_over_time, project_stats, top_choice
+from rlhf.store.quality import answer, gold_failures, gold_over_time, project_stats, top_choice
 from rlhf.store.service import Store
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "TextLimits",
     "agreement",
     "agreement_with_majority",
+    "answer",
     "balance",
     "check_new_password",
     "check_username",
