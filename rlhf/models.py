@@ -297,6 +297,13 @@ def model_fingerprint(spec: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
+def record_model(run_dir, key: str, spec: str) -> None:
+    """A model input into a run's manifest: a local model by its content hash, a hub id by the revision it
+    resolves to now — so a new upload under the same id counts as a changed input."""
+    path = resolve_model_path(spec)
+    run_dir.record_input(key, spec, path, revision=None if Path(path).exists() else hub_revision(spec))
+
+
 def hub_revision(repo_id: str) -> str:
     """The commit a hub id resolves to: the local Hugging Face cache's snapshot, else the hub's answer;
     'unresolved' when neither is reachable (then the model cannot be loaded either)."""

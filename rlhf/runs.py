@@ -240,13 +240,18 @@ class RunDir:
         m.update(fields)
         self.write_manifest(m)
 
-    def record_input(self, key: str, source: str, path: str | Path | None) -> None:
-        """Note an input (data file, model dir) with its content hash in the manifest."""
+    def record_input(
+        self, key: str, source: str, path: str | Path | None, *, revision: str | None = None
+    ) -> None:
+        """Note an input (data file, model dir) with its content hash in the manifest; a model that is a hub
+        id (no local path) with the `revision` it resolved to (`rlhf.models.record_model`)."""
         if not self.main:
             return
         entry: dict[str, Any] = {"source": source}
         if path is not None and Path(path).exists():
             entry.update(path=str(Path(path).resolve()), sha256=content_hash(path))
+        elif revision is not None:
+            entry["revision"] = revision
         m = self.read_manifest()
         m.setdefault("inputs", {})[key] = entry
         self.write_manifest(m)

@@ -2,8 +2,10 @@ import json
 
 import pytest
 
+from rlhf import models
 from rlhf.errors import RunDirError
 from rlhf.hashing import content_hash
+from rlhf.loop import steps
 from rlhf.runs import CKPT_MARKER, DONE_MARKER, RunDir, RunSettings
 from rlhf.stages.sft import SFTStageConfig
 
@@ -87,3 +89,18 @@ def test_a_run_that_failed_before_any_checkpoint_is_replaced(tmp_path):
     again.fail("TrainingError: nan")
     with pytest.raises(RunDirError, match="unfinished run"):
         RunDir.prepare(settings(tmp_path), "sft", SFTStageConfig())
+
+
+def test_a_hub_model_is_recorded_by_its_revision_and_a_new_upload_is_a_changed_input(tmp_path, monkeypatch):
+    """A hub id has no local files to hash: its manifest entry holds the revision it resolved to, and the
+    loop's skip rule sees a new revision as a changed input (a local model keeps its content hash)."""
+    revision = {"now": "rev-1"}
+    monkeypatch.setattr(models, "hub_revision", lambda repo: revision["now"])
+    run = RunDir.prepare(settings(tmp_path), "sft", SFTStageConfig())
+    models.record_model(run, "model", "someorg/some-model")
+    entry = run.read_manifest()["inputs"]["model"]
+    assert entry == {"source": "someorg/some-model", "revision": "rev-1"}
+    monkeypatch.setattr(steps, "hub_revision", lambda repo: revision["now"])
+    assert steps.inputs_unchanged(run.read_manifest())
+    revision["now"] = "rev-2"
+    assert not steps.inputs_unchanged(run.read_manifest())

@@ -20,6 +20,7 @@ import yaml
 
 from rlhf.config import dump_yaml, from_dict
 from rlhf.hashing import content_hash
+from rlhf.models import hub_revision
 from rlhf.runs import DONE_MARKER, RunDir
 
 
@@ -44,12 +45,15 @@ def merged(base: dict, top: dict) -> dict:
 
 
 def inputs_unchanged(manifest: dict) -> bool:
-    """Every input the run recorded with a hash still hashes the same (a missing one counts as changed)."""
+    """Every input the run recorded with a hash still hashes the same (a missing one counts as changed), and
+    every hub-id model still resolves to the revision recorded."""
     for entry in (manifest.get("inputs") or {}).values():
         if entry.get("sha256"):
             p = Path(entry.get("path", ""))
             if not p.exists() or content_hash(p) != entry["sha256"]:
                 return False
+        elif entry.get("revision") and hub_revision(entry["source"]) != entry["revision"]:
+            return False
     return True
 
 

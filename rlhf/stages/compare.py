@@ -67,7 +67,13 @@ from rlhf.compare import (
 from rlhf.compare import arena as arena_lib
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import load_rows, source_path
-from rlhf.models import cache_dir, load_causal_lm, load_tokenizer, model_fingerprint, resolve_model_path
+from rlhf.models import (
+    cache_dir,
+    load_causal_lm,
+    load_tokenizer,
+    model_fingerprint,
+    record_model,
+)
 from rlhf.preferences import import_preferences
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.reward import RewardSettings, check_reward, load_reward
@@ -121,7 +127,7 @@ def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = Fals
     specs = {c.name: c.model for c in cfg.checkpoints}
     with RunDir.prepare(cfg.run, "compare", cfg, resume=resume, overwrite=overwrite) as run_dir:
         for name, spec in specs.items():
-            run_dir.record_input(f"checkpoint[{name}]", spec, resolve_model_path(spec))
+            record_model(run_dir, f"checkpoint[{name}]", spec)
         tokenizers = {n: load_tokenizer(s, padding_side="left") for n, s in specs.items()}
         prompts = load_prompts(cfg.data, list(tokenizers.values()), section="data")
         run_dir.record_input("data.prompts", cfg.data.prompts, source_path(cfg.data.prompts))

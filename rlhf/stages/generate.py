@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import source_path
 from rlhf.generation import SamplingSettings, generate_texts
-from rlhf.models import load_causal_lm, load_tokenizer, resolve_model_path, say_precision
+from rlhf.models import load_causal_lm, load_tokenizer, record_model, say_precision
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.runs import RunDir, RunSettings
 from rlhf.store import AnswerTask, Priority, Rationale, Store
@@ -109,7 +109,7 @@ def sample_candidates(
         if not slots:
             continue
         model = load_causal_lm(policy, precision.name).eval()
-        run_dir.record_input(f"policy[{p}]", policy, resolve_model_path(policy))
+        record_model(run_dir, f"policy[{p}]", policy)
         seed = cfg.run.seed + p
         torch.manual_seed(seed)
         t0 = time.perf_counter()

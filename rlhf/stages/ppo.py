@@ -30,7 +30,7 @@ from rlhf.config import documented
 from rlhf.data import source_path
 from rlhf.distributed import finish_distributed
 from rlhf.generation import SamplingSettings
-from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, record_model
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.reward import RewardSettings, check_reward, load_reward
 from rlhf.runs import CKPT_MARKER, RunDir, RunSettings
@@ -71,7 +71,7 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             tokenizer = load_tokenizer(cfg.model.name, padding_side="left")
             prompts = load_prompts(cfg.data, [tokenizer], section="data")
             run_dir.record_input("data.prompts", cfg.data.prompts, source_path(cfg.data.prompts))
-            run_dir.record_input("model", cfg.model.name, resolve_model_path(cfg.model.name))
+            record_model(run_dir, "model", cfg.model.name)
             run_dir.record_input(
                 f"reward.{'model' if cfg.reward.model else 'function'}", cfg.reward.source, rm_path
             )

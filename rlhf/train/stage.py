@@ -40,7 +40,7 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from rlhf.data import source_path
-from rlhf.models import load_causal_lm, resolve_model_path
+from rlhf.models import load_causal_lm, record_model
 from rlhf.runs import CKPT_MARKER, RunDir
 from rlhf.train.args import (
     build_trl_config,
@@ -132,7 +132,7 @@ class TRLStage:
     def record_inputs(self, data_key: str, data_source: str) -> None:
         """The training data and the model, with their content hashes, into the manifest's inputs."""
         self.run_dir.record_input(data_key, data_source, source_path(data_source))
-        self.run_dir.record_input("model", self.cfg.model.name, resolve_model_path(self.cfg.model.name))
+        record_model(self.run_dir, "model", self.cfg.model.name)
 
     def train(self, trainer, *, resume: bool, drift: DriftCallback | None = None) -> Trained:
         return train(trainer, self.run_dir, resume=resume, drift=drift)
