@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 from support.data import marker_rows, write_jsonl
+from support.tiny import stage_config
 
-from rlhf.config import load_config
 from rlhf.stages import dpo
 
 
@@ -17,24 +17,7 @@ def weights(path):
 
 
 def cfg_for(tmp_path, model, data, name, **extra):
-    over = {
-        "run.output_root": str(tmp_path / "runs"),
-        "run.name": name,
-        "model.name": model,
-        "data.train": data,
-        "data.max_length": 64,
-        "trainer.max_steps": 2,
-        "trainer.per_device_train_batch_size": 4,
-        "trainer.learning_rate": 1e-2,
-        "trainer.logging_steps": 1,
-        "trainer.save_strategy": "no",
-        "trainer.gradient_checkpointing": False,
-        "trainer.report_to": "none",
-        "trainer.bf16": False,  # fp32 on every CPU; bf16 is tested on its own
-        "trainer.dataloader_num_workers": 0,
-    }
-    over.update(extra)
-    return load_config(dpo.DPOStageConfig, None, [f"{k}={v}" for k, v in over.items()])
+    return stage_config(dpo.DPOStageConfig, tmp_path, model, data, name, **{**extra})
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 from support.data import marker_rows, write_jsonl
-from support.tiny import WORDS
+from support.tiny import WORDS, stage_config
 
 from rlhf.compare import started_from
 from rlhf.config import load_config
@@ -41,25 +41,7 @@ def unpaired_rows(n_desirable: int, n_undesirable: int, seed: int = 0) -> list[d
 
 
 def cfg_for(tmp_path, model, data, name, **extra):
-    over = {
-        "run.output_root": str(tmp_path / "runs"),
-        "run.name": name,
-        "model.name": model,
-        "data.train": data,
-        "data.max_length": 64,
-        "trainer.max_steps": 2,
-        "trainer.per_device_train_batch_size": 4,
-        "trainer.learning_rate": 1e-2,
-        "trainer.logging_steps": 1,
-        "trainer.save_strategy": "no",
-        "trainer.gradient_checkpointing": False,
-        "trainer.report_to": "none",
-        "trainer.bf16": False,  # fp32 on every CPU
-        "trainer.dataloader_num_workers": 0,
-        "drift.every_steps": 0,
-    }
-    over.update(extra)
-    return load_config(kto.KTOStageConfig, None, [f"{k}={v}" for k, v in over.items()])
+    return stage_config(kto.KTOStageConfig, tmp_path, model, data, name, **{"drift.every_steps": 0, **extra})
 
 
 @pytest.fixture

@@ -7,30 +7,14 @@ Precision: fp32 (`trainer.bf16: false`) on the tiny Llama, so padded and padding
 import pytest
 import torch
 from support.data import marker_rows, write_jsonl
+from support.tiny import stage_config
 
-from rlhf.config import ConfigError, load_config
+from rlhf.config import ConfigError
 from rlhf.stages import dpo, sft
-
-TRAINER = {
-    "trainer.per_device_train_batch_size": 4,
-    "trainer.learning_rate": 1e-2,
-    "trainer.logging_steps": 1,
-    "trainer.save_strategy": "no",
-    "trainer.gradient_checkpointing": False,
-    "trainer.report_to": "none",
-    "trainer.bf16": False,
-}
 
 
 def _config(cls, tmp_path, model, data, name, **extra):
-    over = {
-        "run.output_root": str(tmp_path / "runs"),
-        "run.name": name,
-        "model.name": model,
-        "data.train": data,
-    }
-    over.update({"data.max_length": 64, "trainer.max_steps": 2, **TRAINER, **extra})
-    return load_config(cls, None, [f"{k}={v}" for k, v in over.items()])
+    return stage_config(cls, tmp_path, model, data, name, **extra)
 
 
 def _sft_rows(n=12):

@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 from support.data import write_jsonl
+from support.tiny import stage_config
 
 from rlhf import models
 from rlhf.compare.answer_cache import GenerationCache
@@ -162,26 +163,11 @@ def test_lora_under_bf16_holds_the_base_in_bf16_and_merges_into_the_fp32_base(
 
     monkeypatch.setattr(dpo, "DPOTrainer", Recording)
     data = write_jsonl(tmp_path / "prefs.jsonl", marker_rows(8))
-    over = {
-        "run.output_root": str(tmp_path / "runs"),
-        "run.name": "bf16-lora",
-        "model.name": tiny_model_dir,
-        "model.lora.r": 4,
-        "model.lora.alpha": 8,
-        "model.lora.dropout": 0.0,
-        "data.train": data,
-        "data.max_length": 64,
-        "drift.every_steps": 0,
-        "trainer.max_steps": 2,
-        "trainer.per_device_train_batch_size": 4,
-        "trainer.learning_rate": 1e-2,
-        "trainer.logging_steps": 1,
-        "trainer.save_strategy": "no",
-        "trainer.gradient_checkpointing": False,
-        "trainer.report_to": "none",
-        "trainer.bf16": True,
-    }
-    run = dpo.run(load_config(dpo.DPOStageConfig, None, [f"{k}={v}" for k, v in over.items()]))
+    lora = {"model.lora.r": 4, "model.lora.alpha": 8, "model.lora.dropout": 0.0, "drift.every_steps": 0}
+    cfg = stage_config(
+        dpo.DPOStageConfig, tmp_path, tiny_model_dir, data, "bf16-lora", **lora, **{"trainer.bf16": True}
+    )
+    run = dpo.run(cfg)
     assert seen["base"] == {torch.bfloat16}
     assert seen["lora"] == {torch.float32} and seen["optimizer"] == {torch.float32}
     result = run.read_manifest()["result"]

@@ -165,8 +165,9 @@ def _measure(
 ) -> tuple[dict[str, Answers], CompareResult]:
     """Every checkpoint's answers (cached), their lengths and, where it shares the reference's vocabulary,
     its KL to the reference. Each model is loaded at most once (the reference only when something needs it)
-    and released after its turn."""
-    reference = Lazy(lambda: load_causal_lm(specs[cfg.reference]).eval())
+    and released after its turn, loaded in the sampling precision (answers and KL are in it)."""
+    dtype = cfg.sampling.precision_choice().name
+    reference = Lazy(lambda: load_causal_lm(specs[cfg.reference], dtype).eval())
     ref_tok, ref_fp = tokenizers[cfg.reference], model_fingerprint(specs[cfg.reference])
     cache = Path(cfg.cache) if cfg.cache else cache_dir() / "generations"
     names = list(specs)
@@ -174,7 +175,11 @@ def _measure(
     answers = {}
     for k, name in enumerate(names):
         tok = tokenizers[name]
-        model = reference if name == cfg.reference else Lazy(lambda n=name: load_causal_lm(specs[n]).eval())
+        model = (
+            reference
+            if name == cfg.reference
+            else Lazy(lambda n=name: load_causal_lm(specs[n], dtype).eval())
+        )
         answers[name] = ans = collect_answers(
             name,
             specs[name],

@@ -96,3 +96,34 @@ def build_always_a_judge(directory) -> str:
         emb[tok.convert_tokens_to_ids("B")] = -5 * h / h.norm()
     model.save_pretrained(d)
     return d
+
+
+# a training stage on the tiny Llama: 2 steps of 4 rows at lr 1e-2, fp32 on every CPU (bf16 is tested on its own)
+TINY_TRAINER = {
+    "trainer.max_steps": 2,
+    "trainer.per_device_train_batch_size": 4,
+    "trainer.learning_rate": 1e-2,
+    "trainer.logging_steps": 1,
+    "trainer.save_strategy": "no",
+    "trainer.gradient_checkpointing": False,
+    "trainer.report_to": "none",
+    "trainer.bf16": False,
+    "trainer.dataloader_num_workers": 0,
+}
+
+
+def stage_config(cls, tmp_path, model, data, name, **extra):
+    """A training stage's config (`cls`) for the tiny Llama under tmp_path/runs/<name>: `TINY_TRAINER`,
+    max_length 64, then `extra` (dotted keys) on top."""
+    from rlhf.config import load_config  # noqa: PLC0415 - support modules load rlhf only when used
+
+    over = {
+        "run.output_root": str(tmp_path / "runs"),
+        "run.name": name,
+        "model.name": model,
+        "data.train": data,
+        "data.max_length": 64,
+        **TINY_TRAINER,
+        **extra,
+    }
+    return load_config(cls, None, [f"{k}={v}" for k, v in over.items()])
