@@ -7,8 +7,9 @@ response at a time — from batching — and a re-run costs only the scoring, fr
 Setup: two checkpoints — SmolLM2-135M-Instruct (the built-in alias) and a copy with slightly perturbed
 weights — and a reward model on the `minilm-l6` encoder (a fresh score head with rlhf's metadata: the
 score values do not matter here, only the work). Both sides: the first N demo prompts, sampling with
-temperature 0.7 / top-p 0.9, exactly `--new-tokens` new tokens per answer (min_new_tokens: equal work),
-fp32. The rlhf side is the stage as users run it (run dir, KL to the reference on the samples, bootstrap
+temperature 0.7 / top-p 0.9, exactly `--new-tokens` new tokens per answer (min_new_tokens: equal work).
+The naive side runs fp32 (`from_pretrained`'s default); the rlhf side samples in the precision the stage
+picks (`sampling.precision: auto`: bf16 where the CPU does bf16 natively, else fp32). The rlhf side is the stage as users run it (run dir, KL to the reference on the samples, bootstrap
 CIs, Bradley-Terry, report) — more work than the naive side does. Each side runs in a fresh process,
 in the order rlhf, naive, then rlhf again with the cache warm. Last line: `ratio rlhf/naive <x>` (goal
 <= 0.3).
