@@ -65,3 +65,21 @@ def test_agreement_of_two_assessors_lands_in_a_human_like_band():
     assert 0.68 <= rate <= 0.76, rate
     assert agreement_rate(votes(robots))[0] == 1.0
     assert agreement_rate([]) == (None, 0)
+
+
+def test_agreement_on_rankings_counts_every_pair_of_candidates():
+    """Two 4-way rankings (values = rank, 1 is best) share 6 candidate pairs: identical -> 6 of 6; one swap
+    of the last two -> 5 of 6; a pair either assessor tied (likert) is not counted."""
+
+    def ranked(item, order):
+        return {"item_id": item, "kind": "ranking", "values": {c: k + 1 for k, c in enumerate(order)}}
+
+    assert agreement_rate([ranked(1, [10, 11, 12, 13]), ranked(1, [10, 11, 12, 13])]) == (1.0, 6)
+    rate, units = agreement_rate([ranked(1, [10, 11, 12, 13]), ranked(1, [10, 11, 13, 12])])
+    assert (rate, units) == (5 / 6, 6)
+    likert = [
+        {"item_id": 2, "kind": "likert", "values": {1: 7, 2: 7, 3: 1}},
+        {"item_id": 2, "kind": "likert", "values": {1: 6, 2: 2, 3: 2}},
+    ]
+    # pairs (1,2): tied by the first -> skipped; (1,3): both 1 > 3 -> agree; (2,3): tied by the second -> skipped
+    assert agreement_rate(likert) == (1.0, 1)

@@ -89,7 +89,7 @@ class Labeling:
         low, high = a.agreement_band
         if rate is not None and not low <= rate <= high:
             self.say(
-                f"r{r}-collect: assessors agree on {rate:.0%} of {pairs} vote pairs, outside the expected "
+                f"r{r}-collect: assessors agree on {rate:.0%} of {pairs} candidate pairs judged twice, outside the expected "
                 f"{low:.0%}-{high:.0%} (people agree on ~65-75 % of HH-RLHF pairs): check the guidelines "
                 "or the simulated assessors' temperatures"
             )

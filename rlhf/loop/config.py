@@ -36,7 +36,8 @@ class AssessorSettings:
         default_factory=lambda: [0.6, 0.85],
         ge=0,
         le=1,
-        help="the share of agreeing vote pairs people reach (~0.65-0.75 on HH-RLHF); outside it, a warning",
+        help="the share of candidate pairs two assessors order alike that people reach (~0.65-0.75 on HH-RLHF); "
+        "outside it, a warning",
     )
     # human: the round goes on once this share of its items is complete, or `deadline_h` hours after
     # the project opened with whatever is complete by then

@@ -10,7 +10,8 @@ s / temperature + Gumbel noise), whose pairwise margins are exactly those probab
 perturbed scores onto 1..7 within the item. A binary judgement (good / bad on one answer) compares the
 answer with the project's median answer by the same rule: P(good) = sigmoid((s - median) / temperature),
 so about half of the answers are good to a careful assessor. `agreement_rate` measures how often two
-assessors give an item the same answer (top choice, or label) — people agree on ~65-75 % of HH-RLHF pairs.
+assessors order a pair of candidates the same way (or give an answer the same label) — people agree on
+~65-75 % of HH-RLHF pairs.
 """
 
 from __future__ import annotations
@@ -163,16 +164,28 @@ def demo_preference(prompts: list, responses: list) -> list[float]:
 
 
 def agreement_rate(annotations: list[dict]) -> tuple[float | None, int]:
-    """How often two assessors who judged the same item gave the same answer (the same top candidate, or
-    the same binary label), over all such pairs of votes: (rate, pairs); (None, 0) when no item has two
-    votes. Pure."""
-    by_item: dict[int, list] = {}
+    """How often two assessors who judged the same item agree, over every pair of their judgements, per
+    *pair of candidates*: the same order of the two (pairwise, ranking, likert; a pair either of them left
+    tied is not counted), or the same label (binary: one unit per item). For a pairwise task this is
+    agreement on the choice, so the figure means the same for 2-way and K-way items and compares with
+    people's ~65-75 % on HH-RLHF pairs. Returns (rate, units); (None, 0) when nothing was judged twice. Pure."""
+    by_item: dict[int, list[dict]] = {}
     for a in annotations:
-        choice = answer(a)
-        if choice is not None:
-            by_item.setdefault(a["item_id"], []).append(choice)
-    pairs = [x == y for votes in by_item.values() for x, y in combinations(votes, 2)]
-    return (sum(pairs) / len(pairs), len(pairs)) if pairs else (None, 0)
+        by_item.setdefault(a["item_id"], []).append(a)
+    same = []
+    for votes in by_item.values():
+        for x, y in combinations(votes, 2):
+            if x["kind"] == "binary":
+                if answer(x) is not None and answer(y) is not None:
+                    same.append(answer(x) == answer(y))
+                continue
+            shared = sorted(set(x["values"]) & set(y["values"]))
+            for c, d in combinations(shared, 2):
+                ox = x["values"][c] - x["values"][d]
+                oy = y["values"][c] - y["values"][d]
+                if ox and oy:
+                    same.append((ox > 0) == (oy > 0))
+    return (sum(same) / len(same), len(same)) if same else (None, 0)
 
 
 def progress(items: list[dict], annotations: list[dict], overlap: int) -> dict:
