@@ -1,7 +1,7 @@
 """Claim: the loop makes a better model, by a judge no model was trained on — the oracle.
 
     .venv/bin/python benchmarks/loop_oracle.py [--rounds 3] [--out /tmp/loop_oracle] [--dpo-steps 16]
-        [--lora-r 16] [--dpo-lr 5e-4]
+        [--lora-r 16] [--dpo-lr 5e-4] [--prompts-per-round 24] [--runs accumulate,per-round]
 
 Two runs of `rlhf loop` on the embedded demo settings (SmolLM2-135M-Instruct; DPO with LoRA r=16 at lr
 5e-4, where the demo itself fine-tunes fully; the minilm-l6 reward model, three simulated assessors whose taste is `rlhf.loop.simulate:demo_preference`, 64 held-out
@@ -26,7 +26,14 @@ from rlhf.quiet import third_party_to
 
 
 def run(
-    name: str, out: Path, rounds: int, dpo_steps: int, accumulate: bool, lora_r: int, lr: float
+    name: str,
+    out: Path,
+    rounds: int,
+    dpo_steps: int,
+    accumulate: bool,
+    lora_r: int,
+    lr: float,
+    per_round: int,
 ) -> tuple[dict, float]:
     with resources.as_file(resources.files("rlhf") / "demo" / "loop.yaml") as demo:
         cfg = load_config(
@@ -37,7 +44,7 @@ def run(
                 f"run.output_root={out}",
                 f"rounds={rounds}",
                 "arena=false",
-                "prompts_per_round=24",
+                f"prompts_per_round={per_round}",
                 f"labels.accumulate={str(accumulate).lower()}",
                 f"labels.dpo_replay={0.5 if accumulate else 0.0}",
                 f"stages.dpo.trainer.max_steps={dpo_steps}",
@@ -58,6 +65,8 @@ def main() -> None:
     ap.add_argument("--dpo-steps", type=int, default=16)
     ap.add_argument("--lora-r", type=int, default=16, help="DPO with LoRA of this rank (0: full fine-tune)")
     ap.add_argument("--dpo-lr", type=float, default=5e-4)
+    ap.add_argument("--prompts-per-round", type=int, default=24)
+    ap.add_argument("--runs", default="accumulate,per-round", help="which of the two runs (comma-separated)")
     ap.add_argument("--out", default="/tmp/loop_oracle")
     a = ap.parse_args()
     out = Path(a.out)
@@ -66,8 +75,13 @@ def main() -> None:
         + (f"LoRA r={a.lora_r}" if a.lora_r else "full fine-tune")
     )
     results = {}
+    wanted = a.runs.split(",")
     for name, accumulate in (("accumulate", True), ("per-round", False)):
-        state, seconds = run(name, out, a.rounds, a.dpo_steps, accumulate, a.lora_r, a.dpo_lr)
+        if name not in wanted:
+            continue
+        state, seconds = run(
+            name, out, a.rounds, a.dpo_steps, accumulate, a.lora_r, a.dpo_lr, a.prompts_per_round
+        )
         results[name] = (state, seconds)
         print(f"{name}: {seconds / 60:.1f} min", flush=True)
     print(
@@ -76,7 +90,7 @@ def main() -> None:
     for r in range(1, a.rounds + 1):
         cells = []
         for name in ("accumulate", "per-round"):
-            o = results[name][0]["rounds"][str(r)].get("oracle") or {}
+            o = (results[name][0]["rounds"][str(r)].get("oracle") or {}) if name in results else {}
             cells.append(f"{o['rate']:.0%} [{o['ci95'][0]:.0%}, {o['ci95'][1]:.0%}] n={o['n']}" if o else "-")
         verdict = results["accumulate"][0]["rounds"][str(r)]["verdict"]["text"]
         print(f"{r:<6} {cells[0]:<44} {cells[1]:<44} {verdict}")
