@@ -171,9 +171,18 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def from_dict(
-    cls: type, data: Any, *, source: str = "config", override_sources: dict | None = None, prefix: str = ""
+    cls: type,
+    data: Any,
+    *,
+    source: str = "config",
+    override_sources: dict | None = None,
+    prefix: str = "",
+    base: Any = None,
 ):
-    """Build dataclass `cls` from a mapping, checking keys and types."""
+    """Build dataclass `cls` from a mapping, checking keys and types. Keys the mapping leaves out keep their
+    value in `base` (an instance), else the field's default: a section given in part (`run.seed=3`, or
+    `sampling: {max_new_tokens: 64}`) keeps the rest of the enclosing default (the stage's run name, its
+    sampling temperature), at every depth."""
     override_sources = override_sources or {}
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(data, dict):
@@ -189,10 +198,11 @@ def from_dict(
     for name, value in data.items():
         full = prefix + name
         src = _source_for(full, override_sources, source)
-        kwargs[name] = _convert(hints[name], value, full, src, override_sources, source)
+        default = getattr(base, name) if base is not None else _field_default(fields[name])
+        kwargs[name] = _convert(hints[name], value, full, src, override_sources, source, default)
         check_bounds(fields[name], kwargs[name], full, src)
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
@@ -281,7 +291,18 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _convert(tp: Any, value: Any, key: str, src: str, override_sources: dict, source: str) -> Any:
+def _field_default(f: dataclasses.Field) -> Any:
+    """A field's default value, where it is a dataclass instance (the base a partial section fills in)."""
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        value = None if f.default is dataclasses.MISSING else f.default
+    return value if dataclasses.is_dataclass(value) and not isinstance(value, type) else None
+
+
+def _convert(
+    tp: Any, value: Any, key: str, src: str, override_sources: dict, source: str, base: Any = None
+) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -296,7 +317,7 @@ def _convert(tp: Any, value: Any, key: str, src: str, override_sources: dict, so
             if arg is type(None):
                 continue
             try:
-                return _convert(arg, value, key, src, override_sources, source)
+                return _convert(arg, value, key, src, override_sources, source, base)
             except ConfigError as e:
                 errors.append(e)
         if len(errors) == 1:
@@ -306,7 +327,10 @@ def _convert(tp: Any, value: Any, key: str, src: str, override_sources: dict, so
     if dataclasses.is_dataclass(tp):
         if value is None:
             value = {}
-        return from_dict(tp, value, source=source, override_sources=override_sources, prefix=key + ".")
+        base = base if isinstance(base, tp) else None
+        return from_dict(
+            tp, value, source=source, override_sources=override_sources, prefix=key + ".", base=base
+        )
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         choices = [m.value for m in tp]
         if value in choices:

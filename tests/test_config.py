@@ -50,6 +50,25 @@ def test_yaml_and_overrides_typed(tmp_path):
     assert cfg.maybe.r == 2
 
 
+@dataclass
+class Staged:
+    inner: Inner = field(default_factory=lambda: Inner(r=32, names=["kept"]))
+    outer: Outer = field(default_factory=lambda: Outer(name="stage", inner=Inner(rate=0.5)))
+
+
+def test_a_section_given_in_part_keeps_the_rest_of_its_default(tmp_path):
+    """`run.seed=3` must not rename the run: the fields a section leaves out keep the enclosing default (the
+    stage's), at every depth, from a file and from overrides alike."""
+    cfg = load_config(Staged, write(tmp_path, "inner:\n  rate: 0.25\n"), ["outer.inner.r=4"])
+    assert (cfg.inner.r, cfg.inner.rate, cfg.inner.names) == (32, 0.25, ["kept"])
+    assert (cfg.outer.name, cfg.outer.inner.r, cfg.outer.inner.rate) == ("stage", 4, 0.5)
+    from rlhf.stages.generate import GenerateStageConfig
+
+    real = load_config(GenerateStageConfig, None, ["run.seed=3", "sampling.max_new_tokens=32"])
+    assert (real.run.name, real.run.seed) == ("generate", 3)
+    assert (real.sampling.temperature, real.sampling.top_p, real.sampling.max_new_tokens) == (0.8, 0.95, 32)
+
+
 def test_unknown_key_names_key_file_and_valid_keys(tmp_path):
     path = write(tmp_path, "inner:\n  rr: 4\n")
     with pytest.raises(ConfigError) as e:
