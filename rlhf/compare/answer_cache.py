@@ -22,7 +22,6 @@ from pathlib import Path
 from rlhf.generation import SamplingSettings
 
 FORMAT = 3  # 2: sampled ids, per-answer seeds, sample index; 3: rlhf's decoder, precision, backend, logp
-BACKEND = "hf"  # the engine that sampled (one backend today: transformers' models under rlhf's decoder)
 
 
 def prompt_key(prompt) -> str:
@@ -30,10 +29,12 @@ def prompt_key(prompt) -> str:
 
 
 class GenerationCache:
-    def __init__(self, root: Path, model_hash: str, sampling: SamplingSettings, seed: int):
+    def __init__(
+        self, root: Path, model_hash: str, sampling: SamplingSettings, seed: int, backend: str = "hf"
+    ):
         how = {**asdict(sampling), "precision": sampling.precision_choice().name}
         settings = json.dumps(
-            {"model": model_hash, "sampling": how, "backend": BACKEND, "seed": seed, "format": FORMAT},
+            {"model": model_hash, "sampling": how, "backend": backend, "seed": seed, "format": FORMAT},
             sort_keys=True,
         )
         self.path = Path(root) / f"{hashlib.sha256(settings.encode()).hexdigest()[:32]}.jsonl"

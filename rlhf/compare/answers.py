@@ -12,6 +12,9 @@
   So with `top_p < 1` (or `top_k`) the estimate is E_{y ~ pi_truncated}[log pi_T(y) - log ref_T(y)], close to
   but not exactly KL(pi_truncated || ref_T); with `top_p: 1` and `top_k: 0` it is exact in expectation.
   Per prompt the samples are averaged; the interval is a bootstrap over prompts.
+- Backend (`generation.backend`): answers sampled by a vLLM engine are cached under their own key; their
+  log pi(y) is recomputed by the hf scorer in the sampling precision, like the reference's (vLLM's kernels
+  differ from transformers' by rounding: one scorer for both sides keeps that out of the KL).
 - Precision: log pi(y) is the log-prob each token had when it was drawn (recorded by the decoder, in the
   precision sampled in), so it belongs to exactly the distribution y came from; the reference is scored in
   that same precision. The estimate is then unbiased for KL(pi_p || ref_p), both models at precision p.
@@ -31,6 +34,7 @@ from tqdm.auto import tqdm
 
 from rlhf.compare.answer_cache import GenerationCache, prompt_key
 from rlhf.compare.result import KL, Generation, Lengths
+from rlhf.engine import Engines
 from rlhf.generation import SamplingSettings, generate_texts, row_seed
 from rlhf.logprobs import token_logprobs
 from rlhf.models import model_fingerprint
@@ -91,31 +95,36 @@ def collect_answers(
     batch_size: int,
     model: Lazy,
     max_batch_tokens: int | None = None,
+    engine: Engines | None = None,
 ) -> Answers:
     """`samples` answers per prompt of one checkpoint; the (lazy) model is loaded only when one is missing.
     Batches: at most `batch_size` prompts and `max_batch_tokens` KV-cache tokens (answers do not depend on
-    either)."""
-    cache = GenerationCache(cache_root, model_fingerprint(spec), sampling, seed)
+    either). `engine`: the backend that samples (default: hf, in this process)."""
+    backend = "hf" if engine is None else engine.backend
+    cache = GenerationCache(cache_root, model_fingerprint(spec), sampling, seed, backend)
     keys = [(i, j) for i in range(len(prompts)) for j in range(samples)]
     missing = [(i, j) for i, j in keys if cache.get(prompts[i], j) is None]
     t0 = time.perf_counter()
     if missing:
         seeds = [row_seed(seed, prompt_key(prompts[i]), j) for i, j in missing]
+        kw = dict(batch_size=batch_size, max_batch_tokens=max_batch_tokens, seeds=seeds)
+        rows = [token_ids[i] for i, _ in missing]
         with tqdm(total=len(missing), desc=f"generate [{name}]") as bar:
-            out = generate_texts(
-                model(),
-                tokenizer,
-                [token_ids[i] for i, _ in missing],
-                sampling,
-                batch_size=batch_size,
-                max_batch_tokens=max_batch_tokens,
-                progress=bar,
-                seeds=seeds,
-            )
+            if engine is None:
+                out = generate_texts(model(), tokenizer, rows, sampling, progress=bar, **kw)
+            else:
+                out = engine.generate(spec, model, tokenizer, rows, sampling, progress=bar, **kw)
+        # a vLLM answer's log-prob is recomputed by the hf scorer, like the reference's (one scorer for both
+        # sides of the KL); the hf decoder's is the one the token was drawn with
         cache.put_many(
             [(prompts[i], j) for i, j in missing],
             [
-                {"text": s[0].text, "ended": s[0].ended, "ids": list(s[0].ids), "logp": s[0].logp}
+                {
+                    "text": s[0].text,
+                    "ended": s[0].ended,
+                    "ids": list(s[0].ids),
+                    "logp": s[0].logp if backend == "hf" else None,
+                }
                 for s in out.samples
             ],
         )

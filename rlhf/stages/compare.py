@@ -67,6 +67,7 @@ from rlhf.compare import (
 from rlhf.compare import arena as arena_lib
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import load_rows, source_path
+from rlhf.engine import EngineSettings, engines
 from rlhf.models import (
     cache_dir,
     load_causal_lm,
@@ -98,6 +99,7 @@ class CompareStageConfig:
     sampling: CompareSampling = field(
         default_factory=lambda: CompareSampling(max_new_tokens=64, temperature=0.7, top_p=0.9)
     )
+    generation: EngineSettings = field(default_factory=EngineSettings)
     batch_size: int = bounded(16, ge=1)
     reward: RewardSettings | None = field(default_factory=lambda: RewardSettings(model="runs/reward-demo"))
     human: HumanSettings = field(default_factory=HumanSettings)
@@ -165,7 +167,8 @@ def _measure(
 ) -> tuple[dict[str, Answers], CompareResult]:
     """Every checkpoint's answers (cached), their lengths and, where it shares the reference's vocabulary,
     its KL to the reference. Each model is loaded at most once (the reference only when something needs it)
-    and released after its turn, loaded in the sampling precision (answers and KL are in it)."""
+    and released after its turn, loaded in the sampling precision (answers and KL are in it). Answers come
+    from `generation.backend` (one vLLM engine for every checkpoint on the same base)."""
     dtype = cfg.sampling.precision_choice().name
     reference = Lazy(lambda: load_causal_lm(specs[cfg.reference], dtype).eval())
     ref_tok, ref_fp = tokenizers[cfg.reference], model_fingerprint(specs[cfg.reference])
@@ -173,42 +176,44 @@ def _measure(
     names = list(specs)
     result = CompareResult(names, cfg.baseline, cfg.reference, prompts=len(prompts), checkpoints={})
     answers = {}
-    for k, name in enumerate(names):
-        tok = tokenizers[name]
-        model = (
-            reference
-            if name == cfg.reference
-            else Lazy(lambda n=name: load_causal_lm(specs[n], dtype).eval())
-        )
-        answers[name] = ans = collect_answers(
-            name,
-            specs[name],
-            tok,
-            prompts.prompts,
-            prompts.encoded[k],
-            cfg.sampling.plain(),
-            samples=cfg.sampling.n,
-            cache_root=cache,
-            seed=cfg.run.seed,
-            batch_size=cfg.batch_size,
-            model=model,
-        )
-        entry = result.checkpoints[name] = CheckpointResult(generation_counts(ans), lengths(ans))
-        if same_vocabulary(tok, ref_tok):
-            entry.kl = kl_on_samples(
-                model,
-                reference,
-                ref_fp,
-                tok,
-                prompts.encoded[k],
-                ans,
-                cfg.sampling,
-                batch_size=cfg.batch_size,
-                bootstrap_resamples=cfg.bootstrap,
-                seed=cfg.run.seed,
+    with engines(cfg.generation, dtype, cfg.run.seed) as engine:
+        for k, name in enumerate(names):
+            tok = tokenizers[name]
+            model = (
+                reference
+                if name == cfg.reference
+                else Lazy(lambda n=name: load_causal_lm(specs[n], dtype).eval())
             )
-        if model is not reference:
-            model.release()
+            answers[name] = ans = collect_answers(
+                name,
+                specs[name],
+                tok,
+                prompts.prompts,
+                prompts.encoded[k],
+                cfg.sampling.plain(),
+                samples=cfg.sampling.n,
+                cache_root=cache,
+                seed=cfg.run.seed,
+                batch_size=cfg.batch_size,
+                model=model,
+                engine=engine,
+            )
+            entry = result.checkpoints[name] = CheckpointResult(generation_counts(ans), lengths(ans))
+            if same_vocabulary(tok, ref_tok):
+                entry.kl = kl_on_samples(
+                    model,
+                    reference,
+                    ref_fp,
+                    tok,
+                    prompts.encoded[k],
+                    ans,
+                    cfg.sampling,
+                    batch_size=cfg.batch_size,
+                    bootstrap_resamples=cfg.bootstrap,
+                    seed=cfg.run.seed,
+                )
+            if model is not reference:
+                model.release()
     return answers, result
 
 

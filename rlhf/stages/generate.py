@@ -19,6 +19,9 @@ Choices:
   the tokens/s of 8-prompt batches; past ~128 rows a batch gets slower again (attention and cache copies).
 - Precision: policies are loaded in `sampling.precision` (auto: bf16 where the hardware does bf16 natively,
   else fp32); the run says which and why, and records it with the candidates' provenance.
+- Backend (`generation.backend`, `rlhf.engine`): hf samples in this process with rlhf's decoder; vllm asks
+  a vLLM engine (`generation.url`, or one the step starts on the policies' base and stops after), LoRA
+  policies as run-time adapters; each prompt's request is seeded by (policy seed, prompt id).
 - All items of a run are written in one transaction: a failed run leaves the project untouched.
 """
 
@@ -35,7 +38,8 @@ from tqdm.auto import tqdm
 
 from rlhf.config import ConfigError, bounded, documented
 from rlhf.data import source_path
-from rlhf.generation import SamplingSettings, generate_texts
+from rlhf.engine import EngineSettings, engines
+from rlhf.generation import SamplingSettings, row_seed
 from rlhf.models import load_causal_lm, load_tokenizer, record_model, say_precision
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.runs import RunDir, RunSettings
@@ -71,6 +75,7 @@ class GenerateStageConfig:
         "(longest prompt + max_new_tokens); null = batch_size alone",
     )
     sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(temperature=0.8, top_p=0.95))
+    generation: EngineSettings = field(default_factory=EngineSettings)
     store: str = documented("labels.db", help="SQLite path or postgresql:// URL")
     project: ProjectSettings = field(default_factory=ProjectSettings)
     publish: bool = documented(
@@ -104,37 +109,42 @@ def sample_candidates(
     stats = {"new_tokens": 0, "seconds": 0.0}
     precision = cfg.sampling.precision_choice()
     say_precision(precision)
-    for p, policy in enumerate(cfg.policies):
-        slots = [j for j in range(cfg.k) if j % len(cfg.policies) == p]
-        if not slots:
-            continue
-        model = load_causal_lm(policy, precision.name).eval()
-        record_model(run_dir, f"policy[{p}]", policy)
-        seed = cfg.run.seed + p
-        torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        with tqdm(total=len(prompts), desc=f"generate [{policy}]") as bar:
-            out = generate_texts(
-                model,
-                tokenizers[p],
-                prompts.encoded[p],
-                cfg.sampling,
-                n=len(slots),
-                batch_size=cfg.batch_size,
-                max_batch_tokens=cfg.max_batch_tokens,
-                progress=bar,
-            )
-        stats["seconds"] += time.perf_counter() - t0
-        stats["new_tokens"] += out.new_tokens
-        sampling = {**vars(cfg.sampling), "precision": precision.name}
-        source = {"policy": policy, "policy_index": p, "run": cfg.run.name, "sampling": sampling}
-        for i, samples in enumerate(out.samples):
-            for slot, smp in zip(slots, samples, strict=True):
-                candidates[i][slot] = {
-                    "text": smp.text,
-                    "source": {**source, "seed": seed, "ended_with_eos": smp.ended},
-                }
-        del model
+    backend = cfg.generation.backend
+    with engines(cfg.generation, precision.name, cfg.run.seed, run_dir.path) as pool:
+        for p, policy in enumerate(cfg.policies):
+            slots = [j for j in range(cfg.k) if j % len(cfg.policies) == p]
+            if not slots:
+                continue
+            record_model(run_dir, f"policy[{p}]", policy)
+            seed = cfg.run.seed + p
+            torch.manual_seed(seed)
+            # vllm: one request per prompt, seeded by (policy seed, prompt id); hf: the global generator
+            seeds = [row_seed(seed, pid) for pid in prompts.ids] if backend == "vllm" else None
+            t0 = time.perf_counter()
+            with tqdm(total=len(prompts), desc=f"generate [{policy}]") as bar:
+                out = pool.generate(
+                    policy,
+                    lambda policy=policy: load_causal_lm(policy, precision.name).eval(),
+                    tokenizers[p],
+                    prompts.encoded[p],
+                    cfg.sampling,
+                    n=len(slots),
+                    seeds=seeds,
+                    batch_size=cfg.batch_size,
+                    max_batch_tokens=cfg.max_batch_tokens,
+                    progress=bar,
+                )
+            stats["seconds"] += time.perf_counter() - t0
+            stats["new_tokens"] += out.new_tokens
+            sampling = {**vars(cfg.sampling), "precision": precision.name, "backend": backend}
+            source = {"policy": policy, "policy_index": p, "run": cfg.run.name, "sampling": sampling}
+            for i, samples in enumerate(out.samples):
+                for slot, smp in zip(slots, samples, strict=True):
+                    candidates[i][slot] = {
+                        "text": smp.text,
+                        "source": {**source, "seed": seed, "ended_with_eos": smp.ended},
+                    }
+        stats["engine_starts"], stats["engine_start_seconds"] = pool.starts, round(pool.start_seconds, 1)
     stats["precision"] = precision.name
     return candidates, stats
 
@@ -191,13 +201,16 @@ def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = Fal
             "generate_seconds": round(stats["seconds"], 2),
             "tokens_per_s": round(stats["new_tokens"] / max(stats["seconds"], 1e-9), 1),
             "precision": stats["precision"],
+            "backend": cfg.generation.backend,
         }
+        if cfg.generation.backend == "vllm":
+            result["engine_start_seconds"] = stats["engine_start_seconds"]
         if store is not None:
             run_dir.update_manifest(store=cfg.store, project=ps.name)
         run_dir.finish(result=result, outputs={"candidates": run_dir.path / "candidates.jsonl"})
         where = f"into project '{ps.name}' ({cfg.store})" if store is not None else "(not published)"
         run_dir.say(
             f"generate: {added} items x {cfg.k} candidates {where} at {result['tokens_per_s']} new "
-            f"tokens/s ({stats['precision']}) -> {run_dir.path / 'candidates.jsonl'}"
+            f"tokens/s ({stats['precision']}, {cfg.generation.backend}) -> {run_dir.path / 'candidates.jsonl'}"
         )
         return run_dir

