@@ -90,19 +90,44 @@ def bounded(
     le: float | None = None,
     lt: float | None = None,
     help: str = "",  # noqa: A002 - the name TRL's fields use (metadata={"help": ...})
+    operational: bool = False,
 ):
     """A numeric config field with its valid range and its meaning, checked at config load (None always
-    passes; a list is checked number by number): `max_failed_logins: int = bounded(5, ge=1, help=...)`."""
+    passes; a list is checked number by number): `max_failed_logins: int = bounded(5, ge=1, help=...)`.
+    `operational`: how the run is carried out, not what it computes (see `operational_keys`)."""
     return dataclasses.field(
         default=default,
         default_factory=default_factory,
-        metadata={"range": Range(ge, gt, le, lt), "help": help},
+        metadata={"range": Range(ge, gt, le, lt), "help": help, "operational": operational},
     )
 
 
-def documented(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING):  # noqa: A002
-    """A config field that is not a number with a range, with its meaning: `documented("merged", help=...)`."""
-    return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
+def documented(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,  # noqa: A002
+    default_factory: Any = dataclasses.MISSING,
+    operational: bool = False,
+):
+    """A config field that is not a number with a range, with its meaning: `documented("merged", help=...)`.
+    `operational`: how the run is carried out, not what it computes (see `operational_keys`)."""
+    return dataclasses.field(
+        default=default, default_factory=default_factory, metadata={"help": help, "operational": operational}
+    )
+
+
+def operational_keys(cls: type, prefix: str = "") -> set[str]:
+    """Dotted keys of `cls`'s operational fields (e.g. `generation.url`: which engine answers, not what it
+    answers): a run whose config differs only there is the same run (skipped by the loop, resumable)."""
+    out: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("operational"):
+            out.add(prefix + f.name)
+        sub = _dataclass_in(hints[f.name])
+        if sub is not None:
+            out |= operational_keys(sub, f"{prefix}{f.name}.")
+    return out
 
 
 def field_help(cls: type, name: str) -> str:

@@ -50,20 +50,33 @@ class EngineSettings:
         None,
         help="vllm: a running engine (`rlhf serve-generation`), e.g. http://127.0.0.1:8300; null: start one "
         "for the step on the policy's base model and stop it afterwards",
+        operational=True,
     )
     python: str | None = documented(
         None,
         help=f"vllm: the python of vLLM's environment; null: $RLHF_VLLM_PYTHON, else {VLLM_ENV}/bin/python",
+        operational=True,
     )
-    concurrency: int = bounded(64, ge=1, help="vllm: requests in flight (the engine batches them)")
-    start_timeout_s: int = bounded(900, ge=10, help="vllm: how long a starting engine may take")
-    max_lora_rank: int = bounded(64, ge=1, help="vllm: the largest LoRA rank the engine accepts")
-    kv_cache_gib: int = bounded(4, ge=1, help="vllm CPU build: KV cache size (VLLM_CPU_KVCACHE_SPACE)")
-    max_model_len: int = bounded(4096, ge=16, help="vllm: the engine's context length (prompt + answer)")
+    concurrency: int = bounded(
+        64, ge=1, help="vllm: requests in flight (the engine batches them)", operational=True
+    )
+    start_timeout_s: int = bounded(
+        900, ge=10, help="vllm: how long a starting engine may take", operational=True
+    )
+    max_lora_rank: int = bounded(
+        64, ge=1, help="vllm: the largest LoRA rank the engine accepts", operational=True
+    )
+    kv_cache_gib: int = bounded(
+        4, ge=1, help="vllm CPU build: KV cache size (VLLM_CPU_KVCACHE_SPACE)", operational=True
+    )
+    max_model_len: int = bounded(
+        4096, ge=16, help="vllm: the engine's context length (prompt + answer)", operational=True
+    )
     executor: Literal["uni", "mp"] = documented(
         "uni",
         help="vllm: uni runs the model in the engine's process; mp in a worker process of its own (vLLM's "
-        "default; its engine loop then busy-waits on a core of its own, measured 3-4x slower on 2 cores)",
+        "default; its engine loop then busy-waits on a core of its own: measured 1.5x slower on 2 cores)",
+        operational=True,
     )
 
 

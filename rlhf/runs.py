@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from rlhf.config import dump_yaml, to_dict
+from rlhf.config import dump_yaml, operational_keys, to_dict
 from rlhf.distributed import is_main_process
 from rlhf.errors import ConfigError, RunDirError
 from rlhf.hashing import content_hash
@@ -150,7 +150,7 @@ class RunDir:
                     "newest complete checkpoint, --overwrite to start over, or choose another run.name."
                 )
             else:
-                self._check_same_config(resolved)
+                self._check_same_config(resolved, type(config))
         elif resume:
             raise RunDirError(f"--resume: there is no run in '{p}' to resume. Drop --resume to start it.")
         p.mkdir(parents=True, exist_ok=True)
@@ -176,11 +176,11 @@ class RunDir:
             return False
         return status == "failed" and not any(self.checkpoints.glob("checkpoint-*"))
 
-    def _check_same_config(self, resolved: str) -> None:
+    def _check_same_config(self, resolved: str, cls: type) -> None:
         if not self.config_path.is_file():
             return
         before, now = yaml.safe_load(self.config_path.read_text()), yaml.safe_load(resolved)
-        diff = sorted(_diff_keys(before, now))
+        diff = config_differences(before, now, cls)
         if diff:
             raise RunDirError(
                 f"--resume: the config differs from the one this run started with ({self.config_path}) at "
@@ -324,6 +324,13 @@ def accounting_line(what: str, s: dict) -> str:
     for r in s.get("rejected_examples", [])[:5]:
         line += f"\n        - {r['id']}: {r['reason']}"
     return line
+
+
+def config_differences(before: Any, now: Any, cls: type) -> list[str]:
+    """Dotted keys where two resolved configs of `cls` differ, leaving out its operational keys (how the run
+    is carried out, e.g. `generation.url`: `rlhf.config.operational_keys`)."""
+    skip = operational_keys(cls)
+    return sorted(k for k in _diff_keys(before, now) if k not in skip)
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

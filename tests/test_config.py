@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from rlhf.cli import STAGES
-from rlhf.config import Range, bounded, dump_yaml, field_help, load_config, parse_override
+from rlhf.config import Range, bounded, dump_yaml, field_help, load_config, operational_keys, parse_override
 from rlhf.errors import ConfigError
 from rlhf.stages import dpo
 from rlhf.stages.sft import SFTStageConfig
@@ -267,3 +267,30 @@ def test_ranges_name_key_bound_and_value():
     assert "held out" in field_help(dpo.DPOData, "eval_fraction")
     assert field_help(dpo.DPOData, "split") == ""
     assert bounded(1, ge=0, help="h").metadata["help"] == "h"
+
+
+def test_operational_keys_do_not_make_another_run(tmp_path):
+    """Which engine answers (generation.url, its python, concurrency...) is not what the run computes: a
+    config that differs only there resumes and is skipped by the loop; the backend itself is not such a key."""
+    from rlhf.runs import RunDir, config_differences
+    from rlhf.stages.generate import GenerateStageConfig
+
+    keys = operational_keys(GenerateStageConfig)
+    assert {"generation.url", "generation.python", "generation.concurrency"} <= keys
+    assert "generation.backend" not in keys and "sampling.temperature" not in keys
+    a = load_config(
+        GenerateStageConfig, None, ["generation.backend=vllm", "generation.url=http://127.0.0.1:1"]
+    )
+    b = load_config(
+        GenerateStageConfig, None, ["generation.backend=vllm", "generation.url=http://127.0.0.1:2"]
+    )
+    c = load_config(GenerateStageConfig, None, ["generation.backend=hf", "generation.url=http://127.0.0.1:2"])
+    as_dict = lambda cfg: yaml.safe_load(dump_yaml(cfg))  # noqa: E731
+    assert config_differences(as_dict(a), as_dict(b), GenerateStageConfig) == []
+    assert config_differences(as_dict(a), as_dict(c), GenerateStageConfig) == ["generation.backend"]
+    a.run.output_root = b.run.output_root = str(tmp_path)
+    RunDir.prepare(a.run, "generate", a)  # started, never finished
+    RunDir.prepare(b.run, "generate", b, resume=True)  # another engine URL: the same run, resumed
+    with pytest.raises(Exception, match="generation.backend"):
+        c.run.output_root = str(tmp_path)
+        RunDir.prepare(c.run, "generate", c, resume=True)

@@ -21,7 +21,7 @@ import yaml
 from rlhf.config import dump_yaml, from_dict
 from rlhf.hashing import content_hash
 from rlhf.models import hub_revision
-from rlhf.runs import DONE_MARKER, RunDir
+from rlhf.runs import DONE_MARKER, RunDir, config_differences
 
 
 @dataclass
@@ -62,9 +62,9 @@ def decide(run_dir: RunDir, cfg: Any) -> str:
     p = run_dir.path
     if not p.exists() or not any(p.iterdir()):
         return "ran"
-    same = run_dir.config_path.is_file() and yaml.safe_load(
-        run_dir.config_path.read_text()
-    ) == yaml.safe_load(dump_yaml(cfg))
+    same = run_dir.config_path.is_file() and not config_differences(
+        yaml.safe_load(run_dir.config_path.read_text()), yaml.safe_load(dump_yaml(cfg)), type(cfg)
+    )
     if (p / DONE_MARKER).exists():
         return "skipped" if same and inputs_unchanged(run_dir.read_manifest()) else "rerun"
     return "resumed" if same else "rerun"
