@@ -178,3 +178,43 @@ def test_the_answer_cache_keys_the_backend(tmp_path):
     hf = GenerationCache(tmp_path, "m", s, 0)
     assert GenerationCache(tmp_path, "m", s, 0, "hf").path == hf.path
     assert GenerationCache(tmp_path, "m", s, 0, "vllm").path != hf.path
+
+
+def test_serve_generation_serves_until_interrupted(tiny, tmp_path):
+    """`rlhf serve-generation` (a real process) starts the engine, says where, serves until Ctrl-C, and
+    leaves no engine behind."""
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from rlhf.engine_server import free_port
+
+    python = _fake_python(tmp_path, f'exec {sys.executable} {SUPPORT / "fake_vllm.py"} "$@"')
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlhf", "serve-generation", "--model", tiny, "--python", python,
+         "--port", str(port), "--log", str(tmp_path / "engine.log")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
+                    served = json.load(r)["data"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("serve-generation did not come up")
+        assert served[0]["root"] == str(Path(tiny).resolve())
+        time.sleep(1.5)  # past the ready message
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert f"generation.url=http://127.0.0.1:{port}" in out
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
