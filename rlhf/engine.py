@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -34,9 +33,10 @@ from transformers import GenerationConfig
 
 from rlhf.engine_server import EngineError, EngineSettings, Server, vllm_python
 from rlhf.generation import Generated, Sample, SamplingSettings, generate_texts, row_seed
+from rlhf.hashing import content_hash
 from rlhf.models import adapter_base, resolve_model_path
 
-__all__ = ["EngineError", "EngineSettings", "Engine", "Engines", "engines", "vllm_python"]
+__all__ = ["EngineError", "EngineSettings", "Engine", "Engines", "engines", "shared_engines", "vllm_python"]
 
 # -- requests and answers (pure) -----------------------------------------------------------------------------
 
@@ -157,8 +157,33 @@ class Engine:
 
 
 def adapter_name(path: str) -> str:
-    """A served name for a LoRA adapter directory: stable for one path."""
-    return "lora-" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
+    """A served name for a LoRA adapter directory, from its content: an adapter rewritten in place (a step
+    run again) is another adapter, never the engine's stale copy."""
+    return "lora-" + content_hash(path)[:16]
+
+
+# One engine kept across steps inside `shared_engines()` (the loop): (key, server) or None outside it.
+_SHARED: dict | None = None
+
+
+@contextmanager
+def shared_engines():
+    """Engines that steps start inside this block stay up for the steps after them: a later step on the same
+    base model (same content, precision and engine settings) reuses the running engine instead of starting
+    one; a step on another base replaces it (one engine at a time: two would not fit one GPU). Stopped when
+    the block ends. `rlhf loop` runs its rounds in one: one engine start per loop while the policies are
+    LoRA adapters on one base."""
+    global _SHARED
+    if _SHARED is not None:  # nested: the outer block owns the engine
+        yield
+        return
+    _SHARED = {}
+    try:
+        yield
+    finally:
+        held, _SHARED = _SHARED, None
+        if held.get("server") is not None:
+            held["server"].stop()
 
 
 class Engines:
@@ -168,7 +193,8 @@ class Engines:
     def __init__(self, settings: EngineSettings, precision: str, seed: int, log_dir: Path | None = None):
         self.settings, self.precision, self.seed, self.log_dir = settings, precision, seed, log_dir
         self.engine: Engine | None = None
-        self.server = None  # an `engine_server.Server` we started, stopped in `close`
+        self.server = None  # an `engine_server.Server` we started, stopped in `close` (unless shared)
+        self.shared = False  # the server is `shared_engines()`'s: it outlives this step
         self.starts, self.start_seconds = 0, 0.0
         if settings.backend == "vllm" and not settings.url:
             vllm_python(settings)  # fail before the slow part
@@ -200,11 +226,24 @@ class Engines:
 
     def _start(self, model_dir: str) -> None:
         self.close()
+        key = None
+        if _SHARED is not None:
+            key = (content_hash(model_dir), self.precision, self.seed, repr(self.settings))
+            held = _SHARED.get("server")
+            if held is not None and _SHARED.get("key") == key and held.proc.poll() is None:
+                self.server, self.engine, self.shared = held, Engine(held.url, self.settings), True
+                return
+            if held is not None:
+                held.stop()
+            _SHARED.clear()
         self.server = Server(model_dir, self.settings, precision=self.precision, seed=self.seed)
         url = self.server.start(log=None if self.log_dir is None else self.log_dir / "vllm-engine.log")
         self.starts += 1
         self.start_seconds += self.server.start_seconds
         self.engine = Engine(url, self.settings)
+        if key is not None:
+            _SHARED.update(key=key, server=self.server)
+            self.shared = True
 
     def generate(
         self,
@@ -244,7 +283,9 @@ class Engines:
 
     def close(self) -> None:
         if self.server is not None:
-            self.server.stop()
+            if not self.shared:
+                self.server.stop()
+            self.shared = False
             self.server, self.engine = (
                 None,
                 (Engine(self.settings.url, self.settings) if self.settings.url else None),

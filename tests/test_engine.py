@@ -218,3 +218,71 @@ def test_serve_generation_serves_until_interrupted(tiny, tmp_path):
     assert f"generation.url=http://127.0.0.1:{port}" in out
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_shared_engines_one_start_for_steps_on_one_base(tiny, tmp_path):
+    """Inside `shared_engines()` (the loop), a later step on the same base reuses the running engine; a
+    step on another base replaces it; the block's end stops it. An adapter rewritten in place is served
+    under a new name (never the engine's stale copy)."""
+    from rlhf.engine import shared_engines
+
+    python = _fake_python(tmp_path, f'exec {sys.executable} {SUPPORT / "fake_vllm.py"} "$@"')
+    tok = load_tokenizer(tiny, padding_side="left")
+    other = tmp_path / "other"
+    build_tiny_llama(other)
+    (other / "README.md").write_text("another model")  # same weights as `tiny` would be the same model
+    settings = EngineSettings(backend="vllm", python=python, start_timeout_s=60)
+    s = SamplingSettings(max_new_tokens=4)
+    adapter = _adapter(tmp_path, tiny)
+    with shared_engines():
+        first = Engines(settings, "float32", seed=0)
+        first.generate(tiny, None, tok, [[1]], s, seeds=[1])
+        proc = first.server.proc
+        first.close()  # the step ends: its engine stays up for the next
+        assert proc.poll() is None
+        second = Engines(settings, "float32", seed=0)
+        second.generate(adapter, None, tok, [[1]], s, seeds=[1])
+        assert (first.starts, second.starts) == (1, 0) and second.server.proc is proc
+        second.close()
+        third = Engines(settings, "float32", seed=0)
+        third.generate(str(other), None, tok, [[1]], s, seeds=[1])
+        assert third.starts == 1 and proc.wait(timeout=30) is not None  # replaced: one engine at a time
+        last = third.server.proc
+        third.close()
+    assert last.wait(timeout=30) is not None  # the block's end stops it
+    before = adapter_name(adapter)
+    (Path(adapter) / "adapter_model.safetensors").write_bytes(b"new weights")
+    assert adapter_name(adapter) != before
+
+
+def test_the_loop_hands_its_engine_to_generate_and_compare_only(tmp_path, monkeypatch):
+    """`generation:` in a loop config reaches every generate and compare step (over the stage's own), and
+    no other stage; with the default (hf) the stages' own settings stand."""
+    from rlhf.loop import rounds
+    from rlhf.loop.config import LoopConfig
+    from rlhf.loop.steps import StepRecord
+
+    seen = {}
+
+    def fake_run_step(key, stage, module, cls, raw, **kw):
+        seen[stage] = raw
+        return StepRecord(key, stage, tmp_path / key, "ran", 0.0)
+
+    monkeypatch.setattr(rounds, "run_step", fake_run_step)
+    cfg = load_config(
+        LoopConfig,
+        None,
+        [f"run.output_root={tmp_path}", "generation.backend=vllm", "generation.url=http://127.0.0.1:8300",
+         "stages.generate.generation.concurrency=8"],
+    )  # fmt: skip
+    loop = rounds.Loop(cfg, say=lambda text: None)
+    loop.dir.mkdir(parents=True)
+    for stage in ("generate", "compare", "dpo"):
+        loop.step(f"r1-{stage}", stage, {})
+    assert seen["generate"]["generation"]["backend"] == "vllm" == seen["compare"]["generation"]["backend"]
+    assert seen["generate"]["generation"]["url"] == "http://127.0.0.1:8300"
+    assert "generation" not in seen["dpo"]
+    hf = rounds.Loop(load_config(LoopConfig, None, [f"run.output_root={tmp_path}"]), say=lambda text: None)
+    hf.dir.mkdir(parents=True, exist_ok=True)
+    hf.step("r1-generate", "generate", {})
+    assert "generation" not in seen["generate"]

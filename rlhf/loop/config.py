@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import ConfigError, bounded, documented
+from rlhf.engine import EngineSettings
 from rlhf.loop.selection import Selection
 from rlhf.loop.simulate import SimulatedAssessor
 from rlhf.reward import RewardSettings
@@ -123,6 +124,12 @@ class LoopConfig:
     )
     arena: bool = documented(
         False, help="also open a blind arena project (best vs new) for people, each round"
+    )
+    generation: EngineSettings = documented(
+        default_factory=EngineSettings,
+        help="the engine of every generate and compare step (over stages.<stage>.generation): with vllm, "
+        "one engine serves the whole loop while the policies are LoRA adapters on one base "
+        "(docs/generation.md)",
     )
     stages: LoopStages = field(default_factory=LoopStages)
 

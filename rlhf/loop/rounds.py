@@ -21,6 +21,7 @@ from pathlib import Path
 from rlhf.compare import read_result
 from rlhf.config import from_dict, to_dict
 from rlhf.data import load_rows
+from rlhf.engine import shared_engines
 from rlhf.errors import ConfigError, RlhfError, RunDirError
 from rlhf.loop.collect import Labeling
 from rlhf.loop.config import LoopConfig
@@ -69,9 +70,10 @@ class Loop(Labeling):
         self.state.update(config=to_dict(self.cfg), store=self.store, status="running")
         self.check_stages()
         eval_file, pool = self.split_prompts()
-        best = self.round_zero()
-        for r in range(1, self.cfg.rounds + 1):
-            best = self.round(r, best, eval_file, pool)
+        with shared_engines():  # generation.backend=vllm: one engine for the rounds, not one per step
+            best = self.round_zero()
+            for r in range(1, self.cfg.rounds + 1):
+                best = self.round(r, best, eval_file, pool)
         self.state.update(status="completed", best=best)
         self.save()
         return self.state
@@ -104,6 +106,8 @@ class Loop(Labeling):
     def step(self, key: str, stage: str, chaining: dict, *, force: bool = False) -> Path:
         module, cls = STAGES[stage]
         user = getattr(self.cfg.stages, stage) or {}
+        if stage in ("generate", "compare") and self.cfg.generation.backend != "hf":
+            user = merged(user, {"generation": to_dict(self.cfg.generation)})
         run = {"name": key, "output_root": str(self.dir), "seed": self.cfg.run.seed}
         raw = merged(merged(user, chaining), {"run": run})
         rec = run_step(
