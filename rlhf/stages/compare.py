@@ -135,7 +135,7 @@ def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = Fals
         run_dir.record_input("data.prompts", cfg.data.prompts, source_path(cfg.data.prompts))
         run_dir.account("compare", {"prompts": prompts.accounting})
         pairs = _held_out(cfg, tokenizers[cfg.reference], run_dir)
-        answers, result = _measure(cfg, specs, tokenizers, prompts)
+        answers, result = _measure(cfg, specs, tokenizers, prompts, run_dir.path)
         if pairs:
             result.human_agreement = _human_agreement(cfg, specs, tokenizers, pairs)
         shown_rewards = None
@@ -163,7 +163,7 @@ def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = Fals
 
 
 def _measure(
-    cfg: CompareStageConfig, specs: dict[str, str], tokenizers: dict, prompts
+    cfg: CompareStageConfig, specs: dict[str, str], tokenizers: dict, prompts, log_dir: Path
 ) -> tuple[dict[str, Answers], CompareResult]:
     """Every checkpoint's answers (cached), their lengths and, where it shares the reference's vocabulary,
     its KL to the reference. Each model is loaded at most once (the reference only when something needs it)
@@ -176,7 +176,7 @@ def _measure(
     names = list(specs)
     result = CompareResult(names, cfg.baseline, cfg.reference, prompts=len(prompts), checkpoints={})
     answers = {}
-    with engines(cfg.generation, dtype, cfg.run.seed) as engine:
+    with engines(cfg.generation, dtype, cfg.run.seed, log_dir) as engine:
         for k, name in enumerate(names):
             tok = tokenizers[name]
             model = (

@@ -120,7 +120,7 @@ def sample_candidates(
             torch.manual_seed(seed)
             # vllm: one request per prompt, seeded by (policy seed, prompt id); hf: the global generator
             seeds = [row_seed(seed, pid) for pid in prompts.ids] if backend == "vllm" else None
-            t0 = time.perf_counter()
+            t0, started = time.perf_counter(), pool.start_seconds  # tokens/s leaves an engine's start out
             with tqdm(total=len(prompts), desc=f"generate [{policy}]") as bar:
                 out = pool.generate(
                     policy,
@@ -134,7 +134,7 @@ def sample_candidates(
                     max_batch_tokens=cfg.max_batch_tokens,
                     progress=bar,
                 )
-            stats["seconds"] += time.perf_counter() - t0
+            stats["seconds"] += time.perf_counter() - t0 - (pool.start_seconds - started)
             stats["new_tokens"] += out.new_tokens
             sampling = {**vars(cfg.sampling), "precision": precision.name, "backend": backend}
             source = {"policy": policy, "policy_index": p, "run": cfg.run.name, "sampling": sampling}
