@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.stage == "users" and args.action != "list" and not args.username:
         parser.error(f"rlhf users {args.action} needs a USERNAME")
+    completed = False
     try:
         # lazy: a stage module (and torch, transformers, trl behind it) loads only once chosen, so that
         # `rlhf --help` and the store commands start instantly
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             module.apply_review(cfg, args.apply_review, overwrite=args.overwrite)
             return 0
         module.run(cfg, resume=args.resume, overwrite=args.overwrite)
+        completed = True
     except RlhfError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        finish_distributed()  # a multi-process launch: tear the process group down on every rank
+        finish_distributed(completed=completed)  # a multi-process launch: tear the process group down
     return 0
 
 

@@ -25,14 +25,21 @@ def zero3_sharded() -> bool:
     )
 
 
-def finish_distributed() -> None:
+def finish_distributed(*, completed: bool = False) -> None:
     """Destroy the process group a multi-process launch opened, so each rank exits cleanly; a no-op in a
-    plain run. Call once at the very end of a stage, on every rank."""
+    plain run. Call once at the very end of a stage, on every rank. `completed` (the stage returned on this
+    rank): wait at a barrier first, so that no rank tears its connections down while another still uses
+    them (measured: without it, 1 in 10 two-process DDP runs aborted a rank at exit — "terminate called
+    without an active exception" — after the run had finished). A failed rank skips the barrier (its peers'
+    barrier then fails fast on the closed connection, which is ignored here)."""
     if "torch" not in sys.modules:  # nothing distributed can have started
         return
     import torch.distributed as dist  # lazy: torch is already loaded here (checked above)
 
     if dist.is_available() and dist.is_initialized():
+        if completed:
+            with contextlib.suppress(Exception):
+                dist.barrier()
         dist.destroy_process_group()
 
 
