@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/loop_oracle.py [--rounds 3] [--out /tmp/loop_oracle] [--dpo-steps 16]
         [--lora-r 16] [--dpo-lr 5e-4] [--prompts-per-round 24] [--runs accumulate,per-round]
+        [--set KEY=VALUE ...]
 
 Two runs of `rlhf loop` on the embedded demo settings (SmolLM2-135M-Instruct; DPO with LoRA r=16 at lr
 5e-4, where the demo itself fine-tunes fully; the minilm-l6 reward model, three simulated assessors whose taste is `rlhf.loop.simulate:demo_preference`, 64 held-out
@@ -34,6 +35,8 @@ def run(
     lora_r: int,
     lr: float,
     per_round: int,
+    promote_on: str,
+    extra: list[str],
 ) -> tuple[dict, float]:
     with resources.as_file(resources.files("rlhf") / "demo" / "loop.yaml") as demo:
         cfg = load_config(
@@ -43,13 +46,17 @@ def run(
                 f"run.name={name}",
                 f"run.output_root={out}",
                 f"rounds={rounds}",
-                "arena=false",
+                f"promote_on={promote_on}",
+                f"arena={str(promote_on == 'arena').lower()}",
+                # every pair of start / best / new meets on every held-out prompt, judged by all 3 assessors
+                "stages.compare.arena={battles_per_prompt: 3, overlap: 3}",
                 f"prompts_per_round={per_round}",
                 f"labels.accumulate={str(accumulate).lower()}",
                 f"labels.dpo_replay={0.5 if accumulate else 0.0}",
                 f"stages.dpo.trainer.max_steps={dpo_steps}",
                 f"stages.dpo.trainer.learning_rate={lr}",
                 *([f"stages.dpo.model.lora={{r: {lora_r}, alpha: {2 * lora_r}}}"] if lora_r else []),
+                *extra,
             ],
         )
     loop = Loop(cfg, source=f"loop_oracle {name}")
@@ -66,8 +73,21 @@ def main() -> None:
     ap.add_argument("--lora-r", type=int, default=16, help="DPO with LoRA of this rank (0: full fine-tune)")
     ap.add_argument("--dpo-lr", type=float, default=5e-4)
     ap.add_argument("--prompts-per-round", type=int, default=24)
+    ap.add_argument(
+        "--promote-on",
+        default="arena",
+        choices=["arena", "human", "reward_model"],
+        help="the promotion evidence (arena: the simulated assessors' blind votes, new vs best)",
+    )
     ap.add_argument("--runs", default="accumulate,per-round", help="which of the two runs (comma-separated)")
     ap.add_argument("--out", default="/tmp/loop_oracle")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any loop config override (repeatable)",
+    )
     a = ap.parse_args()
     out = Path(a.out)
     print(
@@ -80,7 +100,16 @@ def main() -> None:
         if name not in wanted:
             continue
         state, seconds = run(
-            name, out, a.rounds, a.dpo_steps, accumulate, a.lora_r, a.dpo_lr, a.prompts_per_round
+            name,
+            out,
+            a.rounds,
+            a.dpo_steps,
+            accumulate,
+            a.lora_r,
+            a.dpo_lr,
+            a.prompts_per_round,
+            a.promote_on,
+            a.set,
         )
         results[name] = (state, seconds)
         print(f"{name}: {seconds / 60:.1f} min", flush=True)

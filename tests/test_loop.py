@@ -379,3 +379,25 @@ def test_labels_split_by_item_accumulate_and_drop_evaluation_texts(tmp_path):
     assert leaked not in data.policy_train.read_text()
     manifest = json.loads((tmp_path / "runs" / "r2-labels" / "manifest.json").read_text())
     assert set(manifest["inputs"]) == {"export[r1]", "export[r2]", "eval_prompts"}
+
+
+def test_labels_keep_prompts_that_only_share_a_template_with_held_out_ones(tmp_path):
+    """Prompts written from one template are not copies of each other: a training pair whose prompt shares
+    the template's words with a held-out prompt trains (8-grams flagged a third of the demo's pairs); a
+    copy of a held-out prompt with other case and spacing is still dropped."""
+    template = "Explain {} to a friend who has never tried it, in a short paragraph."
+    topics = ["baking bread", "running a marathon", "growing tomatoes", "knitting a scarf", "fixing a bike"]
+    rows = [
+        {"id": f"p{i}", "item_id": f"item{i}", "prompt": template.format(t), "chosen": f"yes {i} indeed",
+         "rejected": f"no {i} not really"}
+        for i, t in enumerate(topics[1:])
+    ]  # fmt: skip
+    copy = "EXPLAIN baking   bread to a friend who has never tried it, in a short paragraph."
+    rows.append({**rows[0], "id": "copy", "item_id": "item-copy", "prompt": copy})
+    e1 = write_jsonl(tmp_path / "e1.jsonl", rows)
+    evals = write_jsonl(tmp_path / "eval.jsonl", [{"id": "e", "prompt": template.format(topics[0])}])
+    run = RunSettings(name="r1-labels", output_root=str(tmp_path / "runs"), seed=0)
+    data = assemble(LabelsRun(run, [e1], evals, 0.0, True, 0.0), seed=0)
+    assert data.counts["decontaminated"] == {"reward_train": 1, "dpo_train": 1}
+    trained = {json.loads(x)["id"] for x in data.reward_train.read_text().splitlines()}
+    assert trained == {"p0", "p1", "p2", "p3"}

@@ -25,10 +25,10 @@ from rlhf.engine import shared_engines
 from rlhf.errors import ConfigError, RlhfError, RunDirError
 from rlhf.loop.collect import Labeling
 from rlhf.loop.config import LoopConfig
-from rlhf.loop.evidence import candidates_hash, oracle_win_rate, promotion
+from rlhf.loop.evidence import candidates_hash, promotion
+from rlhf.loop.judging import Judging
 from rlhf.loop.labels import LabelsRun, RoundData, assemble, binary_items, describe, shortfall
 from rlhf.loop.steps import StepRecord, merged, run_step
-from rlhf.reward import load_reward
 from rlhf.runs import MANIFEST, RunSettings, declared_output
 from rlhf.stages import compare, dpo, export, generate, kto, ppo, reward, sft
 from rlhf.stages.export import current_digest
@@ -49,7 +49,7 @@ class LoopError(RlhfError):
     """A round cannot go on with what it has (a clear message; the loop can be run again after a fix)."""
 
 
-class Loop(Labeling):
+class Loop(Labeling, Judging):
     def __init__(self, cfg: LoopConfig, *, source: str = "loop config", say=None):
         self.cfg = cfg
         self.source = source
@@ -215,7 +215,12 @@ class Loop(Labeling):
             )
         )
         result, names, cmp_run = self.compare(r, best, new, rm, eval_file, data)
-        verdict = promotion(self.cfg.promote_on, self.cfg.promote_above, result, names[best], names[new])
+        arena = (
+            self.judge_arena(r, cmp_run, names[best], names[new]) if self.cfg.promote_on == "arena" else None
+        )
+        verdict = promotion(
+            self.cfg.promote_on, self.cfg.promote_above, result, names[best], names[new], arena=arena
+        )
         state.update(
             verdict=asdict(verdict), best=new if verdict.promoted else best, compare_run=str(cmp_run)
         )
@@ -292,38 +297,13 @@ class Loop(Labeling):
         if data.human_slice is not None:
             chain["human"] = {"preferences": str(data.human_slice)}
         if self.cfg.arena:
-            chain["arena"] = {"project": f"{self.cfg.run.name}-r{r}-arena", "store": self.store}
+            chain["arena"] = {"project": self.arena_project(r), "store": self.store}
         run = self.step(f"r{r}-compare", "compare", chain)
         return read_result(declared_output(run, "compare_json")), names, run
 
     def start_policy(self) -> str:
         steps = self.state.get("steps", {})
         return steps["r0-sft"]["run"] if "r0-sft" in steps else self.cfg.policy
-
-    def oracle(self, compare_run: Path, names: dict) -> dict | None:
-        """The simulated assessors' taste itself (noise-free) on the held-out prompts: the round's policy
-        against the start."""
-        rows = [
-            json.loads(line)
-            for line in declared_output(compare_run, "answers").read_text().splitlines()
-            if line.strip()
-        ]
-        new = names[list(names)[-1]]
-        start = names[self.start_policy()]
-        if new == start:
-            return None
-        taste = load_reward(self.cfg.assessors.reward)
-        prompts = [row["prompt"] for row in rows]
-        won = oracle_win_rate(
-            taste(prompts, [row["answers"][new] for row in rows]),
-            taste(prompts, [row["answers"][start] for row in rows]),
-            seed=self.cfg.run.seed,
-        )
-        lo, hi = won["ci95"]
-        won["text"] = (
-            f"{new} beats {start} on {won['rate']:.0%} [{lo:.0%}, {hi:.0%}] of {won['n']} held-out prompts"
-        )
-        return won
 
 
 def checkpoint_name(model: str, loop_dir: Path) -> str:
