@@ -11,6 +11,7 @@ from support.data import write_jsonl
 from support.tiny import WORDS
 
 from rlhf.cli import main
+from rlhf.clean import contamination, prompt_index
 from rlhf.config import load_config
 from rlhf.stages import clean
 from rlhf.store.service import Store
@@ -377,3 +378,19 @@ def test_pii_review_sends_rows_to_people_and_drop_removes_them(tmp_path):
     dropped = clean.run(cfg_for(tmp_path, data, name="drop", **{"quality.pii": "drop"}))
     assert report(dropped)["phone"]["reason"] == "pii"
     assert "date" not in report(dropped)
+
+
+def test_prompt_index_tells_copies_from_prompts_of_one_template():
+    """Held-out prompts are checked by 13-grams: siblings of one template are not copies (8-grams flagged
+    them), a copy with other case and spacing is, and so is a long prompt with a few words changed at the end."""
+    template = "Explain {} to a friend who has never tried it, in a short paragraph."
+    long = "Describe in detail how a small town library could organize a weekly reading club for children and their parents"
+    index = prompt_index([template.format("baking bread"), long])
+    rows = [
+        {"prompt": template.format("knitting a scarf")},
+        {"prompt": "EXPLAIN baking  bread to a friend who has never tried it, in a short paragraph"},
+        {"prompt": long.replace("their parents", "grandparents too")},
+        {"prompt": [{"role": "user", "content": template.format("fixing a bike")}]},
+    ]
+    assert contamination(rows, index).contaminated == [1, 2]
+    assert contamination(rows[:1], [template.format("baking bread")], ngram=8).contaminated == [0]

@@ -4,6 +4,7 @@ prompts; votes on answers other than the comparison's own do not count. Tiny mod
 sets bf16: false; compare samples with precision: float32)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from support.looping import loop_config, write_loop_files
@@ -12,9 +13,11 @@ from support.rewards import liking_marker
 from rlhf.compare.result import CompareResult
 from rlhf.config import ConfigError, load_config
 from rlhf.loop import Loop, Waiting
+from rlhf.loop.commands import evidence_lines
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.evidence import arena_votes, head_to_head, promotion
 from rlhf.loop.simulate import SimulatedAssessor, vote
+from rlhf.loop.summary import table
 from rlhf.store.service import Store
 
 
@@ -112,12 +115,20 @@ def test_a_round_promoted_on_arena_votes_simulated_then_people(tmp_path, tiny_mo
     cfg = loop_config(
         tmp_path, tiny_model_dir, prompts, sft, rounds=1, promote_on="arena", arena=True, **arena
     )
-    state = Loop(cfg, source="test").run()
+    loop = Loop(cfg, source="test")
+    state = loop.run()
     r1 = state["rounds"]["1"]
+    assert "18 votes, new wins" in next(
+        line for line in table(loop.records).splitlines() if "r1-arena" in line
+    )
     # round 1: start == best == r0-sft, 6 held-out prompts, every battle judged by the 3 assessors
     assert (r1["arena"]["n"], r1["arena"]["prompts"]) == (18, 6)
     assert r1["verdict"]["evidence"] == "blind arena votes"
     assert "blind arena votes against r0-sft (6 held-out prompts)" in r1["verdict"]["text"]
+    lines = evidence_lines(r1, Path(r1["compare_run"]))
+    assert lines[0] == f"verdict (blind arena votes on held-out prompts): {r1['verdict']['text']}"
+    assert lines[1].startswith("human slice (implicit reward, never trained on): r1-dpo agrees with ")
+    assert any(line.startswith("oracle (the simulated assessors' noise-free taste)") for line in lines)
 
     # with people: the round waits for the arena like for its labels, then judges on their votes
     people = loop_config(

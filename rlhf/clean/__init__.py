@@ -14,6 +14,7 @@ from rlhf.clean.decontamination import (
     Hit,
     contamination,
     eval_texts_of,
+    prompt_index,
 )
 from rlhf.clean.embeddings import Embedder
 from rlhf.clean.pipeline import (
@@ -49,6 +50,7 @@ __all__ = [
     "deduplicate",
     "detect_kind",
     "eval_texts_of",
+    "prompt_index",
     "open_review",
     "pii",
     "reviewed_rows",

@@ -12,6 +12,11 @@ against every text of the evaluation sets (their prompts and answers):
 - `ngram`: at least `threshold` of the part's word `ngram`-grams occur in the evaluation texts.
 Parts with fewer than `min_words` words ("Yes.", "I don't know.") are not compared: they are in every data
 set and say nothing about contamination.
+
+`prompt_index(prompts)`: the index the loop and compare check held-out *prompts* with — 13-grams
+(GPT-3's decontamination), because prompts written from one template ("Explain X to a friend who has
+never tried it, in a short paragraph.") share their 8-grams without being copies: with 8-grams a third of
+the demo's training pairs were flagged. An exact (normalized) copy is caught at any length.
 """
 
 from __future__ import annotations
@@ -113,6 +118,14 @@ class EvalIndex:
             return None
         share = overlap(text, self.grams, self.ngram)
         return ("ngram", round(share, 3)) if share >= threshold else None
+
+
+PROMPT_NGRAM = 13
+
+
+def prompt_index(prompts: Iterable) -> EvalIndex:
+    """The evaluation index of held-out prompts (text or chat messages), by `PROMPT_NGRAM`-grams."""
+    return EvalIndex(eval_texts_of([{"prompt": p} for p in prompts]), ngram=PROMPT_NGRAM)
 
 
 def contamination(

@@ -74,7 +74,20 @@ def evidence_lines(rnd: dict, compare_run: Path) -> list[str]:
     result = read_result(declared_output(compare_run, "compare_json"))
     new = result.names[-1]
     vs, kl = result.checkpoints[new].vs_baseline, result.checkpoints[new].kl
-    lines = [f"verdict (held-out human slice, never trained on): {rnd['verdict']['text']}"]
+    verdict = rnd["verdict"]
+    label = {
+        "human slice": "held-out human slice, never trained on",
+        "blind arena votes": "blind arena votes on held-out prompts",
+    }.get(verdict["evidence"], verdict["evidence"])
+    lines = [f"verdict ({label}): {verdict['text']}"]
+    agreement = result.human_agreement or {}
+    if verdict["evidence"] != "human slice" and agreement.get(new) is not None:
+        mine, theirs = agreement[new].implicit_reward, agreement.get(result.baseline)
+        against = f" vs {theirs.implicit_reward.rate:.0%} for {result.baseline}" if theirs is not None else ""
+        lines.append(
+            f"human slice (implicit reward, never trained on): {new} agrees with {mine.rate:.0%} "
+            f"[{mine.ci95[0]:.0%}, {mine.ci95[1]:.0%}] of {mine.n} held-out pairs{against}"
+        )
     if rnd.get("oracle"):
         lines.append(f"oracle (the simulated assessors' noise-free taste): {rnd['oracle']['text']}")
     if vs is not None:

@@ -6,12 +6,14 @@ the oracle (their noise-free taste: the round's policy against the start)."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from rlhf.loop.collect import Waiting
 from rlhf.loop.evidence import arena_votes, head_to_head, oracle_win_rate
 from rlhf.loop.simulate import progress, vote
+from rlhf.loop.steps import StepRecord
 from rlhf.reward import load_reward
 from rlhf.runs import declared_output
 from rlhf.store import Store, now_utc
@@ -24,7 +26,7 @@ def compare_answers(compare_run: Path) -> list[dict]:
 
 
 class Judging:
-    """Needs from the loop: cfg, state, store, say(), save(), start_policy()."""
+    """Needs from the loop: cfg, state, store, records, say(), save(), start_policy()."""
 
     def arena_project(self, r: int) -> str:
         return f"{self.cfg.run.name}-r{r}-arena"
@@ -34,6 +36,7 @@ class Judging:
         this comparison. Simulated assessors cast their votes first; with people, raises `Waiting` until
         `assessors.min_complete` of the battles are judged (or `assessors.deadline_h` has passed)."""
         a, project = self.cfg.assessors, self.arena_project(r)
+        t0 = time.perf_counter()
         with Store(self.store, create=False) as store:
             if a.source == "simulated":
                 sims = [replace(s, name=s.name or f"sim-{k + 1}") for k, s in enumerate(a.simulated)]
@@ -61,6 +64,9 @@ class Judging:
         }
         won = head_to_head(arena_votes(items, annotations, answers, new, best), seed=self.cfg.run.seed)
         self.state["rounds"][str(r)]["arena"] = won
+        self.records.append(
+            StepRecord(f"r{r}-arena", "arena", Path(self.store), a.source, time.perf_counter() - t0, won)
+        )
         return won
 
     def oracle(self, compare_run: Path, names: dict) -> dict | None:

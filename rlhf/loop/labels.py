@@ -11,7 +11,7 @@
 - **DPO** trains on this round's pairs plus a replay share of earlier rounds' (seeded sample): votes about
   another policy's answers enter only through replay, and the manifest counts them.
 - **Decontamination**: training pairs whose prompt or answers contain a held-out evaluation prompt or a
-  human-slice prompt (`rlhf.clean.contamination`: an exact normalized copy, or half of its word 13-grams;
+  human-slice prompt (`rlhf.clean.prompt_index`: an exact normalized copy, or half of its word 13-grams;
   prompts written from one template share shorter n-grams without being copies) are dropped from
   training and counted.
 - **Unpaired rows (KTO rounds: good / bad on each answer).** The slice is drawn by *prompt* (every answer
@@ -28,10 +28,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf.clean import EvalIndex, contamination, eval_texts_of
+from rlhf.clean import EvalIndex, contamination, prompt_index
 from rlhf.runs import RunDir, RunSettings
-
-PROMPT_NGRAM = 13  # word n-grams a training prompt must share with a held-out one to count as a copy
 
 
 def held_out(item_id: str, share: float, seed: int) -> bool:
@@ -208,12 +206,7 @@ def assemble(cfg: LabelsRun, seed: int) -> RoundData:
         evals = [json.loads(x) for x in Path(cfg.eval_prompts).read_text().splitlines() if x.strip()]
         # the evaluation units are prompts: the held-out ones and the slice's (their answers are the policy's
         # own candidates, which other items can share word for word without leaking a judgement)
-        # 13-grams (GPT-3's decontamination): prompts written from one template share their 8-grams ("Explain
-        # X to a friend who has never tried it, in a short paragraph."), which flagged a third of the demo's
-        # training pairs as contaminated; exact (normalized) copies are caught at any length
-        index = EvalIndex(
-            eval_texts_of([{"prompt": r["prompt"]} for r in evals + slice_rows]), ngram=PROMPT_NGRAM
-        )
+        index = prompt_index([r["prompt"] for r in evals + slice_rows])
         policy = "kto_train" if cfg.unpaired else "dpo_train"
         dpo_rows, cut_dpo = _clean(dpo_rows, index)
         outputs = {policy: _write(run.path / f"{policy}.jsonl", dpo_rows)}

@@ -22,6 +22,9 @@ def key_figure(rec: StepRecord) -> str:
             f"{r.get('judgements', 0)} judgements, {r.get('complete', 0)}/{r.get('items', 0)} items complete"
             + (f", {agree:.0%} agreement" if agree is not None else "")
         )
+    if rec.stage == "arena" and r.get("n"):
+        lo, hi = r["ci95"]
+        return f"{r['n']} votes, new wins {r['rate']:.0%} [{lo:.0%}, {hi:.0%}]"
     if rec.stage == "export":
         acct = _manifest(rec).get("accounting") or {}
         if "balance" in acct:  # unpaired (KTO) rows

@@ -38,7 +38,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rlhf.clean import EvalIndex, contamination, eval_texts_of
+from rlhf.clean import contamination, prompt_index
 from rlhf.compare import (
     Answers,
     ArenaSettings,
@@ -294,7 +294,7 @@ def _report(
 def training_overlap(specs: dict[str, str], prompts: list) -> list[str]:
     """A warning per checkpoint whose own training data (its run's recorded `data.train`) contains the
     comparison's prompts (rlhf.clean.contamination): its numbers would be measured on what it learned."""
-    index = EvalIndex(eval_texts_of([{"prompt": p} for p in prompts]))  # a prompt: text or messages
+    index = prompt_index(prompts)  # a prompt: text or messages
     out = []
     for name, spec in specs.items():
         manifest = Path(spec) / MANIFEST
