@@ -10,8 +10,8 @@ import pytest
 from support.data import write_jsonl
 from support.tiny import WORDS
 
-from rlhf.cli import main
 from rlhf.clean import contamination, prompt_index
+from rlhf.cli import main
 from rlhf.config import load_config
 from rlhf.stages import clean
 from rlhf.store.service import Store
