@@ -100,7 +100,20 @@ class CompareStageConfig:
         default_factory=lambda: CompareSampling(max_new_tokens=64, temperature=0.7, top_p=0.9)
     )
     generation: EngineSettings = field(default_factory=EngineSettings)
-    batch_size: int = bounded(16, ge=1)
+    batch_size: int = bounded(16, ge=1, help="sequences per forward pass when scoring (KL, human pairs)")
+    sample_batch_size: int = bounded(
+        64,
+        ge=1,
+        help="at most this many prompts per sampling batch (answers do not depend on it)",
+        operational=True,
+    )
+    max_batch_tokens: int | None = bounded(
+        16384,
+        ge=1,
+        help="at most this many tokens per sampling batch in the KV cache: rows x (longest prompt + "
+        "max_new_tokens); null = sample_batch_size alone",
+        operational=True,
+    )
     reward: RewardSettings | None = field(default_factory=lambda: RewardSettings(model="runs/reward-demo"))
     human: HumanSettings = field(default_factory=HumanSettings)
     judge: JudgeSettings = field(default_factory=JudgeSettings)
@@ -194,7 +207,8 @@ def _measure(
                 samples=cfg.sampling.n,
                 cache_root=cache,
                 seed=cfg.run.seed,
-                batch_size=cfg.batch_size,
+                batch_size=cfg.sample_batch_size,
+                max_batch_tokens=cfg.max_batch_tokens,
                 model=model,
                 engine=engine,
             )
