@@ -229,14 +229,24 @@ def serve_generation(args) -> int:
         f"generation.backend=vllm generation.url={server.url}; Ctrl-C stops it.",
         flush=True,
     )
+    # Ctrl-C / SIGTERM set a flag instead of raising: a KeyboardInterrupt raised inside Popen.poll() can
+    # leave its internal lock held, and stop()'s wait() then blocks forever (seen once in CI)
+    stopping: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        while server.proc.poll() is None:
-            time.sleep(1.0)
-        print(
-            f"[rlhf] the vLLM engine exited (status {server.proc.returncode}); log: {server.log}", flush=True
-        )
-        return 1
-    except KeyboardInterrupt:
+        while not stopping:
+            if server.proc.poll() is not None:
+                print(
+                    f"[rlhf] the vLLM engine exited (status {server.proc.returncode}); log: {server.log}",
+                    flush=True,
+                )
+                return 1
+            time.sleep(0.5)
         return 0
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         server.stop()
