@@ -21,28 +21,10 @@ third-party re-uploads), so the analyzer runs with Presidio's no-op NLP engine.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
 
-import phonenumbers
-import tldextract
-from phonenumbers import Leniency
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, LocalRecognizer, RecognizerRegistry
-from presidio_analyzer import RecognizerResult as Result
-from presidio_analyzer.nlp_engine import NoOpNlpEngine
-from presidio_analyzer.predefined_recognizers import (
-    CreditCardRecognizer,
-    EmailRecognizer,
-    IbanRecognizer,
-    IpRecognizer,
-    PhoneRecognizer,
-    UsSsnRecognizer,
-)
-
-REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU")
 MIN_SCORE = 0.3
 KINDS = {
     "EMAIL_ADDRESS": "email",
@@ -53,8 +35,6 @@ KINDS = {
     "US_SSN": "ssn",
 }
 LABELS = {kind: f"[{kind.upper()}]" for kind in KINDS.values()}
-NANP_LAYOUT = re.compile(r"(?:\+?1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[-.])?\d{3}[-.]\d{4}")
-_OFFLINE_TLD = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
 @dataclass(frozen=True)
@@ -67,50 +47,13 @@ class Finding:
     score: float
 
 
-class OfflineEmailRecognizer(EmailRecognizer):
-    def validate_result(self, pattern_text: str) -> bool:
-        return _OFFLINE_TLD(pattern_text.rpartition("@")[2]).suffix != ""
-
-
-class GlobalIpRecognizer(IpRecognizer):
-    def invalidate_result(self, pattern_text: str) -> bool:
-        if super().invalidate_result(pattern_text):
-            return True
-        return not ipaddress.ip_interface(pattern_text).ip.is_global
-
-
-class NanpLayoutRecognizer(LocalRecognizer):
-    """Numbers in a North-American layout that libphonenumber finds *possible* (not necessarily valid)."""
-
-    def load(self) -> None:
-        pass
-
-    def analyze(self, text: str, entities, nlp_artifacts=None) -> list[Result]:
-        out = []
-        for m in phonenumbers.PhoneNumberMatcher(text, "US", leniency=Leniency.POSSIBLE):
-            if NANP_LAYOUT.fullmatch(m.raw_string):
-                out.append(Result("PHONE_NUMBER", m.start, m.end, 0.4))
-        return EntityRecognizer.remove_duplicates(out)
-
-
-@lru_cache(maxsize=1)
-def analyzer() -> AnalyzerEngine:
-    registry = RecognizerRegistry(supported_languages=["en"])
-    for rec in (
-        OfflineEmailRecognizer(),
-        PhoneRecognizer(supported_regions=REGIONS, leniency=Leniency.VALID),
-        NanpLayoutRecognizer(supported_entities=["PHONE_NUMBER"], name="NanpLayoutRecognizer"),
-        GlobalIpRecognizer(),
-        CreditCardRecognizer(),
-        IbanRecognizer(),
-        UsSsnRecognizer(),
-    ):
-        registry.add_recognizer(rec)
-    engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
-    return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
-
-
 _DIGIT_OR_AT = re.compile(r"[\d@]")
+
+
+def _analyzer():
+    from rlhf.clean.pii_analyzer import analyzer  # Presidio takes ~6 s to import: only when text is scanned
+
+    return analyzer()
 
 
 def find_pii(text: str) -> list[Finding]:
@@ -119,7 +62,7 @@ def find_pii(text: str) -> list[Finding]:
         return []
     found = [
         Finding(KINDS[r.entity_type], r.start, r.end, round(r.score, 2))
-        for r in analyzer().analyze(text, language="en", entities=list(KINDS))
+        for r in _analyzer().analyze(text, language="en", entities=list(KINDS))
         if r.score >= MIN_SCORE
     ]
     kept: list[Finding] = []

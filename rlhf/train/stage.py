@@ -25,6 +25,8 @@ reports — and leaves the rest to `TRLStage`:
   (SmolLM2) and at half their memory; the adapters (peft keeps them fp32 on a bf16 base) and their optimizer
   state stay fp32, and a merged save folds the adapter into the base loaded in fp32. A full fine-tune keeps
   fp32 master weights under autocast.
+- The LM head: TRL's trainers score tokens through a fused LM head whose CPU fallback was most of DPO's time;
+  `rlhf.train.lm_head` computes the same on CPU tensors at the CPU's speed (installed when a stage is made).
 
 `cfg` is a stage config with `run: RunSettings`, `model: ModelConfig` and `trainer: dict`.
 """
@@ -51,6 +53,7 @@ from rlhf.train.args import (
 )
 from rlhf.train.callbacks import DriftCallback, RunDirCallback
 from rlhf.train.drift import best_checkpoint
+from rlhf.train.lm_head import use_cpu_lm_head
 
 OWNED_BY_EVERY_STAGE = {"output_dir": "run.output_root and run.name", "seed": "run.seed"}
 
@@ -92,6 +95,7 @@ class TRLStage:
         self.run_dir: RunDir | None = None
         self.callback: RunDirCallback | None = None
         self.bf16_base = False  # set by load_model: the LoRA base is held in bf16 (module docstring)
+        use_cpu_lm_head()  # TRL's fused LM head at the CPU's speed (rlhf.train.lm_head)
 
     def args(self, *, has_eval: bool = False, **override):
         """cfg.trainer + the keys rlhf owns (`override` replaces some, e.g. an ensemble member's seed and
