@@ -318,7 +318,7 @@ class Decoded:
     logp: torch.Tensor  # B x <= max_new_tokens: each token's log-prob at the sampling temperature (0 after)
 
 
-def _cache_keyword(model) -> str:
+def cache_keyword(model) -> str:
     """transformers >= 5.2x names the KV cache `cache` (`past_key_values` before)."""
     forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
@@ -389,7 +389,7 @@ def decode(
     tokens, logps = torch.full((rows, steps), pad), torch.zeros(rows, steps)
     eos_t, banned = torch.tensor(eos or [-1]), torch.tensor(eos, dtype=torch.long)
     penalty = RepetitionPenaltyLogitsProcessor(settings.repetition_penalty) if seen is not None else None
-    cache_kw, done, used = _cache_keyword(model), torch.zeros(rows, dtype=torch.bool), 0
+    cache_kw, done, used = cache_keyword(model), torch.zeros(rows, dtype=torch.bool), 0
     with torch.inference_mode(), _decoding_attention(model):
         out = model(
             input_ids=ids.to(device),

@@ -1,12 +1,16 @@
 """Log-probabilities of given responses under a causal LM, batched: what checkpoint comparison needs for the
 KL to a reference (`token_logprobs`: a checkpoint's own sampled token ids, at the sampling temperature)
-and for agreement with held-out human preferences (`sequence_logprobs`: chosen vs rejected texts, under
-the policy and the reference).
+and for agreement with held-out human preferences (`pair_logprobs`: chosen vs rejected texts, under the
+policy and the reference; `sequence_logprobs` scores any texts one by one).
 
 A text response is scored as the policy would produce it: the prompt through `encode_prompt` (chat template
 and generation prompt), then the response's tokens and the end-of-turn (EOS) token (a human answer is
 complete). Sequences are left-padded
 prompts + right-padded responses — the `Rollout` layout — and scored with explicit position ids.
+
+A preference pair's two answers share their prompt: `pair_logprobs` runs each prompt once, copies its KV
+cache for the two answers and runs them after it (the prompt is ~25 % of a demo pair's tokens, ~35 % of an
+HH-RLHF pair's). The sums match scoring each sequence whole to float rounding (tests/test_compare_answers.py).
 
 `precision` (a `PrecisionChoice`; None: the model as it is) runs the model in that precision
 (`rlhf.generation.in_precision`): a KL on a policy's own samples scores the reference in the precision the
@@ -17,7 +21,15 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.generation import Rollout, eos_ids, forward_responses, in_precision, left_pad
+from rlhf.generation import (
+    Rollout,
+    cache_keyword,
+    eos_ids,
+    forward_responses,
+    in_precision,
+    left_pad,
+    position_ids,
+)
 from rlhf.models import PrecisionChoice
 from rlhf.prompts import encode_prompt
 
@@ -98,3 +110,61 @@ def sequence_logprobs(
             sums[i] = float((logp[row] * mask[row]).sum())
             counts[i] = int(mask[row].sum())
     return sums, counts
+
+
+def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask
+
+
+def pair_logprobs(
+    model, tokenizer, prompts: list, chosen: list, rejected: list, *, batch_size: int = 8
+) -> tuple[list[float], list[int], list[float], list[int]]:
+    """(chosen sums, chosen token counts, rejected sums, rejected token counts): `sequence_logprobs` of each
+    pair's two answers, its prompt run once (module docstring). `batch_size` counts pairs."""
+    eos = eos_ids(model, tokenizer)
+    end = [eos[0]] if eos else []
+    pad = tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    encoded = [
+        (encode_prompt(tokenizer, p), response_ids(tokenizer, c) + end, response_ids(tokenizer, r) + end)
+        for p, c, r in zip(prompts, chosen, rejected, strict=True)
+    ]
+    order = sorted(range(len(encoded)), key=lambda i: sum(len(x) for x in encoded[i]))
+    sums, counts = [0.0] * (2 * len(encoded)), [0] * (2 * len(encoded))  # chosen_i at 2i, rejected_i at 2i+1
+    cache_kw = cache_keyword(model)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = left_pad([encoded[i][0] for i in idx], pad)
+        answers = [encoded[i][k] for i in idx for k in (1, 2)]
+        resp, rmask = _right_pad(answers, pad)
+        with torch.inference_mode():
+            out = model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=position_ids(mask).to(device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache = getattr(out, cache_kw)
+            cache.batch_repeat_interleave(2)
+            first = out.logits[:, -1:].repeat_interleave(2, 0)  # predicts each answer's first token
+            mask2 = torch.cat([mask.repeat_interleave(2, 0), rmask], 1)
+            positions = mask.sum(1, keepdim=True).repeat_interleave(2, 0) + torch.arange(resp.shape[1])
+            rest = model(
+                input_ids=resp.to(device),
+                attention_mask=mask2.to(device),
+                position_ids=positions.to(device),
+                use_cache=True,
+                **{cache_kw: cache},
+            ).logits[:, :-1]
+            logits = torch.cat([first, rest], 1).float()
+            logp = torch.log_softmax(logits, -1).gather(-1, resp.to(device).unsqueeze(-1)).squeeze(-1).cpu()
+        logp = logp * rmask
+        for row, i in enumerate(idx):
+            for k in (0, 1):
+                sums[2 * i + k] = float(logp[2 * row + k].sum())
+                counts[2 * i + k] = int(rmask[2 * row + k].sum())
+    return sums[0::2], counts[0::2], sums[1::2], counts[1::2]

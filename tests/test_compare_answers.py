@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 from rlhf.compare import Lazy, collect_answers, kl_on_samples
 from rlhf.compare.answer_cache import GenerationCache
 from rlhf.generation import SamplingSettings
-from rlhf.logprobs import sequence_logprobs
+from rlhf.logprobs import pair_logprobs, sequence_logprobs
 from rlhf.models import load_causal_lm, load_tokenizer, model_fingerprint
 from rlhf.prompts import encode_prompt
 
@@ -161,3 +161,21 @@ def test_a_hub_id_is_keyed_by_the_revision_it_resolves_to(tmp_path, monkeypatch)
     first = publish("a" * 40)
     assert publish("a" * 40) == first
     assert publish("b" * 40) != first
+
+
+def test_pair_scoring_with_a_shared_prompt_equals_scoring_each_answer_whole(tiny_model_dir):
+    """fp32: the prompt run once and its KV cache shared by both answers gives each answer's log-prob sum
+    and token count as scoring the whole sequences one by one (to float rounding), whatever the batch."""
+    tok = load_tokenizer(tiny_model_dir, padding_side="left")
+    model = load_causal_lm(tiny_model_dir).eval()
+    prompts = PROMPTS[:6]
+    chosen = ["a cat sat on the mat", "world", "a tree", "cold water is good", "four five", "run fast now"]
+    rejected = ["no", "hello hello hello world again", "red", "fire", "one", "walk"]
+    want_c, n_c = sequence_logprobs(model, tok, prompts, chosen, batch_size=1)
+    want_r, n_r = sequence_logprobs(model, tok, prompts, rejected, batch_size=1)
+    for batch_size in (1, 4):
+        got_c, m_c, got_r, m_r = pair_logprobs(model, tok, prompts, chosen, rejected, batch_size=batch_size)
+        assert (m_c, m_r) == (n_c, n_r) and min(n_c + n_r) >= 2
+        np.testing.assert_allclose(got_c, want_c, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(got_r, want_r, rtol=1e-5, atol=1e-4)
+    assert len(set(np.round(want_c, 3))) == len(prompts)  # the sums differ: a real comparison

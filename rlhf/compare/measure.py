@@ -29,7 +29,7 @@ from rlhf.compare.metrics import (
     rate_ci,
 )
 from rlhf.compare.result import HumanAgreement, Leaderboard, Rating, RewardSummary
-from rlhf.logprobs import sequence_logprobs
+from rlhf.logprobs import pair_logprobs
 
 
 @dataclass
@@ -43,12 +43,13 @@ class PairLogprobs:
 
 
 def preference_logprobs(model, tokenizer, pairs: list[dict], *, batch_size: int) -> PairLogprobs:
-    prompts = [p["prompt"] for p in pairs]
-    chosen, n_chosen = sequence_logprobs(
-        model, tokenizer, prompts, [p["chosen"] for p in pairs], batch_size=batch_size
-    )
-    rejected, n_rejected = sequence_logprobs(
-        model, tokenizer, prompts, [p["rejected"] for p in pairs], batch_size=batch_size
+    chosen, n_chosen, rejected, n_rejected = pair_logprobs(
+        model,
+        tokenizer,
+        [p["prompt"] for p in pairs],
+        [p["chosen"] for p in pairs],
+        [p["rejected"] for p in pairs],
+        batch_size=batch_size,
     )
     return PairLogprobs(chosen, rejected, n_chosen, n_rejected)
 
