@@ -23,7 +23,9 @@ reports — and leaves the rest to `TRLStage`:
   precision (the default where bf16 is native) the frozen base is held in bf16 — what autocast casts it to
   at every matmul anyway, so the arithmetic is the same without the per-op casts of 106M frozen weights
   (SmolLM2) and at half their memory; the adapters (peft keeps them fp32 on a bf16 base) and their optimizer
-  state stay fp32, and a merged save folds the adapter into the base loaded in fp32. A full fine-tune keeps
+  state stay fp32, and a merged save folds the adapter into the base loaded in fp32. peft's cast of each
+  LoRA layer's input to the adapter's fp32 is switched off there (autocast casts it back to bf16 for the
+  matmul anyway: the same arithmetic, ~8 % less time a step). A full fine-tune keeps
   fp32 master weights under autocast.
 - The LM head: TRL's trainers score tokens through a fused LM head whose CPU fallback was most of DPO's time;
   `rlhf.train.lm_head` computes the same on CPU tensors at the CPU's speed (installed when a stage is made).
@@ -139,6 +141,10 @@ class TRLStage:
         record_model(self.run_dir, "model", self.cfg.model.name)
 
     def train(self, trainer, *, resume: bool, drift: DriftCallback | None = None) -> Trained:
+        if self.bf16_base:  # autocast casts a LoRA layer's input to bf16 itself: peft's copy to fp32 is waste
+            for module in trainer.model.modules():
+                if hasattr(module, "lora_A"):
+                    module.cast_input_dtype_enabled = False
         return train(trainer, self.run_dir, resume=resume, drift=drift)
 
     def finish(self, trainer, tokenizer, trained: Trained, outcome: dict, *, save: str, summary: str) -> None:
