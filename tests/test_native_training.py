@@ -46,20 +46,23 @@ def test_sft_is_padding_free_where_rows_are_rejected_not_truncated(tmp_path, tin
         )  # fmt: skip
 
 
-def test_padding_free_sft_gives_the_padded_losses(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("bf16,tol", [(False, 1e-4), (True, 1e-3)])
+def test_padding_free_sft_gives_the_padded_losses(tmp_path, tiny_model_dir, bf16, tol):
     """One flattened sequence per batch, attention kept within each row by its position ids: the same loss
-    as the padded batch (fp32, 1e-4), so the rows do not see each other."""
+    as the padded batch (fp32: 1e-4; bf16 mixed precision, where rlhf trains with eager attention on a CPU:
+    1e-3), so the rows do not see each other."""
     data = write_jsonl(tmp_path / "t.jsonl", _sft_rows())
     losses = {}
     for pf in (True, False):
         run = sft.run(
             _config(
-                sft.SFTStageConfig, tmp_path, tiny_model_dir, data, f"pf-{pf}", **{"trainer.padding_free": pf}
+                sft.SFTStageConfig, tmp_path, tiny_model_dir, data, f"pf-{pf}",
+                **{"trainer.padding_free": pf, "trainer.bf16": bf16},
             )
-        )
+        )  # fmt: skip
         losses[pf] = [r["loss"] for r in run.read_metrics() if "loss" in r]
     assert len(losses[True]) == 2
-    assert losses[True] == pytest.approx(losses[False], abs=1e-4)
+    assert losses[True] == pytest.approx(losses[False], abs=tol)
 
 
 def test_dpo_groups_its_batches_by_length(tmp_path, tiny_model_dir):

@@ -142,7 +142,7 @@ def test_lora_under_bf16_holds_the_base_in_bf16_and_merges_into_the_fp32_base(
     AVX2-only CPU bf16 is emulated: two steps of the tiny Llama): the frozen base is bf16 during training,
     the adapters and their optimizer state fp32; step 1's loss is ln 2 within bf16 rounding; the merged model
     is fp32 and equals the fp32 base plus the adapter's update (within 1e-6), not a bf16-rounded base; peft's
-    input cast to fp32 is off."""
+    input cast to fp32 is off and attention is HF's eager one."""
     from support.data import marker_rows
     from transformers import AutoModelForCausalLM
 
@@ -161,6 +161,7 @@ def test_lora_under_bf16_holds_the_base_in_bf16_and_merges_into_the_fp32_base(
             }
             seen["adapter"] = {n: p.detach().float().clone() for n, p in params.items() if "lora_" in n}
             seen["casts"] = {m.cast_input_dtype_enabled for m in self.model.modules() if hasattr(m, "lora_A")}
+            seen["attention"] = self.model.get_base_model().config._attn_implementation
             return out
 
     monkeypatch.setattr(dpo, "DPOTrainer", Recording)
@@ -173,6 +174,7 @@ def test_lora_under_bf16_holds_the_base_in_bf16_and_merges_into_the_fp32_base(
     assert seen["base"] == {torch.bfloat16}
     assert seen["lora"] == {torch.float32} and seen["optimizer"] == {torch.float32}
     assert seen["casts"] == {False}  # no fp32 copy of each LoRA layer's bf16 input (autocast re-casts it)
+    assert seen["attention"] == "eager"  # not the CPU SDPA kernel, whose bf16 backward is slow
     result = run.read_manifest()["result"]
     assert "LoRA base held in bf16" in result["precision"]
     losses = [r["loss"] for r in run.read_metrics() if "loss" in r]
