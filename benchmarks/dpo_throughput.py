@@ -10,7 +10,7 @@ alpha 32 / dropout 0.05 on all linear layers, the demo preferences as chat rows 
 through the stage; raw: rlhf/demo/preferences.jsonl read with `datasets` and wrapped in chat messages, as a
 plain script would), sigmoid loss, beta 0.1, batch 4 pairs, lr 5e-5, the same seed and steps. The default
 30 steps are one epoch of the 120 pairs, so both sides train on exactly the same pairs (in their own order).
-  rlhf    configs/dpo.yaml as shipped — precision rlhf's choice (bf16 mixed precision where bf16 is native,
+  rlhf    configs/dpo.yaml as shipped, malloc tuned as the `rlhf` command does — precision rlhf's choice (bf16 mixed precision where bf16 is native,
           the LoRA base then held in bf16; fp32 elsewhere), no gradient checkpointing, batches grouped by
           length, max_length 512 — except what the raw script does not do: no checkpoint saves, no drift
           probes (`drift.every_steps=0`: they sample `drift.num_prompts` prompts at the start and at each
@@ -38,8 +38,9 @@ H = positions put through the LM head, S2 = sum over sequences of length^2:
                           the first LoRA sits in layer 0)  + 2*Nl*T (weight grads: LoRA only)
 so about 8*N FLOPs per token for N = 135M (three forwards and a backward that skips frozen weight grads;
 without checkpointing 6*N), not the full fine-tune's 6*N (8*N with checkpointing).
-  executed: T, S2 over the padded batch, H = every position (TRL's fused LM head scores all positions when
-            Triton is absent, prompt and padding included). This is the work the CPU does; checked against
+  executed: T, S2 over the padded batch, H = every position for raw TRL (its fused LM head scores all
+            positions when Triton is absent, prompt and padding included), the completion tokens for rlhf
+            (its CPU LM head, `rlhf.train.lm_head`, scores labeled positions only). This is the work the CPU does; checked against
             torch.utils.flop_counter on one step: the matmul part matches within 0.1% (attention, ~3%,
             runs in an op the counter does not see). Utilisation below uses it.
   useful:   T, S2 over non-padding tokens, H = completion tokens only (MFU convention: padding and
@@ -112,6 +113,14 @@ def dpo_flops(m: dict, T: int, H: int, S2: int, checkpointing: bool = True) -> f
     return float(policy + reference + recompute + backward)
 
 
+def compact_head(device) -> bool:
+    """Whether TRL's fused LM head scores only labeled positions here: on Triton devices, and on a CPU once
+    rlhf's CPU head is installed (`rlhf.train.lm_head`: a TRL stage installs it in its process)."""
+    from trl.trainer import utils as trl_utils
+
+    return bool(trl_utils._use_triton(device))
+
+
 def instrumented(base):
     """A subclass of a TRL trainer that only times train() and counts the batches it trains on."""
 
@@ -133,6 +142,8 @@ def instrumented(base):
                 }
                 if "completion_mask" in inputs:
                     counts["completion"] = int(inputs["completion_mask"][:, 1:].sum())
+                if compact_head(mask.device):  # rlhf's CPU LM head: labeled (completion) positions only
+                    counts["head_positions"] = counts["completion"]
                 for k, v in counts.items():
                     Instrumented.stats[k] = Instrumented.stats.get(k, 0) + v
             return super().compute_loss(model, inputs, *args, **kwargs)
@@ -174,7 +185,10 @@ def dpo_result(stats: dict, steps: int, drift_probe_s: float | None = None) -> d
 
 
 def run_rlhf(steps: int, out: str) -> dict:
+    from rlhf.allocator import tune_malloc
     from rlhf.config import load_config
+
+    tune_malloc()  # as the `rlhf` command does (rlhf.allocator); the raw script keeps glibc's defaults
     from rlhf.stages import dpo as stage
     from rlhf.stages.dpo import DPOStageConfig, run
 
@@ -273,7 +287,10 @@ def run_raw(steps: int, out: str) -> dict:
 
 def run_sft(steps: int, out: str) -> dict:
     """LoRA-SFT through `rlhf sft` on the sequences DPO trains on (batch 2x: chosen + rejected)."""
+    from rlhf.allocator import tune_malloc
     from rlhf.config import load_config
+
+    tune_malloc()
     from rlhf.models import SMOLLM2, load_tokenizer
     from rlhf.preferences import import_preferences
     from rlhf.stages import sft as stage
