@@ -142,7 +142,7 @@ def instrumented(base):
                 }
                 if "completion_mask" in inputs:
                     counts["completion"] = int(inputs["completion_mask"][:, 1:].sum())
-                if compact_head(mask.device):  # rlhf's CPU LM head: labeled (completion) positions only
+                if "completion" in counts and compact_head(mask.device):  # rlhf's CPU head: completions only
                     counts["head_positions"] = counts["completion"]
                 for k, v in counts.items():
                     Instrumented.stats[k] = Instrumented.stats.get(k, 0) + v

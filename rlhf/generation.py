@@ -366,6 +366,20 @@ def _draw(logits, t: int, live: _Rows, settings: SamplingSettings, penalty, bann
     return token.cpu(), logp.cpu()
 
 
+def prefill(model, ids: torch.Tensor, mask: torch.Tensor, cache_kw: str) -> tuple:
+    """Left-padded prompts (ids, mask) through the model with the KV cache kept: (cache, each row's
+    last-position logits, B x V)."""
+    device = next(model.parameters()).device
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=position_ids(mask).to(device),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return getattr(out, cache_kw), out.logits[:, -1]
+
+
 def decode(
     model,
     ids: torch.Tensor,
@@ -391,14 +405,8 @@ def decode(
     penalty = RepetitionPenaltyLogitsProcessor(settings.repetition_penalty) if seen is not None else None
     cache_kw, done, used = cache_keyword(model), torch.zeros(rows, dtype=torch.bool), 0
     with torch.inference_mode(), _decoding_attention(model):
-        out = model(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=position_ids(mask).to(device),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache, logits = getattr(out, cache_kw), out.logits[:, -1].float()
+        cache, logits = prefill(model, ids, mask, cache_kw)
+        logits = logits.float()
         if n > 1:
             cache.batch_repeat_interleave(n)
             logits = logits.repeat_interleave(n, 0)

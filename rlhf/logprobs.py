@@ -28,7 +28,7 @@ from rlhf.generation import (
     forward_responses,
     in_precision,
     left_pad,
-    position_ids,
+    prefill,
 )
 from rlhf.models import PrecisionChoice
 from rlhf.prompts import encode_prompt
@@ -141,16 +141,9 @@ def pair_logprobs(
         answers = [encoded[i][k] for i in idx for k in (1, 2)]
         resp, rmask = _right_pad(answers, pad)
         with torch.inference_mode():
-            out = model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=position_ids(mask).to(device),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache = getattr(out, cache_kw)
+            cache, last = prefill(model, ids, mask, cache_kw)
             cache.batch_repeat_interleave(2)
-            first = out.logits[:, -1:].repeat_interleave(2, 0)  # predicts each answer's first token
+            first = last[:, None].repeat_interleave(2, 0)  # predicts each answer's first token
             mask2 = torch.cat([mask.repeat_interleave(2, 0), rmask], 1)
             positions = mask.sum(1, keepdim=True).repeat_interleave(2, 0) + torch.arange(resp.shape[1])
             rest = model(
