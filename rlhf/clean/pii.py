@@ -51,7 +51,7 @@ _DIGIT_OR_AT = re.compile(r"[\d@]")
 
 
 def _analyzer():
-    from rlhf.clean.pii_analyzer import analyzer  # Presidio takes ~6 s to import: only when text is scanned
+    from rlhf.clean.pii_analyzer import analyzer  # lazy: Presidio takes ~6 s to import
 
     return analyzer()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 
 import torch
+from trl.trainer import utils as trl_utils
 
 TOKEN_BYTES = 128 * 2**20  # fp32 logits per block of tokens: 128 MiB (~680 tokens at SmolLM2's 49k vocab)
 _EXPECTED = [
@@ -150,13 +151,11 @@ def use_cpu_lm_head() -> bool:
     if _installed:
         return True
     try:
-        from trl.trainer import utils as trl_utils
-
         trl_function = trl_utils._ChunkedLogProbFunction
         trl_compact = trl_utils._use_triton
         if list(inspect.signature(trl_function.forward).parameters) != _EXPECTED:
             return False
-    except (ImportError, AttributeError):
+    except AttributeError:
         return False
 
     class Dispatch:
