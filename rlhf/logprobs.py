@@ -29,6 +29,7 @@ from rlhf.generation import (
     in_precision,
     left_pad,
     prefill,
+    target_logprobs,
 )
 from rlhf.models import PrecisionChoice
 from rlhf.prompts import encode_prompt
@@ -153,8 +154,10 @@ def pair_logprobs(
                 use_cache=True,
                 **{cache_kw: cache},
             ).logits[:, :-1]
-            logits = torch.cat([first, rest], 1).float()
-            logp = torch.log_softmax(logits, -1).gather(-1, resp.to(device).unsqueeze(-1)).squeeze(-1).cpu()
+            targets = resp.to(device)
+            logp = torch.cat(
+                [target_logprobs(first, targets[:, :1]), target_logprobs(rest, targets[:, 1:])], 1
+            ).cpu()
         logp = logp * rmask
         for row, i in enumerate(idx):
             for k in (0, 1):

@@ -6,6 +6,8 @@ an unpadded sequence.
 Precision: fp32 throughout (`precision: float32` pinned where `generate_texts` would otherwise pick bf16 on
 a CPU with native bf16); tolerances 1e-5. bf16 is tested in tests/test_precision.py."""
 
+import math
+
 import pytest
 import torch
 
@@ -15,14 +17,17 @@ from rlhf.generation import (
     Rollout,
     SamplingSettings,
     batches,
+    cache_keyword,
     choose_tokens,
     cut_at_eos,
     decode_responses,
     generate_texts,
     left_pad,
     position_ids,
+    prefill,
     sample,
     sequence_logprobs,
+    target_logprobs,
 )
 from rlhf.models import load_causal_lm, load_tokenizer
 from rlhf.prompts import encode_prompt
@@ -162,6 +167,62 @@ def test_recorded_logprobs_equal_recomputed_ones_and_samples_share_one_prefill(t
         alone = sample(model, tok, [prompts[row // 3]], settings, seeds=[seeds[row]])
         width = alone.responses.shape[1]
         assert batch.responses[row, :width].tolist() == alone.responses[0].tolist()
+
+
+def test_prompts_of_very_different_lengths_prefill_in_groups_to_the_same_cache_and_answers(
+    tiny_model_dir, monkeypatch
+):
+    """fp32: 40 prompts of 1-30 tokens (most of a one-pass batch would be padding) prefill in groups of
+    similar length; the re-assembled cache and last logits equal one left-padded pass, and greedy answers
+    are the same as with the one pass (and as each prompt alone)."""
+    import rlhf.generation as generation
+
+    tok = load_tokenizer(tiny_model_dir, padding_side="left")
+    model = load_causal_lm(tiny_model_dir).eval()
+    prompts = [list(range(1, 2 + (i * 7) % 30)) for i in range(40)]
+    ids, mask = left_pad(prompts, PAD)
+    assert len(generation._length_groups(mask)) == 3  # 40 rows, groups of 16
+    with torch.inference_mode():
+        grouped, logits = prefill(model, ids, mask, cache_keyword(model))
+        monkeypatch.setattr(generation, "PREFILL_GROUP_ROWS", 10**6)
+        assert len(generation._length_groups(mask)) == 1
+        single, logits1 = prefill(model, ids, mask, cache_keyword(model))
+    torch.testing.assert_close(logits, logits1, atol=1e-5, rtol=0)
+    real = mask.bool()[:, None, :, None]  # the pad positions' keys differ (zeros vs pad-token states): masked
+    for a, b in zip(grouped.layers, single.layers, strict=True):
+        assert a.keys.shape == b.keys.shape
+        torch.testing.assert_close(a.keys * real, b.keys * real, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.values * real, b.values * real, atol=1e-5, rtol=0)
+    greedy = SamplingSettings(max_new_tokens=5, do_sample=False)
+    one_pass = sample(model, tok, prompts, greedy)
+    monkeypatch.setattr(generation, "PREFILL_GROUP_ROWS", 16)
+    in_groups = sample(model, tok, prompts, greedy)
+    assert torch.equal(in_groups.input_ids, one_pass.input_ids)
+    alone = sample(model, tok, [prompts[5]], greedy)
+    width = alone.responses.shape[1]
+    assert in_groups.responses[5, :width].tolist() == alone.responses[0].tolist()
+
+
+def test_target_logprobs_equal_the_log_softmax_in_chunks_and_carry_gradients(monkeypatch):
+    """log softmax(logits / T) at the targets, computed in chunks of positions (chunk size forced small so
+    7 x 5 positions span several), equals the one-shot log-softmax, and its gradient flows to the logits."""
+    import rlhf.generation as generation
+
+    monkeypatch.setattr(generation, "LOGPROB_CHUNK_ELEMENTS", 3 * 11)  # 3 positions of an 11-token vocab
+    torch.manual_seed(0)
+    logits = torch.randn(7, 5, 11, requires_grad=True)
+    targets = torch.randint(0, 11, (7, 5))
+    got = target_logprobs(logits, targets, temperature=0.7)
+    want = torch.log_softmax(logits / 0.7, -1).gather(-1, targets[..., None]).squeeze(-1)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert got.shape == (7, 5) and got.dtype == torch.float32
+    (grad,) = torch.autograd.grad(got.sum(), logits)
+    (want_grad,) = torch.autograd.grad(want.sum(), logits)
+    torch.testing.assert_close(grad, want_grad, atol=1e-6, rtol=0)
+    assert target_logprobs(torch.zeros(2, 0, 11), torch.zeros(2, 0, dtype=torch.long)).shape == (2, 0)
+    # one hand-computed value: logits (0, ln 3) -> p = (1/4, 3/4); log p of token 1 = ln 0.75
+    two = torch.tensor([[0.0, torch.log(torch.tensor(3.0))]])
+    assert float(target_logprobs(two, torch.tensor([1]))[0]) == pytest.approx(math.log(0.75), abs=1e-6)
 
 
 def test_min_new_tokens_holds_the_eos_back(tiny_model_dir):

@@ -78,3 +78,30 @@ def test_smollm2_alias_converts_once_then_is_cached():
     )
     out = model.generate(**ids, max_new_tokens=20, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
+
+
+def test_fast_fp32_matmuls_keep_fp32_accuracy_and_restore_the_setting(tiny_model_dir):
+    """Where bf16 is native (AVX512-BF16 / AMX) fp32 matmuls run in oneDNN's bf16 math mode inside the
+    context, elsewhere strict fp32; either way a product that bf16 alone would round away survives, the
+    tiny model's summed answer log-probs match strict fp32 within 1e-4, and the setting comes back."""
+    import torch
+
+    from rlhf.logprobs import pair_logprobs
+    from rlhf.models import fast_bf16, fast_fp32_matmuls
+
+    backend = torch.backends.mkldnn.matmul
+    before = backend.fp32_precision
+    model, tok = load_causal_lm(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
+    args = (["the cat sat", "hello"], ["yes yes", "the mat"], ["no", "cat cat cat"])
+    strict = pair_logprobs(model, tok, *args)
+    x = torch.full((64, 64), 1 + 2**-12)  # 1 + 2^-12 is 1.0 in bf16
+    w = torch.zeros(64, 64)
+    w[:, 0] = 1
+    with fast_fp32_matmuls() as on:
+        assert on == (fast_bf16() and not torch.cuda.is_available())
+        assert backend.fp32_precision == ("bf16" if on else before)
+        assert float((x @ w.t())[0, 0]) == 1 + 2**-12
+        fast = pair_logprobs(model, tok, *args)
+    assert backend.fp32_precision == before
+    for a, b in zip(strict, fast, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)

@@ -102,3 +102,57 @@ def test_dpo_groups_its_batches_by_length(tmp_path, tiny_model_dir):
 
     random_order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
     assert spread(order) < spread(random_order) / 2
+
+
+@pytest.mark.parametrize("implementation", ["rlhf_segments_eager", "rlhf_segments_sdpa"])
+def test_a_packed_row_attends_within_each_sequence_as_if_each_ran_alone(
+    tiny_model_dir, implementation, monkeypatch
+):
+    """fp32: three sequences packed into one row (position ids restarting at 0) through the per-sequence
+    attention give each sequence the logits and the gradients it gets alone; the block-diagonal mask over
+    the whole row is never used."""
+    import rlhf.train.attention as attention
+    from rlhf.models import load_causal_lm
+
+    found = []
+    starts = attention.sequence_starts
+    monkeypatch.setattr(attention, "sequence_starts", lambda *a: found.append(starts(*a)) or found[-1])
+    model = load_causal_lm(tiny_model_dir)
+    model.config._attn_implementation = implementation
+    seqs = [torch.tensor([3, 5, 7, 9, 11]), torch.tensor([4, 6]), torch.tensor([8, 10, 12, 14])]
+    packed = torch.cat(seqs)[None]
+    positions = torch.cat([torch.arange(len(s)) for s in seqs])[None]
+    out = model(input_ids=packed, position_ids=positions).logits[0]
+    (grad,) = torch.autograd.grad(out.square().sum(), model.model.layers[0].self_attn.q_proj.weight)
+    assert found and all(f == [0, 5, 7, 11] for f in found)  # every layer split the row
+    alone, want_grad = [], 0
+    for s in seqs:
+        logits = model(input_ids=s[None]).logits[0]
+        alone.append(logits)
+        want_grad = (
+            want_grad
+            + torch.autograd.grad(logits.square().sum(), model.model.layers[0].self_attn.q_proj.weight)[0]
+        )
+    torch.testing.assert_close(out, torch.cat(alone), atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad, want_grad, atol=1e-4, rtol=1e-4)
+
+
+def test_per_sequence_attention_applies_only_to_packed_rows_of_plain_causal_models():
+    from types import SimpleNamespace
+
+    from rlhf.train.attention import segment_attention, sequence_starts
+
+    q = torch.zeros(1, 2, 6, 4)
+    assert sequence_starts(torch.tensor([[0, 1, 2, 0, 1, 0]]), q, q) == [0, 3, 5, 6]
+    assert sequence_starts(torch.tensor([[0, 1, 2, 3, 4, 5]]), q, q) is None  # one sequence
+    assert sequence_starts(None, q, q) is None
+    assert (
+        sequence_starts(torch.tensor([[0, 1, 0]] * 2), torch.zeros(2, 2, 3, 4), torch.zeros(2, 2, 3, 4))
+        is None
+    )
+    assert sequence_starts(torch.tensor([[0]]), q[:, :, :1], q) is None  # one query over a KV cache
+    llama = SimpleNamespace(model_type="llama", sliding_window=None)
+    assert segment_attention(llama, "eager") == "rlhf_segments_eager"
+    assert segment_attention(llama, "sdpa") == "rlhf_segments_sdpa"
+    assert segment_attention(SimpleNamespace(model_type="mistral", sliding_window=4096), "eager") is None
+    assert segment_attention(SimpleNamespace(model_type="gemma2", sliding_window=None), "eager") is None

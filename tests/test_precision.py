@@ -174,7 +174,9 @@ def test_lora_under_bf16_holds_the_base_in_bf16_and_merges_into_the_fp32_base(
     assert seen["base"] == {torch.bfloat16}
     assert seen["lora"] == {torch.float32} and seen["optimizer"] == {torch.float32}
     assert seen["casts"] == {False}  # no fp32 copy of each LoRA layer's bf16 input (autocast re-casts it)
-    assert seen["attention"] == "eager"  # not the CPU SDPA kernel, whose bf16 backward is slow
+    assert (
+        seen["attention"] == "rlhf_segments_eager"
+    )  # eager per sequence, not the CPU SDPA kernel (bf16 backward)
     result = run.read_manifest()["result"]
     assert "LoRA base held in bf16" in result["precision"]
     losses = [r["loss"] for r in run.read_metrics() if "loss" in r]

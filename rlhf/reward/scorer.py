@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rlhf.models import resolve_model_path
+from rlhf.models import fast_fp32_matmuls, resolve_model_path
 
 META_FILE = "rlhf_reward.json"
 ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
@@ -130,7 +130,7 @@ class RewardScorer:
             mask = torch.tensor(
                 [[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in idx], device=self.device
             )
-            with torch.inference_mode():
+            with torch.inference_mode(), fast_fp32_matmuls():  # fp32-class accuracy (rlhf.models)
                 logits = model(input_ids=x, attention_mask=mask).logits[:, 0].float().cpu().tolist()
             for i, v in zip(idx, logits, strict=True):
                 out[i] = v

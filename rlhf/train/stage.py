@@ -29,8 +29,8 @@ reports — and leaves the rest to `TRLStage`:
   fp32 master weights under autocast.
 - Attention: on a CPU under bf16 mixed precision a model trains with HF's eager attention (matmuls and an
   fp32 softmax) rather than SDPA, whose CPU backward in bf16 was 17 % of a demo DPO step: the demo's DPO
-  30 -> 25.5 s (alternated runs, 2-core native-bf16 CPU). Padding-free batches keep their block-diagonal
-  mask (transformers builds it from the position ids for every implementation).
+  30 -> 25.5 s (alternated runs, 2-core native-bf16 CPU). A padding-free batch attends within each of its
+  sequences (`rlhf.train.attention`) instead of through a block-diagonal mask over the whole row.
 - The LM head: TRL's trainers score tokens through a fused LM head whose CPU fallback was most of DPO's time;
   `rlhf.train.lm_head` computes the same on CPU tensors at the CPU's speed (installed when a stage is made).
 
@@ -58,6 +58,7 @@ from rlhf.train.args import (
     point_tensorboard_at,
     save_trained,
 )
+from rlhf.train.attention import segment_attention
 from rlhf.train.callbacks import DriftCallback, RunDirCallback
 from rlhf.train.drift import best_checkpoint
 from rlhf.train.lm_head import use_cpu_lm_head
@@ -140,8 +141,11 @@ class TRLStage:
         self.run_dir.say(f"precision: {self.precision()}")
         loaded = load_causal_lm(model.name, "bfloat16" if self.bf16_base else model.dtype)
         on_cpu = self.config.use_cpu or not torch.cuda.is_available()
-        if on_cpu and self.config.bf16 and getattr(loaded.config, "_attn_implementation", None) == "sdpa":
-            loaded.config._attn_implementation = "eager"  # module docstring: the CPU's SDPA backward in bf16
+        if on_cpu and getattr(loaded.config, "_attn_implementation", None) == "sdpa":
+            kernel = (
+                "eager" if self.config.bf16 else "sdpa"
+            )  # module docstring: the CPU's SDPA backward in bf16
+            loaded.config._attn_implementation = segment_attention(loaded.config, kernel) or kernel
         return loaded
 
     def record_inputs(self, data_key: str, data_source: str) -> None:
