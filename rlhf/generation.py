@@ -410,6 +410,42 @@ def _prefill(model, ids: torch.Tensor, mask: torch.Tensor, cache_kw: str) -> tup
     return getattr(out, cache_kw), out.logits[:, -1]
 
 
+class _SlotLayer(DynamicLayer):
+    """A layer's KV cache in one buffer sized for the whole decode (the prompt width plus every new token),
+    each step's keys and values written into their slot in place. The attention reads the whole buffer: the
+    causal mask hides the slots not written yet, which then add exactly 0 (the same logits, bit for bit).
+    transformers' `DynamicLayer` copies the whole cache into a new tensor every step (`torch.cat`)."""
+
+    def __init__(self, layer: DynamicLayer, capacity: int):
+        super().__init__()
+        batch, heads, width, dim = layer.keys.shape
+        self.keys = layer.keys.new_zeros(batch, heads, capacity, dim)
+        self.values = layer.values.new_zeros(batch, heads, capacity, dim)
+        self.keys[:, :, :width], self.values[:, :, :width] = layer.keys, layer.values
+        self.length, self.device, self.is_initialized = width, layer.keys.device, True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        start, self.length = self.length, self.length + key_states.shape[-2]
+        self.keys[:, :, start : self.length] = key_states
+        self.values[:, :, start : self.length] = value_states
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.keys.shape[-2], 0
+
+
+def _in_slots(cache, capacity: int) -> None:
+    """A prefilled dynamic cache's layers as `_SlotLayer`s of `capacity` tokens (other cache kinds are left
+    as they are). Measured alternated (SmolLM2 bf16, 64 rows, 2-core AVX512-BF16 CPU): 87-110 ms a step
+    instead of 103-133."""
+    layers = getattr(cache, "layers", None)
+    if layers and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers):
+        cache.layers = [_SlotLayer(layer, capacity) for layer in layers]
+
+
 def _length_groups(mask: torch.Tensor) -> list[torch.Tensor]:
     """Row indices of a left-padded batch in groups of `PREFILL_GROUP_ROWS` rows of similar length, when
     padding is over a quarter of the batch's tokens; else one group (all rows)."""
@@ -451,6 +487,7 @@ def decode(
         if n > 1:
             cache.batch_repeat_interleave(n)
             logits = logits.repeat_interleave(n, 0)
+        _in_slots(cache, ids.shape[1] + steps)
         for t in range(steps):
             token, logp = _draw(logits, t, live, settings, penalty, banned)
             tokens[live.index, t], logps[live.index, t], used = token, logp, t + 1

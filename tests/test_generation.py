@@ -203,6 +203,31 @@ def test_prompts_of_very_different_lengths_prefill_in_groups_to_the_same_cache_a
     assert in_groups.responses[5, :width].tolist() == alone.responses[0].tolist()
 
 
+def test_the_decoders_kv_cache_written_in_place_gives_the_growing_caches_answers(tiny_model_dir, monkeypatch):
+    """fp32: the decoder's cache (one buffer per layer for prompt + new tokens, written in place, unwritten
+    slots masked) gives the same tokens and log-probs as transformers' growing cache, rows leaving the batch
+    and samples sharing a prefill included; the prefilled cache is converted."""
+    import rlhf.generation as generation
+
+    tok = load_tokenizer(tiny_model_dir, padding_side="left")
+    model = load_causal_lm(tiny_model_dir).eval()
+    prompts = [encode_prompt(tok, p) for p in ("a b c d e f", "hello", "the cat")]
+    settings = SamplingSettings(max_new_tokens=12, temperature=0.8, top_p=0.9, precision="float32")
+    converted = []
+    in_slots = generation._in_slots
+    monkeypatch.setattr(
+        generation, "_in_slots", lambda cache, cap: (in_slots(cache, cap), converted.append(cache.layers))
+    )
+    slots = sample(model, tok, prompts, settings, n=2, seeds=list(range(6)))
+    assert converted and all(type(layer) is generation._SlotLayer for layer in converted[0])
+    assert converted[0][0].keys.shape[2] == max(map(len, prompts)) + 12
+    monkeypatch.setattr(generation, "_in_slots", lambda cache, cap: None)
+    growing = sample(model, tok, prompts, settings, n=2, seeds=list(range(6)))
+    assert torch.equal(slots.input_ids, growing.input_ids)
+    torch.testing.assert_close(slots.logp, growing.logp, atol=1e-6, rtol=0)
+    assert slots.ended.any() and not slots.ended.all()  # rows left the batch along the way
+
+
 def test_target_logprobs_equal_the_log_softmax_in_chunks_and_carry_gradients(monkeypatch):
     """log softmax(logits / T) at the targets, computed in chunks of positions (chunk size forced small so
     7 x 5 positions span several), equals the one-shot log-softmax, and its gradient flows to the logits."""
