@@ -7,8 +7,10 @@
   by `rlhf serve-generation`) or one started for the step on the policy's base model
   (`rlhf.engine_server`) and stopped after it. LoRA adapters are loaded into the running engine at run time
   (`/v1/load_lora_adapter`, no merge): one engine start serves every adapter on the same base; a policy on
-  another base restarts an engine we own and is refused by one we don't (the message says which base it
-  serves).
+  another base is swapped in: a full fine-tune of the same architecture and tokenizer (`swap_key`) has its
+  weights reloaded into the running engine (vLLM's `reload_weights`, no restart: a loop of merged policies
+  or a full-weight PPO/GRPO run starts one engine); any other base restarts an engine we own. An engine we
+  don't own (`url`) is never changed: a policy on another base is refused, the message says which it serves.
 - Requests: one `/v1/completions` request per prompt with its `n` samples and its own seed (`row_seed`),
   token ids in and out (`return_tokens_as_token_ids`), `concurrency` in flight (vLLM batches them). So a
   prompt's answers depend on (engine, model, prompt, settings, seed): seeds repeat within a backend; the two
@@ -22,7 +24,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +37,7 @@ from transformers import GenerationConfig
 
 from rlhf.engine_server import EngineError, EngineSettings, Server, vllm_python
 from rlhf.generation import Generated, Sample, SamplingSettings, generate_texts, row_seed
-from rlhf.hashing import content_hash
+from rlhf.hashing import content_hash, file_hash
 from rlhf.models import adapter_base, resolve_model_path
 
 __all__ = ["EngineError", "EngineSettings", "Engine", "Engines", "engines", "shared_engines", "vllm_python"]
@@ -127,6 +131,18 @@ class Engine:
         self._call("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, timeout=300)
         self.adapters.add(name)
 
+    def unload_adapter(self, name: str) -> None:
+        if name in self.adapters:
+            self._call("/v1/unload_lora_adapter", {"lora_name": name}, timeout=60)
+            self.adapters.discard(name)
+
+    def reload_weights(self, model_dir: str) -> None:
+        """The base weights from `model_dir` (same architecture) into the running engine, in place; cached
+        prefixes of the old weights are dropped. Needs the dev routes (an engine `Server` started)."""
+        rpc = {"method": "reload_weights", "kwargs": {"weights_path": model_dir}}
+        self._call("/collective_rpc", rpc, timeout=self.settings.start_timeout_s)
+        self._call("/reset_prefix_cache", {}, timeout=60)
+
     def generate(
         self,
         model: str,
@@ -162,17 +178,18 @@ def adapter_name(path: str) -> str:
     return "lora-" + content_hash(path)[:16]
 
 
-# One engine kept across steps inside `shared_engines()` (the loop): (key, server) or None outside it.
+# One engine kept across steps inside `shared_engines()` (the loop): {"server": Server} or None outside it.
 _SHARED: dict | None = None
 
 
 @contextmanager
 def shared_engines():
-    """Engines that steps start inside this block stay up for the steps after them: a later step on the same
-    base model (same content, precision and engine settings) reuses the running engine instead of starting
-    one; a step on another base replaces it (one engine at a time: two would not fit one GPU). Stopped when
-    the block ends. `rlhf loop` runs its rounds in one: one engine start per loop while the policies are
-    LoRA adapters on one base."""
+    """Engines that steps start inside this block stay up for the steps after them: a later step whose
+    policy has the same base architecture and tokenizer (`swap_key`; same precision and engine settings)
+    reuses the running engine instead of starting one, its weights reloaded when they differ; any other
+    policy replaces it (one engine at a time: two would not fit one GPU). Stopped when the block ends.
+    `rlhf loop` runs its rounds in one: one engine start per loop, whether the policies are LoRA adapters
+    or merged / full fine-tunes of one base."""
     global _SHARED
     if _SHARED is not None:  # nested: the outer block owns the engine
         yield
@@ -187,8 +204,8 @@ def shared_engines():
 
 
 class Engines:
-    """Samples a step's policies on the configured backend. With vllm, keeps one engine for as long as the
-    policies share its base (the one at `url`, or one it started)."""
+    """Samples a step's policies on the configured backend. With vllm: the engine at `url` (never changed),
+    or one it started and keeps while the policies share its architecture (`_serve`)."""
 
     def __init__(self, settings: EngineSettings, precision: str, seed: int, log_dir: Path | None = None):
         self.settings, self.precision, self.seed, self.log_dir = settings, precision, seed, log_dir
@@ -196,6 +213,7 @@ class Engines:
         self.server = None  # an `engine_server.Server` we started, stopped in `close` (unless shared)
         self.shared = False  # the server is `shared_engines()`'s: it outlives this step
         self.starts, self.start_seconds = 0, 0.0
+        self.reloads, self.reload_seconds = 0, 0.0  # full fine-tunes' weights swapped into a running engine
         if settings.backend == "vllm" and not settings.url:
             vllm_python(settings)  # fail before the slow part
         if settings.url:
@@ -209,41 +227,60 @@ class Engines:
         path = resolve_model_path(policy)
         base = adapter_base(path)
         base_path = resolve_model_path(base) if base is not None else path
-        if self.engine is None or (self.server is not None and self.server.model != base_path):
-            self._start(base_path)
-        served = self.engine.base()
-        if served.get("root") != base_path and self.server is None:
-            raise EngineError(
-                f"policy '{policy}' runs on {base_path}, but the vLLM engine at {self.engine.url} serves "
-                f"{served.get('root')}. Start one on that base (`rlhf serve-generation --model {base or policy}`)"
-                " or set generation.url=null to let the step start its own."
-            )
+        if self.settings.url:
+            served = self.engine.base()
+            if served.get("root") != base_path:
+                raise EngineError(
+                    f"policy '{policy}' runs on {base_path}, but the vLLM engine at {self.engine.url} serves "
+                    f"{served.get('root')}. Start one on that base (`rlhf serve-generation --model "
+                    f"{base or policy}`) or set generation.url=null to let the step start its own."
+                )
+            name = served["id"]
+        else:
+            self._serve(base_path)
+            name = "base"
         if base is None:
-            return self.engine, served["id"]
+            return self.engine, name
         name = adapter_name(path)
         self.engine.load_adapter(name, path)
         return self.engine, name
 
-    def _start(self, model_dir: str) -> None:
+    def _serve(self, model_dir: str) -> None:
+        """An engine we own serving `model_dir`'s weights: the one running when it has them; reloaded with
+        them when they are another full fine-tune of its architecture (`swap_key`); else a new one (the old
+        one stopped). Inside `shared_engines()` the running engine is the block's."""
+        key = (swap_key(model_dir), self.precision, self.seed, repr(self.settings))
+        if self.server is None and _SHARED is not None and _SHARED.get("server") is not None:
+            self.server, self.shared = _SHARED["server"], True
+            self.engine = Engine(self.server.url, self.settings)
+        alive = self.server is not None and self.server.proc.poll() is None
+        if alive and getattr(self.server, "key", None) == key:
+            weights = content_hash(model_dir)
+            if self.server.weights_id != weights:
+                t0 = time.perf_counter()
+                self.engine.reload_weights(model_dir)
+                self.server.weights, self.server.weights_id = model_dir, weights
+                self.reloads += 1
+                self.reload_seconds += time.perf_counter() - t0
+            return
+        if self.shared and self.server is not None:
+            self.shared = False  # the block's engine is replaced: stop it here
         self.close()
-        key = None
         if _SHARED is not None:
-            key = (content_hash(model_dir), self.precision, self.seed, repr(self.settings))
-            held = _SHARED.get("server")
-            if held is not None and _SHARED.get("key") == key and held.proc.poll() is None:
-                self.server, self.engine, self.shared = held, Engine(held.url, self.settings), True
-                return
-            if held is not None:
-                held.stop()
             _SHARED.clear()
         self.server = Server(model_dir, self.settings, precision=self.precision, seed=self.seed)
         url = self.server.start(log=None if self.log_dir is None else self.log_dir / "vllm-engine.log")
+        self.server.key, self.server.weights_id = key, content_hash(model_dir)
         self.starts += 1
         self.start_seconds += self.server.start_seconds
         self.engine = Engine(url, self.settings)
-        if key is not None:
-            _SHARED.update(key=key, server=self.server)
-            self.shared = True
+        if _SHARED is not None:
+            _SHARED["server"], self.shared = self.server, True
+
+    def release(self, policy: str) -> None:
+        """Unload a LoRA policy's adapter from the engine (vllm; an adapter written for one step)."""
+        if self.engine is not None and adapter_base(resolve_model_path(policy)) is not None:
+            self.engine.unload_adapter(adapter_name(resolve_model_path(policy)))
 
     def generate(
         self,
@@ -299,6 +336,33 @@ def engines(settings: EngineSettings, precision: str, seed: int, log_dir: Path |
         yield pool
     finally:
         pool.close()
+
+
+SWAP_IGNORED = ("_name_or_path", "torch_dtype", "dtype", "transformers_version", "use_cache")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+
+
+def swap_key(model_dir: str) -> str:
+    """What a running engine can swap weights within: the model's config.json without its name, dtype and
+    cache fields, and its tokenizer files. Two model directories with the same key differ only in their
+    weights (e.g. the base and a full fine-tune of it)."""
+    d = Path(model_dir)
+    try:
+        config = json.loads((d / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "unreadable:" + str(d)  # never swapped: a restart reads it the way vLLM does
+    h = hashlib.sha256(
+        json.dumps({k: v for k, v in config.items() if k not in SWAP_IGNORED}, sort_keys=True).encode()
+    )
+    for name in TOKENIZER_FILES:
+        f = d / name
+        h.update(name.encode() + b"\0" + (file_hash(f).encode() if f.is_file() else b"-"))
+    return h.hexdigest()
 
 
 def stop_ids(path: str, tokenizer) -> list[int]:

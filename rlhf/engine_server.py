@@ -8,8 +8,10 @@ a session:
 
 Settings passed to vLLM: `--dtype` the sampling precision (auto: bf16 where native), `--generation-config
 vllm` (the model's generation_config.json does not change the sampling settings rlhf sends), the seed,
-`--enable-lora --max-lora-rank`, and on a CPU build the KV cache size (VLLM_CPU_KVCACHE_SPACE). The
-server's log goes to a file (the step's run directory) and its tail is shown when it fails to start.
+`--enable-lora --max-lora-rank`, and on a CPU build the KV cache size (VLLM_CPU_KVCACHE_SPACE). vLLM's
+dev routes are on (VLLM_SERVER_DEV_MODE: `/collective_rpc` reloads a full fine-tune's weights into the
+running engine); the server listens on 127.0.0.1 only. The server's log goes to a file (the step's run
+directory) and its tail is shown when it fails to start.
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class Server:
 
     def __init__(self, model_dir: str, settings: EngineSettings, *, precision: str, seed: int, port: int = 0):
         self.model, self.settings, self.precision, self.seed = model_dir, settings, precision, seed
+        self.weights = model_dir  # the directory its base weights were last loaded from (start or reload)
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
         self.log: Path | None = None
@@ -157,6 +160,9 @@ class Server:
         env = {
             **os.environ,
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            # vLLM's dev routes (/collective_rpc, /reset_prefix_cache): a full fine-tune's weights reload into
+            # the running engine (`Engine.reload_weights`). The server listens on loopback only.
+            "VLLM_SERVER_DEV_MODE": "1",
             "VLLM_CPU_KVCACHE_SPACE": str(self.settings.kv_cache_gib),
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",

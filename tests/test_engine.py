@@ -221,16 +221,19 @@ def test_serve_generation_serves_until_interrupted(tiny, tmp_path):
 
 
 def test_shared_engines_one_start_for_steps_on_one_base(tiny, tmp_path):
-    """Inside `shared_engines()` (the loop), a later step on the same base reuses the running engine; a
-    step on another base replaces it; the block's end stops it. An adapter rewritten in place is served
-    under a new name (never the engine's stale copy)."""
+    """Inside `shared_engines()` (the loop), a later step on the same base reuses the running engine; a full
+    fine-tune of that architecture has its weights reloaded into it (no restart); a model of another
+    architecture replaces it; the block's end stops it. An adapter rewritten in place is served under a new
+    name (never the engine's stale copy)."""
     from rlhf.engine import shared_engines
 
     python = _fake_python(tmp_path, f'exec {sys.executable} {SUPPORT / "fake_vllm.py"} "$@"')
     tok = load_tokenizer(tiny, padding_side="left")
-    other = tmp_path / "other"
-    build_tiny_llama(other)
-    (other / "README.md").write_text("another model")  # same weights as `tiny` would be the same model
+    tuned = tmp_path / "tuned"  # same architecture and tokenizer, other weights: a full fine-tune
+    build_tiny_llama(tuned)
+    (tuned / "README.md").write_text("another model")
+    other = tmp_path / "other"  # another vocabulary: another architecture
+    build_tiny_llama(other, extra_words=("A", "B"))
     settings = EngineSettings(backend="vllm", python=python, start_timeout_s=60)
     s = SamplingSettings(max_new_tokens=4)
     adapter = _adapter(tmp_path, tiny)
@@ -242,17 +245,42 @@ def test_shared_engines_one_start_for_steps_on_one_base(tiny, tmp_path):
         assert proc.poll() is None
         second = Engines(settings, "float32", seed=0)
         second.generate(adapter, None, tok, [[1]], s, seeds=[1])
-        assert (first.starts, second.starts) == (1, 0) and second.server.proc is proc
+        assert (first.starts, second.starts, second.reloads) == (1, 0, 0) and second.server.proc is proc
         second.close()
         third = Engines(settings, "float32", seed=0)
-        third.generate(str(other), None, tok, [[1]], s, seeds=[1])
-        assert third.starts == 1 and proc.wait(timeout=30) is not None  # replaced: one engine at a time
-        last = third.server.proc
+        third.generate(str(tuned), None, tok, [[1]], s, seeds=[1])
+        third.generate(str(tuned), None, tok, [[1]], s, seeds=[1])  # loaded already: no second reload
+        assert (third.starts, third.reloads) == (0, 1) and third.server.proc is proc
+        assert third.server.weights == str(tuned.resolve())
+        third.generate(adapter, None, tok, [[1]], s, seeds=[1])  # the adapter's base weights come back
+        assert (third.starts, third.reloads) == (0, 2) and third.server.weights == tiny
         third.close()
+        fourth = Engines(settings, "float32", seed=0)
+        fourth.generate(str(other), None, tok, [[1]], s, seeds=[1])
+        assert fourth.starts == 1 and proc.wait(timeout=30) is not None  # replaced: one engine at a time
+        last = fourth.server.proc
+        fourth.close()
     assert last.wait(timeout=30) is not None  # the block's end stops it
     before = adapter_name(adapter)
     (Path(adapter) / "adapter_model.safetensors").write_bytes(b"new weights")
     assert adapter_name(adapter) != before
+
+
+def test_swap_key_tells_weights_from_architecture(tiny, tmp_path):
+    from rlhf.engine import swap_key
+
+    tuned = Path(build_tiny_llama(tmp_path / "tuned"))
+    config = json.loads((tuned / "config.json").read_text())
+    config.update(_name_or_path="/somewhere/else", dtype="bfloat16", use_cache=False)
+    (tuned / "config.json").write_text(json.dumps(config))
+    assert swap_key(str(tuned)) == swap_key(tiny)  # name, dtype and cache flags are not architecture
+    config["num_hidden_layers"] = 3
+    (tuned / "config.json").write_text(json.dumps(config))
+    assert swap_key(str(tuned)) != swap_key(tiny)
+    retok = Path(build_tiny_llama(tmp_path / "retok"))
+    (retok / "chat_template.jinja").write_text("{{ messages }}")
+    assert swap_key(str(retok)) != swap_key(tiny)  # the engine's tokenizer would be another
+    assert swap_key(str(tmp_path / "nowhere")).startswith("unreadable:")
 
 
 def test_the_loop_hands_its_engine_to_generate_and_compare_only(tmp_path, monkeypatch):

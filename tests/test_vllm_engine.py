@@ -17,7 +17,7 @@ import torch
 from rlhf.engine import EngineError, Engines, EngineSettings, vllm_python
 from rlhf.generation import SamplingSettings, generate_texts
 from rlhf.logprobs import token_logprobs
-from rlhf.models import SMOLLM2, load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf.models import SMOLLM2, load_causal_lm, load_tokenizer, resolve_model_path, save_model
 
 try:
     vllm_python(EngineSettings(backend="vllm"))
@@ -57,12 +57,21 @@ def setup(tmp_path_factory):
     peft.save_pretrained(adapter)
     tok = load_tokenizer(SMOLLM2, padding_side="left")
     tok.save_pretrained(adapter)
+    full = tmp / "full"  # the same change as a full fine-tune: the adapter merged into the weights
+    save_model(peft, tok, full, merge_lora=True)
     prompts = [
         list(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
         for p in PROMPTS
     ]  # fmt: skip
     pool = Engines(EngineSettings(backend="vllm", kv_cache_gib=1), "float32", seed=0, log_dir=tmp)
-    yield {"pool": pool, "adapter": str(adapter), "tok": tok, "prompts": prompts, "base": base}
+    yield {
+        "pool": pool,
+        "adapter": str(adapter),
+        "full": str(full),
+        "tok": tok,
+        "prompts": prompts,
+        "base": base,
+    }
     pool.close()
 
 
@@ -135,3 +144,31 @@ def test_seeds_repeat_within_the_backend(setup):
     ids = lambda g: [[x.ids for x in row] for row in g.samples]  # noqa: E731
     assert ids(a) == ids(b) and ids(a) != ids(c)
     assert pool.starts == 1  # one engine for every call and the adapter
+
+
+def _gaps(model_spec: str, gen, prompts, tok) -> list[float]:
+    """Per response: |vLLM's log-prob - the hf model's| per token, temperature 1."""
+    rows = [(i, smp) for i, row in enumerate(gen.samples) for smp in row]
+    hf = load_causal_lm(model_spec, "float32").eval()
+    ours = token_logprobs(
+        hf, [prompts[i] for i, _ in rows], [list(x.ids) for _, x in rows], tok.pad_token_id, temperature=1.0
+    )
+    return [abs(a - x.logp) / len(x.ids) for a, (_, x) in zip(ours, rows, strict=True)]
+
+
+def test_a_full_fine_tune_is_reloaded_into_the_running_engine(setup):
+    """A full fine-tune of the engine's base (here: the adapter merged into the weights) is swapped into the
+    running engine (no second start): its samples carry the fine-tune's log-probs, not the base's; asking
+    for the base again swaps the base weights back."""
+    pool, tok, prompts = setup["pool"], setup["tok"], setup["prompts"]
+    s = SamplingSettings(max_new_tokens=16, temperature=1.0, precision="float32")
+    pool.generate(SMOLLM2, None, tok, prompts[:1], s, seeds=[0])  # the base is served (started if alone)
+    starts, reloads = pool.starts, pool.reloads
+    full = pool.generate(setup["full"], None, tok, prompts, s, n=2, seeds=list(range(6)))
+    assert (pool.starts, pool.reloads) == (starts, reloads + 1)
+    gaps = _gaps(setup["full"], full, prompts, tok)
+    assert max(gaps) < 0.02  # nats per token
+    assert statistics.mean(_gaps(SMOLLM2, full, prompts, tok)) > 5 * statistics.mean(gaps)  # not the base
+    back = pool.generate(SMOLLM2, None, tok, prompts, s, n=2, seeds=list(range(6)))
+    assert (pool.starts, pool.reloads) == (starts, reloads + 2)
+    assert max(_gaps(SMOLLM2, back, prompts, tok)) < 0.02

@@ -2,7 +2,8 @@
 is not installed: in a thread (`FakeEngine`), or as a process started like vLLM's server (run as a script
 with vLLM's arguments: `--model`, `--port`, ...). Answers are a pure function of the request: sample c of
 a request gets ids [5, 6, 7 + c] and then the first stop id (finish "stop") if max_tokens allows, each
-token with log-prob -0.5; every request is recorded."""
+token with log-prob -0.5; every request is recorded. The dev routes rlhf uses are there too
+(`/collective_rpc` reload_weights: recorded in state["weights"], `/reset_prefix_cache`)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,14 @@ def make_handler(state: dict):
             if self.path == "/v1/load_lora_adapter":
                 state["adapters"][body["lora_name"]] = body["lora_path"]
                 return self._send(200, "Success")
+            if self.path == "/v1/unload_lora_adapter":
+                state["adapters"].pop(body["lora_name"], None)
+                return self._send(200, "Success")
+            if self.path == "/collective_rpc" and body.get("method") == "reload_weights":
+                state["weights"] = body["kwargs"]["weights_path"]
+                return self._send(200, {"results": [None]})
+            if self.path == "/reset_prefix_cache":
+                return self._send(200, "")
             if self.path == "/v1/completions":
                 if body["model"] != "base" and body["model"] not in state["adapters"]:
                     return self._send(404, {"error": f"model {body['model']} does not exist"})
@@ -74,7 +83,7 @@ class FakeEngine:
     """The fake server in a thread, serving `model` (the resolved base path it reports as `root`)."""
 
     def __init__(self, model: str):
-        self.state = {"model": model, "adapters": {}, "requests": []}
+        self.state = {"model": model, "weights": model, "adapters": {}, "requests": []}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -97,5 +106,5 @@ if __name__ == "__main__":  # started like vLLM's server: python fake_vllm.py -m
     parser.add_argument("--model", required=True)
     parser.add_argument("--port", type=int, required=True)
     args, _ = parser.parse_known_args()
-    state = {"model": args.model, "adapters": {}, "requests": []}
+    state = {"model": args.model, "weights": args.model, "adapters": {}, "requests": []}
     ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(state)).serve_forever()
