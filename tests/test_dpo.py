@@ -102,3 +102,35 @@ def test_dpo_first_loss_is_log2_and_training_moves_the_weights(tmp_path, tiny_mo
     assert losses[0] == pytest.approx(0.6931, abs=0.02 if bf16 else 1e-3)
     before, after = weights(tiny_model_dir), weights(run.model_dir)
     assert sum(not torch.equal(before[k], after[k]) for k in before) >= len(before) - 1
+
+
+def test_drift_probes_through_the_vllm_engine(tmp_path, tiny_model_dir, prefs, monkeypatch):
+    """drift.generation.backend=vllm (a stand-in engine, tests/support/fake_vllm.py): each probe writes the
+    policy as it is (full weights here: reloaded into the one engine once they changed), the engine samples
+    (the fake's 4 ids a response), the training model scores: KL 0 at the start, not after training; the
+    engine is stopped and the written policies removed when training ends."""
+    from support.fake_vllm import fake_engine_python
+
+    log = tmp_path / "engine-requests.jsonl"
+    monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
+    extra = {
+        "drift.num_prompts": 2,
+        "drift.max_new_tokens": 6,
+        "drift.generation.backend": "vllm",
+        "drift.generation.python": fake_engine_python(tmp_path),
+        "drift.generation.start_timeout_s": 60,
+        "trainer.max_steps": 2,
+        "trainer.save_strategy": "steps",
+        "trainer.save_steps": 1,
+    }
+    run = dpo.run(cfg_for(tmp_path, tiny_model_dir, prefs, "dpo-drift-engine", **extra))
+    drift = [r for r in run.read_metrics() if "drift/kl" in r]
+    assert [r["step"] for r in drift] == [0, 1, 2]
+    assert drift[0]["drift/kl"] == pytest.approx(0.0, abs=1e-5)
+    assert drift[-1]["drift/kl"] != pytest.approx(0.0, abs=1e-5)
+    assert all(r["drift/length_ratio"] == 1.0 for r in drift)  # every answer is the fake's 4 ids
+    requests = [json.loads(line) for line in log.read_text().splitlines()]
+    sent = [b for path, b in requests if path == "/v1/completions"]
+    assert len(sent) == 3 * 2 and all(b["max_tokens"] == 6 for b in sent)
+    assert [b["method"] for path, b in requests if path == "/collective_rpc"] == ["reload_weights"] * 2
+    assert not any((run.path / "engine-policy").glob("*"))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.fake_vllm import FakeEngine
+from support.fake_vllm import FakeEngine, fake_engine_python
 from support.tiny import build_tiny_llama
 
 from rlhf.compare.answer_cache import GenerationCache
@@ -131,7 +131,7 @@ def _fake_python(tmp_path: Path, body: str) -> str:
 
 
 def test_the_step_starts_an_engine_and_stops_it(tiny, tmp_path):
-    python = _fake_python(tmp_path, f'exec {sys.executable} {SUPPORT / "fake_vllm.py"} "$@"')
+    python = fake_engine_python(tmp_path)
     tok = load_tokenizer(tiny, padding_side="left")
     settings = EngineSettings(backend="vllm", python=python, start_timeout_s=60)
     pool = Engines(settings, "float32", seed=3, log_dir=tmp_path)
@@ -190,7 +190,7 @@ def test_serve_generation_serves_until_interrupted(tiny, tmp_path):
 
     from rlhf.engine_server import free_port
 
-    python = _fake_python(tmp_path, f'exec {sys.executable} {SUPPORT / "fake_vllm.py"} "$@"')
+    python = fake_engine_python(tmp_path)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "rlhf", "serve-generation", "--model", tiny, "--python", python,
@@ -227,7 +227,7 @@ def test_shared_engines_one_start_for_steps_on_one_base(tiny, tmp_path):
     name (never the engine's stale copy)."""
     from rlhf.engine import shared_engines
 
-    python = _fake_python(tmp_path, f'exec {sys.executable} {SUPPORT / "fake_vllm.py"} "$@"')
+    python = fake_engine_python(tmp_path)
     tok = load_tokenizer(tiny, padding_side="left")
     tuned = tmp_path / "tuned"  # same architecture and tokenizer, other weights: a full fine-tune
     build_tiny_llama(tuned)
@@ -283,9 +283,10 @@ def test_swap_key_tells_weights_from_architecture(tiny, tmp_path):
     assert swap_key(str(tmp_path / "nowhere")).startswith("unreadable:")
 
 
-def test_the_loop_hands_its_engine_to_generate_and_compare_only(tmp_path, monkeypatch):
-    """`generation:` in a loop config reaches every generate and compare step (over the stage's own), and
-    no other stage; with the default (hf) the stages' own settings stand."""
+def test_the_loop_hands_its_engine_to_every_step_that_samples(tmp_path, monkeypatch):
+    """`generation:` in a loop config reaches every step that samples (generate, compare, PPO rollouts, the
+    DPO/KTO drift probes; over the stage's own), and no other stage; with the default (hf) the stages' own
+    settings stand."""
     from rlhf.loop import rounds
     from rlhf.loop.config import LoopConfig
     from rlhf.loop.steps import StepRecord
@@ -305,11 +306,12 @@ def test_the_loop_hands_its_engine_to_generate_and_compare_only(tmp_path, monkey
     )  # fmt: skip
     loop = rounds.Loop(cfg, say=lambda text: None)
     loop.dir.mkdir(parents=True)
-    for stage in ("generate", "compare", "dpo"):
+    for stage in ("generate", "compare", "dpo", "ppo", "reward"):
         loop.step(f"r1-{stage}", stage, {})
     assert seen["generate"]["generation"]["backend"] == "vllm" == seen["compare"]["generation"]["backend"]
     assert seen["generate"]["generation"]["url"] == "http://127.0.0.1:8300"
-    assert "generation" not in seen["dpo"]
+    assert seen["ppo"]["generation"]["backend"] == "vllm" == seen["dpo"]["drift"]["generation"]["backend"]
+    assert "generation" not in seen["dpo"] and "generation" not in seen["reward"]
     hf = rounds.Loop(load_config(LoopConfig, None, [f"run.output_root={tmp_path}"]), say=lambda text: None)
     hf.dir.mkdir(parents=True, exist_ok=True)
     hf.step("r1-generate", "generate", {})

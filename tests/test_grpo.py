@@ -194,3 +194,63 @@ def test_missing_reward_model_and_kl_without_beta(tmp_path, tiny_model_dir, prom
     assert not (tmp_path / "runs").exists()  # config errors write nothing
     with pytest.raises(ConfigError, match=r"'trainer\.seed' is set by rlhf"):
         cfg_for(tmp_path, "rloo", tiny_model_dir, "x", prompts, "seed", **{"trainer.seed": 1})
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_completions_through_the_vllm_engine(
+    tmp_path, tiny_model_dir, tiny_rm_dir, prompts, spy_scores, algo, monkeypatch
+):
+    """generation.backend=vllm (a stand-in engine, tests/support/fake_vllm.py): one engine for the run; at each
+    generation step the policy is written (GRPO here: its LoRA adapter, loaded by name; RLOO: full weights,
+    reloaded into the engine), one seeded request per completion row;
+    the engine's ids (the fake's [5, 6, 7 + seed % 3, EOS]) are the completions TRL decodes and the RM
+    scores."""
+    from support.fake_vllm import fake_engine_python
+
+    from rlhf.models import load_tokenizer
+
+    log = tmp_path / "engine-requests.jsonl"
+    monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
+    monkeypatch.setenv("FAKE_VLLM_VARY", "1")  # completions of a prompt differ: advantages, so weights move
+    extra = {
+        **SETUPS[algo][0],
+        "generation.backend": "vllm",
+        "generation.python": fake_engine_python(tmp_path),
+        "generation.start_timeout_s": 60,
+    }
+    run = grpo.run(cfg_for(tmp_path, algo, tiny_model_dir, tiny_rm_dir, prompts, f"{algo}-engine", **extra))
+    stats = run.read_manifest()["result"]["rollouts"]
+    assert (stats["backend"], stats["engine_starts"], stats["policies_written"]) == ("vllm", 1, 2)
+    requests = [json.loads(line) for line in log.read_text().splitlines()]
+    sent = [b for path, b in requests if path == "/v1/completions"]
+    loads = [b["lora_name"] for path, b in requests if path == "/v1/load_lora_adapter"]
+    assert len(sent) == 16 and all(b["n"] == 1 for b in sent) and len({b["seed"] for b in sent}) == 16
+    if algo == "grpo":  # a LoRA adapter: each generation step's loaded by its content name
+        assert [b["model"] for b in sent[::8]] == loads and len(set(loads)) == 2
+    else:  # a full fine-tune: the second step's weights reloaded into the running engine
+        assert loads == [] and {b["model"] for b in sent} == {"base"} and stats["weight_reloads"] == 1
+    assert len(spy_scores) == 2
+    tok = load_tokenizer(tiny_model_dir)
+    expected = [tok.decode([5, 6, 7 + b["seed"] % 3]) for b in sent]  # the fake's answers, EOS cut
+    # (requests run concurrently: the log has them in arrival order)
+    assert sorted(r[-1]["content"] for _, rs in spy_scores for r in rs) == sorted(expected)
+    assert len(set(expected)) > 1
+
+
+def test_engine_refuses_what_it_cannot_sample(tmp_path, tiny_model_dir, tiny_rm_dir, prompts):
+    for key, value, said in [
+        ("trainer.min_p", 0.1, "trainer.min_p has no counterpart"),
+        ("trainer.use_vllm", True, "both ask for a vLLM engine"),
+    ]:
+        cfg = cfg_for(
+            tmp_path,
+            "grpo",
+            tiny_model_dir,
+            tiny_rm_dir,
+            prompts,
+            "refused",
+            **{key: value, "generation.backend": "vllm", "generation.python": "/bin/true"},
+        )
+        with pytest.raises(ConfigError, match=said):
+            grpo.run(cfg)
+        assert not (tmp_path / "runs" / "refused").exists()

@@ -224,3 +224,49 @@ def test_missing_reward_model_says_how_to_make_one(tmp_path, tiny_model_dir, pro
     )
     with pytest.raises(ConfigError, match="rlhf reward --config configs/reward.yaml"):
         ppo.run(cfg)
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_ppo_rollouts_through_the_vllm_engine(tmp_path, tiny_model_dir, prompts, lora, monkeypatch):
+    """generation.backend=vllm (a stand-in engine, tests/support/fake_vllm.py): one engine for the run; each
+    step the policy as it is is written and sampled there (LoRA: its adapter loaded under its content name,
+    the step before's unloaded; full: its weights reloaded into the running engine); the engine's answers
+    become the rollout (every response is the fake's 4 ids, EOS last); requests are seeded from the run seed
+    and the step; the written policies are gone at the end."""
+    from support.fake_vllm import fake_engine_python
+
+    from rlhf.generation import row_seed
+
+    log = tmp_path / "engine-requests.jsonl"
+    monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
+    extra = {
+        "ppo.steps": 3,
+        "generation.backend": "vllm",
+        "generation.python": fake_engine_python(tmp_path),
+        "generation.start_timeout_s": 60,
+    }
+    if lora:
+        extra |= {"model.lora.r": 4, "model.lora.alpha": 8, "model.lora.dropout": 0.0}
+    cfg = cfg_for(tmp_path, tiny_model_dir, prompts, "engine", **extra)
+    run = ppo.run(cfg)
+    m = [r for r in run.read_metrics() if "reward" in r]
+    assert len(m) == 3
+    assert all(r["response_length"] == 4.0 and r["ended_fraction"] == 1.0 for r in m)
+    stats = run.read_manifest()["result"]["rollouts"]
+    assert stats["backend"] == "vllm" and stats["engine_starts"] == 1 and stats["policies_written"] == 3
+    assert stats["weight_reloads"] == (0 if lora else 2)
+    requests = [json.loads(line) for line in log.read_text().splitlines()]
+    sent = [b for path, b in requests if path == "/v1/completions"]
+    assert len(sent) == 3 * 8  # one request per prompt, 8 prompts a step
+    seeds = sorted(row_seed(cfg.run.seed, "ppo-step-1-rank-0", i) for i in range(8))
+    assert sorted(b["seed"] for b in sent[:8]) == seeds
+    if lora:
+        loads = [b["lora_name"] for path, b in requests if path == "/v1/load_lora_adapter"]
+        unloads = [b["lora_name"] for path, b in requests if path == "/v1/unload_lora_adapter"]
+        assert len(set(loads)) == 3 and [b["model"] for b in sent[::8]] == loads  # each step its own
+        assert unloads == loads[1:2]  # the first stays (the engine's start), older ones go
+    else:
+        reloads = [b for path, b in requests if path == "/collective_rpc"]
+        assert [b["method"] for b in reloads] == ["reload_weights"] * 2
+        assert {b["model"] for b in sent} == {"base"}
+    assert not (run.path / "engine-policy").exists() or not any((run.path / "engine-policy").iterdir())

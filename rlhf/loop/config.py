@@ -131,8 +131,9 @@ class LoopConfig:
     )
     generation: EngineSettings = documented(
         default_factory=EngineSettings,
-        help="the engine of every generate and compare step (over stages.<stage>.generation): with vllm, "
-        "one engine serves the whole loop while the policies are LoRA adapters on one base "
+        help="the engine of every step that samples: generate, compare, PPO rollouts, DPO/KTO drift probes "
+        "(over the stage's own generation / drift.generation): with vllm, one engine serves the whole loop "
+        "while the policies are LoRA adapters on one base or fine-tunes of its architecture "
         "(docs/generation.md)",
     )
     stages: LoopStages = field(default_factory=LoopStages)

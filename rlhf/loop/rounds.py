@@ -106,8 +106,12 @@ class Loop(Labeling, Judging):
     def step(self, key: str, stage: str, chaining: dict, *, force: bool = False) -> Path:
         module, cls = STAGES[stage]
         user = getattr(self.cfg.stages, stage) or {}
-        if stage in ("generate", "compare") and self.cfg.generation.backend != "hf":
-            user = merged(user, {"generation": to_dict(self.cfg.generation)})
+        if self.cfg.generation.backend != "hf":  # the loop's engine: for every step that samples
+            engine = to_dict(self.cfg.generation)
+            if stage in ("generate", "compare", "ppo"):
+                user = merged(user, {"generation": engine})
+            elif stage in ("dpo", "kto"):
+                user = merged(user, {"drift": {"generation": engine}})
         run = {"name": key, "output_root": str(self.dir), "seed": self.cfg.run.seed}
         raw = merged(merged(user, chaining), {"run": run})
         rec = run_step(

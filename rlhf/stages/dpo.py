@@ -122,7 +122,9 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
         stage.record_inputs("data.train", cfg.data.train)
         run_dir.account("dpo", report)
         args = stage.args(has_eval=bool(eval_rows))
-        drift = probe_drift(cfg.drift, run_dir, tokenizer, train_rows, lambda: trainer.ref_model)
+        drift = probe_drift(
+            cfg.drift, run_dir, tokenizer, train_rows, lambda: trainer.ref_model, seed=cfg.run.seed
+        )
         trainer_cls = length_grouped(DPOTrainer) if cfg.data.group_by_length else DPOTrainer
         trainer = trainer_cls(
             model=stage.load_model(),

@@ -23,6 +23,9 @@ Choices:
   `drift.max_kl` requires a positive beta.
 - Drift guard: `DriftCallback` reads TRL's logged per-token `kl` (times `completions/mean_length`) and
   `completions/mean_length`; under `drift.action: stop` the exported model is the best checkpoint.
+- Completions (`generation.backend`): hf is TRL's own generation (and `trainer.use_vllm`, TRL's vLLM modes
+  for GPUs); vllm samples the policy of each generation step in a vLLM engine in its own environment
+  (`rlhf.train.online`: its adapter or full weights written and loaded, one engine start per run).
 - Prompts longer than data.max_prompt_length tokens (after the policy's chat template) are rejected and
   reported by id — TRL would otherwise feed them whole (it has no prompt truncation).
 """
@@ -36,12 +39,23 @@ import trl
 from datasets import Dataset
 
 from rlhf.config import ConfigError, documented
+from rlhf.engine import EngineSettings
 from rlhf.errors import DataError
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config
 from rlhf.prompts import PromptSource, as_messages, encode_prompt, load_prompts
 from rlhf.reward import Reward, RewardSettings, check_reward, load_reward
+from rlhf.rollouts import PolicySampler
 from rlhf.runs import RunDir, RunSettings
-from rlhf.train import DriftCallback, DriftGuard, DriftSettings, Trained, TRLStage, check_trainer_section
+from rlhf.train import (
+    DriftCallback,
+    DriftGuard,
+    DriftSettings,
+    Trained,
+    TRLStage,
+    check_trainer_section,
+    engine_sampled,
+    engine_sampling,
+)
 
 LOG_KL = "kl"  # TRL 1.16: mean per-token KL to the reference (logged only when beta > 0)
 LOG_LENGTH = "completions/mean_length"  # TRL 1.16: mean completion length in tokens
@@ -64,6 +78,11 @@ class GRPOStageConfig:
     data: PromptData = field(default_factory=PromptData)
     reward: RewardSettings = field(default_factory=RewardSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
+    generation: EngineSettings = documented(
+        default_factory=EngineSettings,
+        help="the completions' engine: hf is TRL's own generation (or trainer.use_vllm); vllm writes the policy "
+        "each generation step and samples it in a vLLM engine in its own environment (docs/generation.md)",
+    )
     save: Literal["merged", "adapter"] = "merged"
     trainer: dict = documented(default_factory=dict, help="-> trl.GRPOConfig(**trainer)")
 
@@ -148,6 +167,7 @@ def run(cfg: GRPOStageConfig, *, resume: bool = False, overwrite: bool = False) 
             f"(trl.{config_cls.__name__} beta is {args.beta}). Set trainer.beta (e.g. 0.04) or drift.max_kl=null."
         )
     rm_path = check_reward(cfg.reward)
+    sampling = engine_sampling(args, "auto") if cfg.generation.backend == "vllm" else None
 
     with stage.open(resume=resume, overwrite=overwrite) as run_dir:
         tokenizer = load_tokenizer(cfg.model.name)
@@ -159,17 +179,29 @@ def run(cfg: GRPOStageConfig, *, resume: bool = False, overwrite: bool = False) 
         run_dir.account(algo, {"prompts": report})
         reward = load_reward(cfg.reward)
         drift = DriftCallback(run_dir, DriftGuard(cfg.drift), kl_key=LOG_KL, length_key=LOG_LENGTH)
-        trainer = trainer_cls(
-            model=load_causal_lm(cfg.model.name, cfg.model.dtype),
-            reward_funcs=TRLReward(reward),
-            args=args,
-            train_dataset=Dataset.from_list(prompts),
-            processing_class=tokenizer,
-            peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
-            callbacks=[stage.callback, drift],
+        sampler = PolicySampler(
+            cfg.generation,
+            seed=cfg.run.seed,
+            scratch=run_dir.path / "engine-policy",
+            processes=args.world_size,
+            log_dir=run_dir.path,
         )
-        trained = stage.train(trainer, resume=resume, drift=drift)
-        outcome = result_of(stage, trained, reward, drift.guard)
+        if sampling is not None:
+            trainer_cls = engine_sampled(trainer_cls, sampler, sampling, with_logprobs=algo == "grpo")
+        try:
+            trainer = trainer_cls(
+                model=load_causal_lm(cfg.model.name, cfg.model.dtype),
+                reward_funcs=TRLReward(reward),
+                args=args,
+                train_dataset=Dataset.from_list(prompts),
+                processing_class=tokenizer,
+                peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
+                callbacks=[stage.callback, drift],
+            )
+            trained = stage.train(trainer, resume=resume, drift=drift)
+        finally:
+            sampler.close()
+        outcome = {**result_of(stage, trained, reward, drift.guard), "rollouts": sampler.stats}
         first, last = outcome["reward_first_logged"], outcome["reward_last_logged"]
         stage.finish(trainer, tokenizer, trained, outcome, save=cfg.save, summary=f"reward {first} -> {last}")
         return run_dir

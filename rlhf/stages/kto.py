@@ -157,7 +157,9 @@ def run(cfg: KTOStageConfig, *, resume: bool = False, overwrite: bool = False) -
         run_dir.account("kto", report)
         weights, weights_record = class_weights(cfg, report["train"]["balance"])
         args = stage.args(has_eval=bool(eval_rows), **weights)
-        drift = probe_drift(cfg.drift, run_dir, tokenizer, train_rows, lambda: trainer.ref_model)
+        drift = probe_drift(
+            cfg.drift, run_dir, tokenizer, train_rows, lambda: trainer.ref_model, seed=cfg.run.seed
+        )
         trainer = KTOTrainer(
             model=stage.load_model(),
             ref_model=None,

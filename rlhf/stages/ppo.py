@@ -17,7 +17,10 @@ each step takes this process's share of a seeded endless prompt stream (the curs
 KL controller and the drift guard update, and a checkpoint is written every `ppo.save_steps`. Checkpoints
 hold everything needed for an exact resume. A NaN/inf reward or loss stops the run before any weight is
 touched, naming the step; the last checkpoint stays intact. Under `drift.action: stop` the exported
-policy is the newest checkpoint saved within bounds.
+policy is the newest checkpoint saved within bounds. Rollouts (`generation.backend`, `rlhf.rollouts`): hf
+samples the training model in this process; vllm writes the policy each step (a LoRA adapter, or the full
+weights, reloaded into the running engine) and samples it in one vLLM engine for the run; log-probs, KL
+and values always come from the training model.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from typing import Literal
 from rlhf.config import documented
 from rlhf.data import source_path
 from rlhf.distributed import finish_distributed
+from rlhf.engine import EngineSettings
 from rlhf.generation import SamplingSettings
 from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, record_model
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.reward import RewardSettings, check_reward, load_reward
+from rlhf.rollouts import PolicySampler
 from rlhf.runs import CKPT_MARKER, RunDir, RunSettings
 from rlhf.train import DriftGuard, DriftSettings, best_checkpoint
 from rlhf.train.ppo import (
@@ -58,6 +63,11 @@ class PPOStageConfig:
     reward: PPORewardSettings = field(default_factory=PPORewardSettings)
     data: PromptSource = field(default_factory=PromptSource)
     sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(max_new_tokens=48))
+    generation: EngineSettings = documented(
+        default_factory=EngineSettings,
+        help="the rollouts' engine: hf samples the training model in this process; vllm writes the policy "
+        "each step (LoRA: its adapter) and samples it in a vLLM engine (docs/generation.md)",
+    )
     ppo: PPOSettings = field(default_factory=PPOSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     save: Literal["merged", "adapter"] = "merged"
@@ -66,6 +76,7 @@ class PPOStageConfig:
 def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -> RunDir:
     p = cfg.ppo
     rm_path = check_reward(cfg.reward)  # a missing reward model fails before anything is written
+    sampler = None
     try:
         with RunDir.prepare(cfg.run, "ppo", cfg, resume=resume, overwrite=overwrite) as run_dir:
             tokenizer = load_tokenizer(cfg.model.name, padding_side="left")
@@ -89,6 +100,14 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             model = build_actor_critic(
                 cfg.model, cfg.value, seed=cfg.run.seed, gradient_checkpointing=p.gradient_checkpointing
             )
+            sampler = PolicySampler(
+                cfg.generation,
+                seed=cfg.run.seed,
+                scratch=run_dir.path / "engine-policy",
+                precision=cfg.sampling.precision,
+                processes=accelerator.num_processes,
+                log_dir=run_dir.path,
+            )
             trainer = PPOTrainer(
                 p,
                 cfg.sampling,
@@ -99,6 +118,7 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
                 reward,
                 seed=cfg.run.seed,
                 missing_eos_penalty=cfg.reward.missing_eos_penalty,
+                sampler=sampler,
             )
             guard = DriftGuard(cfg.drift)
             start = 0
@@ -148,6 +168,7 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
                 "reward": cfg.reward.source,
                 "kl_coef": trainer.kl_ctl.value,
                 "drift": {**guard.summary(), "restored_checkpoint": restored},
+                "rollouts": sampler.stats,
                 "last_logged": last,
             }
             outcome["model_kind"] = trainer.save_policy(run_dir.model_dir, merge_lora=cfg.save == "merged")
@@ -158,6 +179,8 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             )
             return run_dir
     finally:
+        if sampler is not None:
+            sampler.close()
         finish_distributed()
 
 

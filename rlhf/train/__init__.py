@@ -1,7 +1,7 @@
 """What the training stages share: the frame of a TRL-based stage run (`stage`: TRLStage — trainer keys
 checked early, run dir, inputs, the train/resume/drift-restore step, saving and the closing line), the
 `trainer:` mapping -> TRL config, precision choice and saving (`args`), trainer callbacks (`callbacks`),
-drift guards (`drift`), and reward-model training on preference pairs (`reward_model`). Our own PPO is the
+drift guards (`drift`), TRL's online trainers sampling on rlhf's engine (`online`), and reward-model training on preference pairs (`reward_model`). Our own PPO is the
 sub-package `rlhf.train.ppo`."""
 
 from rlhf.train.args import (
@@ -21,6 +21,7 @@ from rlhf.train.drift import (
     sample_drift,
     sequence_kl,
 )
+from rlhf.train.online import engine_sampled, engine_sampling
 from rlhf.train.reward_model import (
     reward_tokenizer,
     swap_labels,
@@ -48,6 +49,8 @@ __all__ = [
     "check_trainer",
     "check_trainer_section",
     "drift_alarms",
+    "engine_sampled",
+    "engine_sampling",
     "probe_drift",
     "fast_bf16",
     "point_tensorboard_at",

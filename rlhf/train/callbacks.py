@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from rlhf.distributed import zero3_sharded
 from rlhf.errors import TrainingError
+from rlhf.rollouts import PolicySampler
 from rlhf.runs import CKPT_MARKER, RunDir
 from rlhf.train.drift import DriftGuard, sample_drift
 
@@ -61,9 +63,11 @@ class DriftCallback(TrainerCallback):
         every_steps: int | None = None,
         kl_key=None,
         length_key=None,
+        sampler=None,
     ):
         self.run, self.guard, self.measure, self.every = run, guard, measure, every_steps
         self.kl_key, self.length_key = kl_key, length_key
+        self.sampler = sampler  # the probes' `PolicySampler`, closed when training ends
 
     STATE_FILE = "rlhf_drift.json"
 
@@ -100,6 +104,10 @@ class DriftCallback(TrainerCallback):
             kl, length = self.measure(model)  # the baseline length of the starting policy
             self._observe(state, control, kl, length)
 
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.sampler is not None:
+            self.sampler.close()
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.measure is not None or not logs or self.length_key not in logs:
             return
@@ -108,17 +116,37 @@ class DriftCallback(TrainerCallback):
         self._observe(state, control, kl, length)
 
 
-def probe_drift(settings, run: RunDir, tokenizer, train_rows: list[dict], reference) -> DriftCallback:
+def probe_drift(
+    settings, run: RunDir, tokenizer, train_rows: list[dict], reference, seed: int = 0
+) -> DriftCallback:
     """The drift guard of an offline policy stage (DPO, KTO): at the start and then as `settings`
     (`DriftSettings`) say, sample `num_prompts` training prompts (spread over the rows) and measure the
-    KL to `reference()` (the trainer's reference model; None with LoRA: the adapter disabled)."""
+    KL to `reference()` (the trainer's reference model; None with LoRA: the adapter disabled). The
+    probes sample on `settings.generation` (`rlhf.rollouts.PolicySampler`), its engine stopped when
+    training ends."""
     probe = [r["prompt"] for r in train_rows[:: max(1, len(train_rows) // settings.num_prompts)]]
     probe = probe[: settings.num_prompts]
+    sampler = PolicySampler(
+        settings.generation,
+        seed=seed,
+        scratch=run.path / "engine-policy",
+        processes=int(os.environ.get("WORLD_SIZE", "1")),
+        log_dir=run.path,
+    )
+    probes = iter(range(1, 1 << 30))
     return DriftCallback(
         run,
         DriftGuard(settings),
         measure=lambda m: sample_drift(
-            m, tokenizer, probe, settings.max_new_tokens, reference(), synced_gpus=zero3_sharded()
+            m,
+            tokenizer,
+            probe,
+            settings.max_new_tokens,
+            reference(),
+            synced_gpus=zero3_sharded(),
+            sampler=sampler,
+            key=f"drift-probe-{next(probes)}",
         ),
         every_steps=settings.every_steps,
+        sampler=sampler,
     )

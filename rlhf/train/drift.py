@@ -24,7 +24,8 @@ from typing import Literal
 
 import torch
 
-from rlhf.config import bounded
+from rlhf.config import bounded, documented
+from rlhf.engine import EngineSettings
 from rlhf.generation import SamplingSettings, sample, sequence_logprobs
 from rlhf.prompts import encode_prompt
 
@@ -41,6 +42,11 @@ class DriftSettings:
     )
     num_prompts: int = bounded(4, ge=1, help="DPO only: prompts sampled per measurement")
     max_new_tokens: int = bounded(48, ge=1, help="DPO only: response length cap when sampling")
+    generation: EngineSettings = documented(
+        default_factory=EngineSettings,
+        help="DPO only: the probes' engine (hf: the training model in this process; vllm: the policy written "
+        "and sampled in a vLLM engine, docs/generation.md)",
+    )
 
 
 def drift_alarms(settings: DriftSettings, kl: float | None, length_ratio: float | None) -> list[str]:
@@ -126,18 +132,30 @@ def sequence_kl(logp, ref_logp, mask) -> tuple[float | None, float]:
 
 
 def sample_drift(
-    model, tokenizer, prompts: list, max_new_tokens: int, reference=None, synced_gpus: bool = False
+    model,
+    tokenizer,
+    prompts: list,
+    max_new_tokens: int,
+    reference=None,
+    synced_gpus: bool = False,
+    sampler=None,
+    key: str = "drift",
 ) -> tuple[float | None, float]:
     """Sample one response per prompt from `model`; return (mean sequence KL to the reference, mean
     response length in tokens). KL uses the k1 estimator sum_t log p(y_t) - log q(y_t) on the policy's own
-    samples (unbiased for KL(p||q)). The reference is `reference` (a frozen model) or, when None, `model`
-    with its LoRA adapter disabled; with neither (precomputed reference log-probs) the KL is None."""
+    samples (unbiased for KL(p||q)), both log-probs from the training model whoever sampled. The reference
+    is `reference` (a frozen model) or, when None, `model` with its LoRA adapter disabled; with neither
+    (precomputed reference log-probs) the KL is None. `sampler` (`rlhf.rollouts.PolicySampler`): the
+    engine that samples (default: `model` in this process); `key` seeds its requests."""
     was_training = model.training
     model.eval()
     try:
         ids = [encode_prompt(tokenizer, p) for p in prompts]
         settings = SamplingSettings(max_new_tokens=max_new_tokens)
-        batch = sample(model, tokenizer, ids, settings, synced_gpus=synced_gpus)
+        if sampler is None:
+            batch = sample(model, tokenizer, ids, settings, synced_gpus=synced_gpus)
+        else:
+            batch = sampler.sample(model, tokenizer, ids, settings, key=key, synced_gpus=synced_gpus)
         with torch.no_grad():
             logp = sequence_logprobs(model, batch)
             if reference is not None:

@@ -2,21 +2,26 @@
 is not installed: in a thread (`FakeEngine`), or as a process started like vLLM's server (run as a script
 with vLLM's arguments: `--model`, `--port`, ...). Answers are a pure function of the request: sample c of
 a request gets ids [5, 6, 7 + c] and then the first stop id (finish "stop") if max_tokens allows, each
-token with log-prob -0.5; every request is recorded. The dev routes rlhf uses are there too
+token with log-prob -0.5; every request is recorded (as a process: in the file $FAKE_VLLM_LOG, if set; with $FAKE_VLLM_VARY=1 the
+last id is 7 + c + seed % 3, so seeded rows differ). The dev routes rlhf uses are there too
 (`/collective_rpc` reload_weights: recorded in state["weights"], `/reset_prefix_cache`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
-def answer(body: dict) -> dict:
+def answer(body: dict, vary: bool = False) -> dict:
     choices = []
     for c in range(body.get("n", 1)):
-        ids = [5, 6, 7 + c]
+        ids = [5, 6, 7 + c + (body.get("seed", 0) % 3 if vary else 0)]
         stop = body.get("stop_token_ids") or [2]
         finish = "length"
         if body["max_tokens"] > len(ids):
@@ -59,6 +64,9 @@ def make_handler(state: dict):
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["content-length"])) or b"{}")
             state["requests"].append((self.path, body))
+            if state.get("log"):  # a process: its requests are appended to a file the test reads
+                with open(state["log"], "a") as f:
+                    f.write(json.dumps([self.path, body]) + "\n")
             if self.path == "/v1/load_lora_adapter":
                 state["adapters"][body["lora_name"]] = body["lora_path"]
                 return self._send(200, "Success")
@@ -73,10 +81,18 @@ def make_handler(state: dict):
             if self.path == "/v1/completions":
                 if body["model"] != "base" and body["model"] not in state["adapters"]:
                     return self._send(404, {"error": f"model {body['model']} does not exist"})
-                return self._send(200, answer(body))
+                return self._send(200, answer(body, vary=bool(state.get("vary"))))
             return self._send(404, {"error": "no route"})
 
     return Handler
+
+
+def fake_engine_python(directory: Path) -> str:
+    """An executable standing in for vLLM's python: it starts this fake server (generation.python=...)."""
+    exe = Path(directory) / "python"
+    exe.write_text(f'#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} "$@"\n')
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return str(exe)
 
 
 class FakeEngine:
@@ -107,4 +123,6 @@ if __name__ == "__main__":  # started like vLLM's server: python fake_vllm.py -m
     parser.add_argument("--port", type=int, required=True)
     args, _ = parser.parse_known_args()
     state = {"model": args.model, "weights": args.model, "adapters": {}, "requests": []}
+    state["log"] = os.environ.get("FAKE_VLLM_LOG")
+    state["vary"] = os.environ.get("FAKE_VLLM_VARY") == "1"
     ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(state)).serve_forever()

@@ -1,7 +1,8 @@
 """PPO: the settings and the trainer (rollout -> score -> advantages -> optimise), on accelerate/DeepSpeed.
 
 `PPOTrainer.step` is one PPO round:
-  1. rollout    — batched generation from the policy (`rlhf.generation`);
+  1. rollout    — batched generation from the policy as it is (`rlhf.rollouts.PolicySampler`: rlhf's decoder
+                  in this process, or the vLLM engine with the policy's adapter / weights of this step);
   2. score      — the reward on the decoded text (`rlhf.reward.sources`, NaN/inf halts before any update), clipped,
                   minus `missing_eos_penalty` for responses that never reach EOS;
   3. advantages — log-probs of policy and reference (LoRA: the adapter disabled — no copy; full: a frozen
@@ -36,6 +37,7 @@ from rlhf.errors import TrainingError
 from rlhf.generation import Rollout, SamplingSettings, decode_responses, forward_responses, sample
 from rlhf.models import save_model
 from rlhf.reward import Reward
+from rlhf.rollouts import PolicySampler
 from rlhf.runs import CKPT_MARKER
 from rlhf.train.args import fast_bf16
 from rlhf.train.ppo import losses as L
@@ -129,8 +131,10 @@ class PPOTrainer:
         *,
         seed: int,
         missing_eos_penalty: float | None = None,
+        sampler: PolicySampler | None = None,
     ):
         self.p, self.sampling, self.acc = settings, sampling, accelerator
+        self.sampler = sampler
         self.reference, self.tok, self.reward = reference, tokenizer, reward
         self.seed, self.missing_eos_penalty = seed, missing_eos_penalty
         p = settings
@@ -164,9 +168,14 @@ class PPOTrainer:
 
     # -- one step -------------------------------------------------------------------------------------------
 
-    def rollout(self, prompt_ids: list[list[int]]) -> Rollout:
+    def rollout(self, prompt_ids: list[list[int]], step: int = 0) -> Rollout:
         self.model.eval()
-        return sample(self.policy, self.tok, prompt_ids, self.sampling, synced_gpus=self.synced)
+        if self.sampler is None:
+            return sample(self.policy, self.tok, prompt_ids, self.sampling, synced_gpus=self.synced)
+        key = f"ppo-step-{step}-rank-{self.acc.process_index}"
+        return self.sampler.sample(
+            self.policy, self.tok, prompt_ids, self.sampling, key=key, synced_gpus=self.synced
+        )
 
     def score(self, step: int, prompts: list, rollout: Rollout, ids: list | None = None):
         """(raw rewards, shaped scores): the reward on the decoded responses; shaped = clipped, minus the
@@ -243,7 +252,7 @@ class PPOTrainer:
     def step(self, step: int, prompts: list, prompt_ids: list[list[int]], ids: list | None = None) -> dict:
         """One PPO round; returns the step's metrics (means over all processes)."""
         t0 = time.perf_counter()
-        rollout = self.rollout(prompt_ids)
+        rollout = self.rollout(prompt_ids, step)
         t1 = time.perf_counter()
         raw, scores = self.score(step, prompts, rollout, ids)
         t2 = time.perf_counter()
