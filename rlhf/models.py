@@ -315,6 +315,30 @@ def _own_base_weights(model) -> None:
             base.weight.data = base.weight.data.clone()
 
 
+def merged_weights(model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """A peft LoRA model's weights with its active adapters merged in (W + delta), under the base model's
+    names, in `dtype` (floating tensors; None: as held) — the model itself untouched (merging in place
+    and back would round its base weights)."""
+    base = model.get_base_model()
+    deltas = {}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer):
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    delta = module.get_delta_weight(adapter)
+                    deltas[f"{name}.weight"] = deltas.get(f"{name}.weight", 0) + delta
+    out = {}
+    with torch.no_grad():
+        for key, value in base.state_dict().items():
+            if "lora_" in key:
+                continue
+            key = key.replace(".base_layer.", ".")
+            if key in deltas:
+                value = value + deltas[key].to(value.dtype)
+            out[key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
+    return out
+
+
 def model_fingerprint(spec: str) -> str:
     """Content hash of a model: its directory's files (with its base model's, for a LoRA adapter); a hub id
     that is not a local directory by the revision it resolves to (`hub_revision`), so a new upload of the

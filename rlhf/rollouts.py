@@ -2,10 +2,11 @@
 RLOO completions and the drift probes of DPO and KTO.
 
 - hf: the model in this process as it is (its precision), by rlhf's decoder (`rlhf.generation.sample`).
-- vllm: the policy as it is now is written under `scratch` (a LoRA policy: its adapter, a few MB; a full
-  fine-tune: its weights) and sampled by the engine (`rlhf.engine.Engines`): the adapter is loaded at run
-  time under its content name and the previous one unloaded and deleted; full weights are reloaded into
-  the running engine. One engine start per run (per loop inside `shared_engines()`), on the policy's
+- vllm: the policy as it is now is written under `scratch` and sampled by the engine
+  (`rlhf.engine.Engines`): a LoRA policy as its adapter (a few MB, loaded at run time under its content
+  name, the previous one unloaded and deleted) or merged into full weights (`generation.training_lora`;
+  auto: merged without CUDA, where vLLM's LoRA kernels are slow); full weights are reloaded into the
+  running engine. One engine start per run (per loop inside `shared_engines()`), on the policy's
   base. The engine samples in the generation precision (bf16 where native); every log-prob the update uses
   (PPO's old log-probs, the KL to the reference, GRPO's) is computed by the model being trained, so the
   algorithm is the same whichever engine sampled (as in OpenRLHF and TRL's vLLM modes).
@@ -27,7 +28,7 @@ import torch
 from rlhf.config import ConfigError
 from rlhf.engine import Engines, EngineSettings
 from rlhf.generation import Rollout, Sample, SamplingSettings, left_pad, row_seed, sample
-from rlhf.models import inference_precision
+from rlhf.models import inference_precision, merged_weights
 
 
 def rollout_from_samples(prompts: list[list[int]], samples: list[list[Sample]], pad: int) -> Rollout:
@@ -80,6 +81,8 @@ class PolicySampler:
                     "TRL's own vLLM modes, trainer.use_vllm=true)."
                 )
             self.pool = Engines(settings, inference_precision(precision).name, seed, log_dir)
+        choice = settings.training_lora
+        self.merge_lora = choice == "merged" or (choice == "auto" and not torch.cuda.is_available())
 
     @property
     def backend(self) -> str:
@@ -107,13 +110,25 @@ class PolicySampler:
         return rollout_from_samples(prompts, out.samples, tokenizer.pad_token_id)
 
     def _write(self, model, tokenizer) -> Path:
-        """The policy as it is now into a new directory: a peft model's adapter, else the full weights
-        (with the tokenizer, so the engine can tell it is the same architecture)."""
+        """The policy as it is now into a new directory: a LoRA policy's adapter, or its merged weights
+        (`generation.training_lora`), a full model's weights — full weights in the engine's precision
+        (half the bytes in bf16; the engine would cast them anyway) — with the tokenizer, so the engine
+        can tell it is the same architecture."""
         self.calls += 1
         out = self.scratch / f"policy-{self.calls}"
         if out.exists():
             shutil.rmtree(out)
-        model.save_pretrained(out)
+        dtype = torch.bfloat16 if self.pool.precision == "bfloat16" else None
+        if hasattr(model, "peft_config") and not self.merge_lora:
+            model.save_pretrained(out)
+        elif hasattr(model, "peft_config"):
+            model.get_base_model().save_pretrained(out, state_dict=merged_weights(model, dtype))
+        else:
+            state = {
+                k: v.to(dtype) if dtype and v.is_floating_point() else v
+                for k, v in model.state_dict().items()
+            }
+            model.save_pretrained(out, state_dict=state)
         tokenizer.save_pretrained(out)
         self.written.append(out)
         return out

@@ -217,6 +217,7 @@ def test_completions_through_the_vllm_engine(
         "generation.backend": "vllm",
         "generation.python": fake_engine_python(tmp_path),
         "generation.start_timeout_s": 60,
+        "generation.training_lora": "adapter",
     }
     run = grpo.run(cfg_for(tmp_path, algo, tiny_model_dir, tiny_rm_dir, prompts, f"{algo}-engine", **extra))
     stats = run.read_manifest()["result"]["rollouts"]

@@ -105,3 +105,31 @@ def test_fast_fp32_matmuls_keep_fp32_accuracy_and_restore_the_setting(tiny_model
     assert backend.fp32_precision == before
     for a, b in zip(strict, fast, strict=True):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_merged_weights_equal_peft_merge_and_leave_the_model_alone(tiny_model_dir):
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf.models import load_causal_lm, merged_weights
+
+    peft = get_peft_model(
+        load_causal_lm(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"])
+    )
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    before = {k: v.clone() for k, v in peft.state_dict().items()}
+    ours = merged_weights(peft)
+    expected = copy.deepcopy(peft).merge_and_unload().state_dict()
+    assert set(ours) == set(expected)
+    assert all(torch.allclose(ours[k], expected[k], atol=1e-6) for k in expected)
+    changed = [
+        k for k in expected if not torch.equal(ours[k], load_causal_lm(tiny_model_dir).state_dict()[k])
+    ]
+    assert changed and all("q_proj" in k or "down_proj" in k for k in changed)
+    assert all(torch.equal(v, before[k]) for k, v in peft.state_dict().items())  # the model is untouched
+    assert {v.dtype for v in merged_weights(peft, torch.bfloat16).values()} == {torch.bfloat16}

@@ -226,11 +226,12 @@ def test_missing_reward_model_says_how_to_make_one(tmp_path, tiny_model_dir, pro
         ppo.run(cfg)
 
 
-@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+@pytest.mark.parametrize("lora", ["adapter", "merged", None], ids=["lora-adapter", "lora-merged", "full"])
 def test_ppo_rollouts_through_the_vllm_engine(tmp_path, tiny_model_dir, prompts, lora, monkeypatch):
     """generation.backend=vllm (a stand-in engine, tests/support/fake_vllm.py): one engine for the run; each
-    step the policy as it is is written and sampled there (LoRA: its adapter loaded under its content name,
-    the step before's unloaded; full: its weights reloaded into the running engine); the engine's answers
+    step the policy as it is is written and sampled there (LoRA as an adapter: loaded under its content
+    name, the step before's unloaded; LoRA merged, or full: weights reloaded into the running engine); the
+    engine's answers
     become the rollout (every response is the fake's 4 ids, EOS last); requests are seeded from the run seed
     and the step; the written policies are gone at the end."""
     from support.fake_vllm import fake_engine_python
@@ -247,6 +248,7 @@ def test_ppo_rollouts_through_the_vllm_engine(tmp_path, tiny_model_dir, prompts,
     }
     if lora:
         extra |= {"model.lora.r": 4, "model.lora.alpha": 8, "model.lora.dropout": 0.0}
+        extra |= {"generation.training_lora": lora}
     cfg = cfg_for(tmp_path, tiny_model_dir, prompts, "engine", **extra)
     run = ppo.run(cfg)
     m = [r for r in run.read_metrics() if "reward" in r]
@@ -254,13 +256,13 @@ def test_ppo_rollouts_through_the_vllm_engine(tmp_path, tiny_model_dir, prompts,
     assert all(r["response_length"] == 4.0 and r["ended_fraction"] == 1.0 for r in m)
     stats = run.read_manifest()["result"]["rollouts"]
     assert stats["backend"] == "vllm" and stats["engine_starts"] == 1 and stats["policies_written"] == 3
-    assert stats["weight_reloads"] == (0 if lora else 2)
+    assert stats["weight_reloads"] == (0 if lora == "adapter" else 2)
     requests = [json.loads(line) for line in log.read_text().splitlines()]
     sent = [b for path, b in requests if path == "/v1/completions"]
     assert len(sent) == 3 * 8  # one request per prompt, 8 prompts a step
     seeds = sorted(row_seed(cfg.run.seed, "ppo-step-1-rank-0", i) for i in range(8))
     assert sorted(b["seed"] for b in sent[:8]) == seeds
-    if lora:
+    if lora == "adapter":
         loads = [b["lora_name"] for path, b in requests if path == "/v1/load_lora_adapter"]
         unloads = [b["lora_name"] for path, b in requests if path == "/v1/unload_lora_adapter"]
         assert len(set(loads)) == 3 and [b["model"] for b in sent[::8]] == loads  # each step its own
