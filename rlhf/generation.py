@@ -77,7 +77,7 @@ class SamplingSettings:
         "auto",
         help="weights' precision when sampling and scoring (generate, compare): auto = bfloat16 where the "
         "hardware does bf16 natively (CUDA with bf16, AVX512-BF16/AMX CPUs), else float32. PPO rollouts and "
-        "drift probes sample the training model as it is",
+        "drift probes on hf sample the training model as it is (on vllm: the engine in this precision)",
     )
 
     def __post_init__(self):
