@@ -277,6 +277,15 @@ class Engines:
         if _SHARED is not None:
             _SHARED["server"], self.shared = self.server, True
 
+    def summary(self) -> dict:
+        """Engine starts and weight reloads, with their seconds, for a manifest."""
+        return {
+            "engine_starts": self.starts,
+            "engine_start_seconds": round(self.start_seconds, 1),
+            "weight_reloads": self.reloads,
+            "weight_reload_seconds": round(self.reload_seconds, 1),
+        }
+
     def release(self, policy: str) -> None:
         """Unload a LoRA policy's adapter from the engine (vllm; an adapter written for one step)."""
         if self.engine is not None and adapter_base(resolve_model_path(policy)) is not None:

@@ -146,14 +146,7 @@ class PolicySampler:
         """Engine starts and weight reloads, with their seconds (vllm), for the run's manifest."""
         if self.pool is None:
             return {"backend": "hf"}
-        return {
-            "backend": "vllm",
-            "engine_starts": self.pool.starts,
-            "engine_start_seconds": round(self.pool.start_seconds, 1),
-            "weight_reloads": self.pool.reloads,
-            "weight_reload_seconds": round(self.pool.reload_seconds, 1),
-            "policies_written": self.calls,
-        }
+        return {"backend": "vllm", **self.pool.summary(), "policies_written": self.calls}
 
     def close(self) -> None:
         if self.pool is not None:

@@ -120,7 +120,8 @@ def sample_candidates(
             torch.manual_seed(seed)
             # vllm: one request per prompt, seeded by (policy seed, prompt id); hf: the global generator
             seeds = [row_seed(seed, pid) for pid in prompts.ids] if backend == "vllm" else None
-            t0, started = time.perf_counter(), pool.start_seconds  # tokens/s leaves an engine's start out
+            # tokens/s leaves an engine's start and weight reloads out
+            t0, started = time.perf_counter(), pool.start_seconds + pool.reload_seconds
             with tqdm(total=len(prompts), desc=f"generate [{policy}]") as bar:
                 out = pool.generate(
                     policy,
@@ -134,7 +135,9 @@ def sample_candidates(
                     max_batch_tokens=cfg.max_batch_tokens,
                     progress=bar,
                 )
-            stats["seconds"] += time.perf_counter() - t0 - (pool.start_seconds - started)
+            stats["seconds"] += (
+                time.perf_counter() - t0 - (pool.start_seconds + pool.reload_seconds - started)
+            )
             stats["new_tokens"] += out.new_tokens
             sampling = {**vars(cfg.sampling), "precision": precision.name, "backend": backend}
             source = {"policy": policy, "policy_index": p, "run": cfg.run.name, "sampling": sampling}
@@ -144,7 +147,7 @@ def sample_candidates(
                         "text": smp.text,
                         "source": {**source, "seed": seed, "ended_with_eos": smp.ended},
                     }
-        stats["engine_starts"], stats["engine_start_seconds"] = pool.starts, round(pool.start_seconds, 1)
+        stats["engine"] = pool.summary()
     stats["precision"] = precision.name
     return candidates, stats
 
@@ -204,7 +207,7 @@ def run(cfg: GenerateStageConfig, *, resume: bool = False, overwrite: bool = Fal
             "backend": cfg.generation.backend,
         }
         if cfg.generation.backend == "vllm":
-            result["engine_start_seconds"] = stats["engine_start_seconds"]
+            result.update(stats["engine"])
         if store is not None:
             run_dir.update_manifest(store=cfg.store, project=ps.name)
         run_dir.finish(result=result, outputs={"candidates": run_dir.path / "candidates.jsonl"})
