@@ -11,8 +11,8 @@ through the stage; raw: rlhf/demo/preferences.jsonl read with `datasets` and wra
 plain script would), sigmoid loss, beta 0.1, batch 4 pairs, lr 5e-5, the same seed and steps. The default
 30 steps are one epoch of the 120 pairs, so both sides train on exactly the same pairs (in their own order).
   rlhf    configs/dpo.yaml as shipped, malloc tuned as the `rlhf` command does — precision rlhf's choice (bf16 mixed precision where bf16 is native,
-          the LoRA base then held in bf16; fp32 elsewhere), no gradient checkpointing, batches grouped by
-          length, max_length 512 — except what the raw script does not do: no checkpoint saves, no drift
+          the LoRA base then held in bf16; fp32 elsewhere), no gradient checkpointing, padding-free batches
+          (rlhf.train.packing; random batches), max_length 512 — except what the raw script does not do: no checkpoint saves, no drift
           probes (`drift.every_steps=0`: they sample `drift.num_prompts` prompts at the start and at each
           save, ≈ one DPO step each; DPO_BENCH_RLHF_OVERRIDES="drift.every_steps=null" puts them back, their
           time inside train() is then reported as drift_probe_s).
@@ -38,7 +38,8 @@ H = positions put through the LM head, S2 = sum over sequences of length^2:
                           the first LoRA sits in layer 0)  + 2*Nl*T (weight grads: LoRA only)
 so about 8*N FLOPs per token for N = 135M (three forwards and a backward that skips frozen weight grads;
 without checkpointing 6*N), not the full fine-tune's 6*N (8*N with checkpointing).
-  executed: T, S2 over the padded batch, H = every position for raw TRL (its fused LM head scores all
+  executed: T, S2 over the padded batch (over the tokens for rlhf's padding-free batches: its forwards are
+            counted through rlhf.train.packing.pack), H = every position for raw TRL (its fused LM head scores all
             positions when Triton is absent, prompt and padding included), the completion tokens for rlhf
             (its CPU LM head, `rlhf.train.lm_head`, scores labeled positions only). This is the work the CPU does; checked against
             torch.utils.flop_counter on one step: the matmul part matches within 0.1% (attention, ~3%,
@@ -121,6 +122,23 @@ def compact_head(device) -> bool:
     return bool(trl_utils._use_triton(device))
 
 
+PACKED = {"forwards": 0}  # forwards rlhf.train.packing ran padding-free (counted by count_packing)
+
+
+def count_packing() -> None:
+    """Count the padding-free forwards (`rlhf.train.packing.pack`), so a packed batch's executed work is its
+    tokens (each sequence attends alone: S2 = sum of length^2), not rows x width."""
+    from rlhf.train import packing
+
+    pack = packing.pack
+
+    def counted(*args, **kwargs):
+        PACKED["forwards"] += 1
+        return pack(*args, **kwargs)
+
+    packing.pack = counted
+
+
 def instrumented(base):
     """A subclass of a TRL trainer that only times train() and counts the batches it trains on."""
 
@@ -128,6 +146,8 @@ def instrumented(base):
         stats: dict = {}
 
         def compute_loss(self, model, inputs, *args, **kwargs):
+            packed_before = PACKED["forwards"]
+            out = super().compute_loss(model, inputs, *args, **kwargs)
             if model.training:
                 mask = inputs.get("attention_mask")
                 if mask is None:
@@ -144,9 +164,11 @@ def instrumented(base):
                     counts["completion"] = int(inputs["completion_mask"][:, 1:].sum())
                 if "completion" in counts and compact_head(mask.device):  # rlhf's CPU head: completions only
                     counts["head_positions"] = counts["completion"]
+                if PACKED["forwards"] > packed_before:  # rlhf.train.packing: one row, no padding computed
+                    counts["padded"], counts["padded_s2"] = counts["tokens"], counts["s2"]
                 for k, v in counts.items():
                     Instrumented.stats[k] = Instrumented.stats.get(k, 0) + v
-            return super().compute_loss(model, inputs, *args, **kwargs)
+            return out
 
         def train(self, *args, **kwargs):
             t0 = time.perf_counter()
@@ -215,6 +237,7 @@ def run_rlhf(steps: int, out: str) -> dict:
             *os.environ.get("DPO_BENCH_RLHF_OVERRIDES", "drift.every_steps=0").split(),
         ],
     )
+    count_packing()
     cls = instrumented(stage.DPOTrainer)
     stage.DPOTrainer = cls  # the name the stage module calls
     probe = {"seconds": 0.0}

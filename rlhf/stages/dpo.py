@@ -18,9 +18,10 @@ Choices:
 - Rows are validated like imports and their token length (prompt + longer response, after the chat
   template) is checked against data.max_length: over-long rows are rejected and reported by id, not
   truncated silently.
-- Throughput: TRL 1.16 has switched padding-free DPO off, so `data.group_by_length` (on in configs/dpo.yaml)
-  draws batches of pairs of similar length instead: on the demo pairs (batch 4) 79 % of the positions are
-  tokens rather than 66 %. With LoRA under bf16 mixed precision the frozen base is held in bf16
+- Throughput: TRL 1.16 has switched its padding-free DPO off; rlhf's (`data.padding_free`, on where the
+  model allows: `rlhf.train.packing`) runs a batch's chosen and rejected sequences in one row with no
+  padding. Where batches are padded, `data.group_by_length` draws pairs of similar length (demo pairs,
+  batch 4: 79 % of the positions are tokens rather than 66 %). With LoRA under bf16 mixed precision the frozen base is held in bf16
   (`rlhf.train.stage`); the reference is the adapter-off pass of the same batch (TRL's PEFT path).
 """
 
@@ -40,7 +41,8 @@ from rlhf.preferences import import_preferences
 from rlhf.runs import RunDir, RunSettings
 from rlhf.train import DriftSettings, TRLStage, check_trainer_section, probe_drift
 
-RESERVED = {"max_length": "data.max_length"}  # trainer keys the stage sets itself (beyond output_dir, seed)
+# trainer keys the stage sets itself (beyond output_dir, seed); TRL 1.16's padding-free DPO is switched off
+RESERVED = {"max_length": "data.max_length", "padding_free": "data.padding_free"}
 COLUMNS = ("prompt", "chosen", "rejected")
 
 
@@ -54,10 +56,15 @@ class DPOData:
     eval_fraction: float = bounded(0.0, ge=0, lt=1, help="share of the train rows held out for eval (seeded)")
     max_length: int = bounded(512, ge=1, help="prompt + longer response, tokens after the chat template")
     as_chat: bool = True
+    padding_free: bool | None = documented(
+        None,
+        help="a batch's sequences in one row, no padding computed (rlhf.train.packing); null: on where the model's "
+        "attention is known plain causal (Llama, Mistral, Qwen2/3, OLMo2), false: padded as TRL does",
+    )
     group_by_length: bool = documented(
         False,
         help="batches of pairs of similar length (HF's LengthGroupedSampler: random mega-batches, sorted within): "
-        "less padding, as TRL 1.16 has no padding-free DPO (configs/dpo.yaml: true)",
+        "less padding where batches are padded (data.padding_free false or not possible)",
     )
 
 
@@ -136,6 +143,7 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
             callbacks=[stage.callback, drift],
         )
+        packed = stage.pack_pairs(trainer, cfg.data.padding_free)
         trained = stage.train(trainer, resume=resume, drift=drift)
         logged = stage.callback.last_logs.items()
         reference = (
@@ -146,6 +154,7 @@ def run(cfg: DPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
         outcome = {
             **trained.outcome(),
             "reference": reference,
+            "padding_free": {"on": packed is not None, "forwards_packed": packed.calls if packed else 0},
             "last_logged": {k: v for k, v in logged if k.startswith(("rewards/", "logps/", "loss"))},
             "drift": {**drift.guard.summary(), "restored_checkpoint": trained.restored},
         }

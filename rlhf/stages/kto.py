@@ -17,7 +17,8 @@ Choices:
 - With LoRA the reference model is the same network with the adapter disabled (TRL's PEFT path): no
   second copy of the weights in memory. Without LoRA, TRL keeps a frozen copy (or precomputed log-probs).
 - Precision as for SFT and DPO: with LoRA under bf16 mixed precision the frozen base is held in bf16
-  (`rlhf.train.stage`), the adapters and optimizer state in fp32.
+  (`rlhf.train.stage`), the adapters and optimizer state in fp32. Batches (and the KL batches) are
+  padding-free as DPO's (`data.padding_free`, `rlhf.train.packing`).
 - Desirable / undesirable weights: when `trainer:` sets neither, they come from the data's balance (TRL's
   guidance, from the KTO paper: desirable_weight x n_desirable : undesirable_weight x n_undesirable within
   1:1 .. 4:3). Where 1 and 1 already meet it they stay; otherwise the minority class's weight makes the
@@ -67,6 +68,11 @@ class KTOData:
     eval_fraction: float = bounded(0.0, ge=0, lt=1, help="share of the train rows held out for eval (seeded)")
     max_length: int = bounded(512, ge=1, help="prompt + completion, tokens after the chat template")
     as_chat: bool = True
+    padding_free: bool | None = documented(
+        None,
+        help="a batch's sequences (and its KL batch) in one row, no padding computed (rlhf.train.packing); null: "
+        "on where the model's attention is known plain causal, false: padded as TRL does",
+    )
 
 
 @dataclass
@@ -170,6 +176,7 @@ def run(cfg: KTOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             peft_config=lora_config(cfg.model.lora) if cfg.model.lora else None,
             callbacks=[stage.callback, drift],
         )
+        packed = stage.pack_pairs(trainer, cfg.data.padding_free)
         trained = stage.train(trainer, resume=resume, drift=drift)
         logged = stage.callback.last_logs.items()
         reference = (
@@ -180,6 +187,7 @@ def run(cfg: KTOStageConfig, *, resume: bool = False, overwrite: bool = False) -
         outcome = {
             **trained.outcome(),
             "reference": reference,
+            "padding_free": {"on": packed is not None, "forwards_packed": packed.calls if packed else 0},
             "weights": weights_record,
             "balance": report["train"]["balance"],
             "last_logged": {k: v for k, v in logged if k.startswith(("rewards/", "logps/", "kl", "loss"))},

@@ -31,6 +31,9 @@ reports — and leaves the rest to `TRLStage`:
   fp32 softmax) rather than SDPA, whose CPU backward in bf16 was 17 % of a demo DPO step: the demo's DPO
   30 -> 25.5 s (alternated runs, 2-core native-bf16 CPU). A padding-free batch attends within each of its
   sequences (`rlhf.train.attention`) instead of through a block-diagonal mask over the whole row.
+- Padding-free preference batches (`pack_pairs`, `rlhf.train.packing`): a DPO / KTO batch's sequences run
+  in one row, no padding computed, for model types whose attention is plain causal; `data.padding_free:
+  false` pads as TRL does (TRL 1.16's own padding-free DPO is switched off; KTO has none).
 - The LM head: TRL's trainers score tokens through a fused LM head whose CPU fallback was most of DPO's time;
   `rlhf.train.lm_head` computes the same on CPU tensors at the CPU's speed (installed when a stage is made).
 
@@ -49,6 +52,7 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from rlhf.data import source_path
+from rlhf.errors import ConfigError
 from rlhf.models import load_causal_lm, record_model
 from rlhf.runs import CKPT_MARKER, RunDir
 from rlhf.train.args import (
@@ -58,10 +62,11 @@ from rlhf.train.args import (
     point_tensorboard_at,
     save_trained,
 )
-from rlhf.train.attention import segment_attention
+from rlhf.train.attention import PLAIN_CAUSAL, segment_attention
 from rlhf.train.callbacks import DriftCallback, RunDirCallback
 from rlhf.train.drift import best_checkpoint
 from rlhf.train.lm_head import use_cpu_lm_head
+from rlhf.train.packing import PackPairs, pack_pairs
 
 OWNED_BY_EVERY_STAGE = {"output_dir": "run.output_root and run.name", "seed": "run.seed"}
 
@@ -147,6 +152,24 @@ class TRLStage:
             )  # module docstring: the CPU's SDPA backward in bf16
             loaded.config._attn_implementation = segment_attention(loaded.config, kernel) or kernel
         return loaded
+
+    def pack_pairs(self, trainer, asked: bool | None) -> PackPairs | None:
+        """Padding-free preference batches (`rlhf.train.packing`) unless `asked` (data.padding_free) is
+        False; said in one line. A model type not known to be plain causal pads as TRL does (said), and
+        refuses an explicit `data.padding_free: true`."""
+        if asked is False:
+            self.run_dir.say("padding-free batches: off (data.padding_free: false): batches padded")
+            return None
+        config = trainer.model.config
+        if segment_attention(config, "eager") is None:
+            why = f"model type {config.model_type!r} is not one whose attention is known to be plain causal"
+            if asked:
+                known = ", ".join(sorted(PLAIN_CAUSAL))
+                raise ConfigError(f"data.padding_free: true: {why} ({known}); set it false or leave it out")
+            self.run_dir.say(f"padding-free batches: off ({why}): batches padded")
+            return None
+        self.run_dir.say("padding-free batches: each batch's sequences in one row, no padding computed")
+        return pack_pairs(trainer.model)
 
     def record_inputs(self, data_key: str, data_source: str) -> None:
         """The training data and the model, with their content hashes, into the manifest's inputs."""
