@@ -21,7 +21,9 @@ subclass that only times train() and counts, in compute_loss, the non-padding to
 (the rated sequences; the KL term's mismatched sequences are extra work on both sides, not counted).
 Throughput = those tokens / wall time of train(). The two sides see the same batches, so their token counts
 must agree (checked). The last line is `ratio rlhf/raw_trl <x>` (goal >= 1.0 within the noise of a shared
-CPU: the two sides run the same TRL code on the same batches, so the ratio measures rlhf's overhead).
+CPU). The two sides run TRL's KTO code on the same batches; rlhf's differ in what rlhf adds to every TRL
+stage on a CPU (its LM head, rlhf.train.lm_head) and its padding-free batches (rlhf.train.packing), so the
+ratio measures those gains net of rlhf's overhead.
 """
 
 from __future__ import annotations
