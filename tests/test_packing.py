@@ -109,22 +109,29 @@ def _losses(run):
     return [r["loss"] for r in run.read_metrics() if "loss" in r]
 
 
-def test_padding_free_dpo_trains_as_the_padded_run_does(tmp_path, tiny_model_dir, packed_forwards, capsys):
-    """LoRA-DPO, fp32, 2 steps: the same losses and reward margins (1e-4) with and without padding; the run
-    says and records which it was."""
+@pytest.mark.parametrize("lora", [4, None], ids=["lora", "full"])
+def test_padding_free_dpo_trains_as_the_padded_run_does(
+    tmp_path, tiny_model_dir, packed_forwards, capsys, lora
+):
+    """DPO, fp32, 2 steps: the same losses and reward margins (1e-4) with and without padding, the reference
+    being the adapter-off policy (LoRA) or a frozen copy (full fine-tune); the run says and records which
+    it was."""
     rows = marker_rows(8)
     for i, r in enumerate(rows):  # lengths that differ within each pair and across pairs
         r["rejected"] = " ".join([r["rejected"]] + ["tree"] * (i % 4))
     data = write_jsonl(tmp_path / "prefs.jsonl", rows)
     runs = {}
     for padding_free in (False, True):
-        extra = {"model.lora.r": 4, "data.padding_free": padding_free, "drift.every_steps": 0}
+        extra = {"data.padding_free": padding_free, "drift.every_steps": 0}
+        if lora:
+            extra["model.lora.r"] = lora
         cfg = stage_config(
             dpo.DPOStageConfig, tmp_path, tiny_model_dir, data, f"dpo-pf-{padding_free}", **extra
         )
         runs[padding_free] = dpo.run(cfg)
     assert packed_forwards["n"] == 4  # 2 steps x (policy + reference), all in the padding-free run
     padded, packed = (runs[k].read_manifest()["result"] for k in (False, True))
+    assert packed["reference"] == ("adapter disabled (no copy)" if lora else "frozen copy")
     assert padded["padding_free"] == {"on": False, "forwards_packed": 0}
     assert packed["padding_free"] == {"on": True, "forwards_packed": 4}
     assert _losses(runs[True]) == pytest.approx(_losses(runs[False]), abs=1e-4)

@@ -13,7 +13,8 @@ field (log-probs, entropy, ...) is laid back out in the padded batch's shape, ze
 label — what TRL's head returns for a padded batch, so TRL's loss code runs unchanged. The attention stays
 within each sequence (`rlhf.train.attention` on a CPU; transformers' packed-sequence mask elsewhere), so the
 arithmetic is that of the padded batch without the padding. Any other call (generation, a batch without
-padding, left padding) passes through untouched.
+padding, left padding) passes through untouched. TRL's `precompute_ref_log_probs` pass runs inside the
+trainer's constructor, before the hooks are on: it stays padded (once per dataset).
 """
 
 from __future__ import annotations
@@ -104,10 +105,12 @@ class PackPairs:
         return output
 
 
-def pack_pairs(model) -> PackPairs:
-    """Hook `model` (the module TRL's preference trainers call) so its fused-LM-head forwards run padding-free
-    (module docstring). Returns the hooks' state (`calls`: forwards packed)."""
+def pack_pairs(*models) -> PackPairs:
+    """Hook `models` (the modules TRL's preference trainers call: the policy, and a frozen reference copy
+    where there is one) so their fused-LM-head forwards run padding-free (module docstring). Returns the
+    hooks' state (`calls`: forwards packed). One forward at a time: TRL calls them one after the other."""
     hooks = PackPairs()
-    model.register_forward_pre_hook(hooks.before, with_kwargs=True)
-    model.register_forward_hook(hooks.after, with_kwargs=True)
+    for model in models:
+        model.register_forward_pre_hook(hooks.before, with_kwargs=True)
+        model.register_forward_hook(hooks.after, with_kwargs=True)
     return hooks

@@ -169,7 +169,7 @@ class TRLStage:
             self.run_dir.say(f"padding-free batches: off ({why}): batches padded")
             return None
         self.run_dir.say("padding-free batches: each batch's sequences in one row, no padding computed")
-        return pack_pairs(trainer.model)
+        return pack_pairs(*(m for m in (trainer.model, getattr(trainer, "ref_model", None)) if m is not None))
 
     def record_inputs(self, data_key: str, data_source: str) -> None:
         """The training data and the model, with their content hashes, into the manifest's inputs."""
