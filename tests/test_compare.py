@@ -12,6 +12,7 @@ import torch
 from support.data import write_jsonl
 from support.tiny import WORDS, build_always_a_judge, build_tiny_reward_model
 
+from rlhf.clean import training_overlap
 from rlhf.cli import main
 from rlhf.compare import arena, preference_logprobs, read_result
 from rlhf.config import load_config
@@ -518,11 +519,11 @@ def test_compare_warns_when_its_prompts_are_in_a_checkpoints_training_data(
                     "outputs": {"model": {"path": "model", "sha256": "x"}}})
     )  # fmt: skip
     (run / "COMPLETED").write_text("now\n")
-    flags = compare.training_overlap(
+    flags = training_overlap(
         {"base": three_checkpoints["base"], "dpo": str(run)}, [r["prompt"] for r in rows]
     )
     assert len(flags) == 1
     assert flags[0].startswith("3 of 3 training rows of dpo")
-    assert compare.training_overlap({"base": three_checkpoints["base"]}, [r["prompt"] for r in rows]) == []
+    assert training_overlap({"base": three_checkpoints["base"]}, [r["prompt"] for r in rows]) == []
     chat = [[{"role": "user", "content": r["prompt"]}] for r in rows]  # prompts as message lists too
-    assert len(compare.training_overlap({"dpo": str(run)}, chat)) == 1
+    assert len(training_overlap({"dpo": str(run)}, chat)) == 1

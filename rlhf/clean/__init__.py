@@ -30,6 +30,7 @@ from rlhf.clean.pipeline import (
 )
 from rlhf.clean.review import open_review, reviewed_rows
 from rlhf.clean.rows import Kind, QualitySettings, RepetitionSettings, detect_kind
+from rlhf.clean.trained_on import training_overlap
 
 __all__ = [
     "ContaminationReport",
@@ -56,5 +57,6 @@ __all__ = [
     "reviewed_rows",
     "screen",
     "text",
+    "training_overlap",
     "validate_and_filter",
 ]

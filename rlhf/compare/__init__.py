@@ -15,6 +15,7 @@ from rlhf.compare.answers import (
     same_vocabulary,
 )
 from rlhf.compare.arena import ArenaSettings
+from rlhf.compare.checkpoints import measure_checkpoints
 from rlhf.compare.judge import judge_all
 from rlhf.compare.measure import (
     PairLogprobs,
@@ -84,6 +85,7 @@ __all__ = [
     "judge_all",
     "kl_on_samples",
     "lengths",
+    "measure_checkpoints",
     "metrics",
     "own_reference",
     "preference_logprobs",

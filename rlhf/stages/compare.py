@@ -38,47 +38,34 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rlhf.clean import contamination, prompt_index
+from rlhf.clean import training_overlap
 from rlhf.compare import (
     Answers,
     ArenaSettings,
     Checkpoint,
-    CheckpointResult,
     CompareResult,
     CompareSampling,
     FlagSettings,
-    HumanAgreement,
     HumanSettings,
     JudgeSettings,
-    Lazy,
     RewardSummary,
     agreement_with_humans,
-    collect_answers,
     flags,
-    generation_counts,
     judge_all,
-    kl_on_samples,
-    lengths,
-    same_vocabulary,
+    measure_checkpoints,
     summarize,
     terminal_table,
     write_outputs,
 )
 from rlhf.compare import arena as arena_lib
 from rlhf.config import ConfigError, bounded, documented
-from rlhf.data import load_rows, source_path
-from rlhf.engine import EngineSettings, engines
-from rlhf.models import (
-    cache_dir,
-    load_causal_lm,
-    load_tokenizer,
-    model_fingerprint,
-    record_model,
-)
+from rlhf.data import source_path
+from rlhf.engine import EngineSettings
+from rlhf.models import cache_dir, load_tokenizer, record_model
 from rlhf.preferences import import_preferences
 from rlhf.prompts import PromptSource, load_prompts
 from rlhf.reward import RewardSettings, check_reward, load_reward
-from rlhf.runs import MANIFEST, RunDir, RunSettings
+from rlhf.runs import RunDir, RunSettings
 from rlhf.store import Store
 
 
@@ -148,9 +135,32 @@ def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = Fals
         run_dir.record_input("data.prompts", cfg.data.prompts, source_path(cfg.data.prompts))
         run_dir.account("compare", {"prompts": prompts.accounting})
         pairs = _held_out(cfg, tokenizers[cfg.reference], run_dir)
-        answers, result = _measure(cfg, specs, tokenizers, prompts, run_dir.path)
-        if pairs:
-            result.human_agreement = _human_agreement(cfg, specs, tokenizers, pairs)
+        answers, result = measure_checkpoints(
+            specs,
+            tokenizers,
+            prompts,
+            baseline=cfg.baseline,
+            reference=cfg.reference,
+            sampling=cfg.sampling,
+            generation=cfg.generation,
+            cache=Path(cfg.cache) if cfg.cache else cache_dir() / "generations",
+            seed=cfg.run.seed,
+            batch_size=cfg.batch_size,
+            sample_batch_size=cfg.sample_batch_size,
+            max_batch_tokens=cfg.max_batch_tokens,
+            bootstrap=cfg.bootstrap,
+            log_dir=run_dir.path,
+        )
+        if pairs:  # each checkpoint's agreement with the held-out human pairs, against its own reference
+            result.human_agreement = agreement_with_humans(
+                [(c.name, c.model, c.reference) for c in cfg.checkpoints],
+                tokenizers,
+                pairs,
+                default_reference=cfg.reference,
+                batch_size=cfg.batch_size,
+                bootstrap=cfg.bootstrap,
+                seed=cfg.run.seed,
+            )
         shown_rewards = None
         if cfg.reward:
             summary, scores = _score(cfg, rm_path, run_dir, prompts, answers)
@@ -173,62 +183,6 @@ def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = Fals
         result.flags = flags(result, cfg.flags) + training_overlap(specs, prompts.prompts)
         _report(cfg, run_dir, result, prompts, answers, shown_rewards)
         return run_dir
-
-
-def _measure(
-    cfg: CompareStageConfig, specs: dict[str, str], tokenizers: dict, prompts, log_dir: Path
-) -> tuple[dict[str, Answers], CompareResult]:
-    """Every checkpoint's answers (cached), their lengths and, where it shares the reference's vocabulary,
-    its KL to the reference. Each model is loaded at most once (the reference only when something needs it)
-    and released after its turn, loaded in the sampling precision (answers and KL are in it). Answers come
-    from `generation.backend` (one vLLM engine for every checkpoint on the same base)."""
-    dtype = cfg.sampling.precision_choice().name
-    reference = Lazy(lambda: load_causal_lm(specs[cfg.reference], dtype).eval())
-    ref_tok, ref_fp = tokenizers[cfg.reference], model_fingerprint(specs[cfg.reference])
-    cache = Path(cfg.cache) if cfg.cache else cache_dir() / "generations"
-    names = list(specs)
-    result = CompareResult(names, cfg.baseline, cfg.reference, prompts=len(prompts), checkpoints={})
-    answers = {}
-    with engines(cfg.generation, dtype, cfg.run.seed, log_dir) as engine:
-        for k, name in enumerate(names):
-            tok = tokenizers[name]
-            model = (
-                reference
-                if name == cfg.reference
-                else Lazy(lambda n=name: load_causal_lm(specs[n], dtype).eval())
-            )
-            answers[name] = ans = collect_answers(
-                name,
-                specs[name],
-                tok,
-                prompts.prompts,
-                prompts.encoded[k],
-                cfg.sampling.plain(),
-                samples=cfg.sampling.n,
-                cache_root=cache,
-                seed=cfg.run.seed,
-                batch_size=cfg.sample_batch_size,
-                max_batch_tokens=cfg.max_batch_tokens,
-                model=model,
-                engine=engine,
-            )
-            entry = result.checkpoints[name] = CheckpointResult(generation_counts(ans), lengths(ans))
-            if same_vocabulary(tok, ref_tok):
-                entry.kl = kl_on_samples(
-                    model,
-                    reference,
-                    ref_fp,
-                    tok,
-                    prompts.encoded[k],
-                    ans,
-                    cfg.sampling,
-                    batch_size=cfg.batch_size,
-                    bootstrap_resamples=cfg.bootstrap,
-                    seed=cfg.run.seed,
-                )
-            if model is not reference:
-                model.release()
-    return answers, result
 
 
 def _score(
@@ -263,21 +217,6 @@ def _score(
     return summary, scores
 
 
-def _human_agreement(
-    cfg: CompareStageConfig, specs: dict[str, str], tokenizers: dict, pairs: list[dict]
-) -> dict[str, HumanAgreement]:
-    """Each checkpoint's agreement with the held-out human pairs, against its own reference."""
-    return agreement_with_humans(
-        [(c.name, c.model, c.reference) for c in cfg.checkpoints],
-        tokenizers,
-        pairs,
-        default_reference=cfg.reference,
-        batch_size=cfg.batch_size,
-        bootstrap=cfg.bootstrap,
-        seed=cfg.run.seed,
-    )
-
-
 def _report(
     cfg: CompareStageConfig,
     run_dir: RunDir,
@@ -303,28 +242,6 @@ def _report(
     run_dir.say(
         f"compare: {len(result.names)} checkpoints on {result.prompts} prompts -> report {outputs['report']}"
     )
-
-
-def training_overlap(specs: dict[str, str], prompts: list) -> list[str]:
-    """A warning per checkpoint whose own training data (its run's recorded `data.train`) contains the
-    comparison's prompts (rlhf.clean.contamination): its numbers would be measured on what it learned."""
-    index = prompt_index(prompts)  # a prompt: text or messages
-    out = []
-    for name, spec in specs.items():
-        manifest = Path(spec) / MANIFEST
-        if not manifest.is_file():
-            continue
-        data = (json.loads(manifest.read_text()).get("inputs") or {}).get("data.train") or {}
-        if not data.get("path") or not Path(data["path"]).exists():
-            continue
-        rows = load_rows(data["path"], what=f"training data of {name}").rows
-        hit = contamination(rows, index).contaminated
-        if hit:
-            out.append(
-                f"{len(hit)} of {len(rows)} training rows of {name} ({data['path']}) contain this comparison's "
-                "prompts: its numbers are measured on what it was trained on — compare on other prompts."
-            )
-    return out
 
 
 def _texts(answers: dict[str, Answers]) -> dict[str, list[str]]:
