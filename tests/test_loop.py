@@ -21,7 +21,7 @@ from support.tiny import WORDS
 from rlhf.cli import main
 from rlhf.compare.result import CompareResult, HumanAgreement, RateCI
 from rlhf.config import load_config
-from rlhf.loop import Loop, Waiting, rounds
+from rlhf.loop import Loop, Waiting, judging
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.evidence import promotion
 from rlhf.loop.labels import LabelsRun, assemble, held_out
@@ -178,8 +178,8 @@ def test_loop_config_errors_are_named(tmp_path):
     cfg = load_config(LoopConfig, None, [f"prompts={few}", f"run.output_root={tmp_path}"])
     with pytest.raises(ConfigError, match="eval_prompts"):
         Loop(cfg).split_prompts()
-    assert rounds.checkpoint_name(str(tmp_path / "lp" / "r1-dpo"), tmp_path / "lp") == "r1-dpo"
-    assert rounds.checkpoint_name("smollm2-135m-instruct", tmp_path / "lp") == "start"
+    assert judging.checkpoint_name(str(tmp_path / "lp" / "r1-dpo"), tmp_path / "lp") == "r1-dpo"
+    assert judging.checkpoint_name("smollm2-135m-instruct", tmp_path / "lp") == "start"
     # prompts without ids get the row ids rlhf reports them by, so rounds can tell which were used
     bare = write_jsonl(tmp_path / "bare.jsonl", [{"prompt": f"question {i}"} for i in range(8)])
     cfg = load_config(LoopConfig, None, [f"prompts={bare}", f"run.output_root={tmp_path}", "eval_prompts=3"])

@@ -10,8 +10,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from rlhf.compare import read_result
 from rlhf.loop.collect import Waiting
 from rlhf.loop.evidence import arena_votes, head_to_head, oracle_win_rate
+from rlhf.loop.labels import RoundData
 from rlhf.loop.simulate import progress, vote
 from rlhf.loop.steps import StepRecord
 from rlhf.reward import load_reward
@@ -26,7 +28,27 @@ def compare_answers(compare_run: Path) -> list[dict]:
 
 
 class Judging:
-    """Needs from the loop: cfg, state, store, records, say(), save(), start_policy()."""
+    """Needs from the loop: cfg, dir, state, store, records, say(), save(), step(), start_policy()."""
+
+    def compare(self, r: int, best: str, new: str, rm: Path | None, eval_file: Path, data: RoundData):
+        """New vs best (and the start, for the oracle) on the held-out prompts; human agreement on the slice,
+        each policy against its own reference; the reward model trained on every label but the slice."""
+        start = self.start_policy()
+        models = list(dict.fromkeys([start, best, new]))
+        names = {m: checkpoint_name(m, self.dir) for m in models}
+        chain = {
+            "checkpoints": [{"name": names[m], "model": m} for m in models],
+            "baseline": names[best],
+            "reference": names[best],
+            "reward": {"model": str(rm)} if rm is not None else None,  # KTO rounds: no reward model
+            "data": {"prompts": str(eval_file), "limit": None},
+        }
+        if data.human_slice is not None:
+            chain["human"] = {"preferences": str(data.human_slice)}
+        if self.cfg.arena:
+            chain["arena"] = {"project": self.arena_project(r), "store": self.store}
+        run = self.step(f"r{r}-compare", "compare", chain)
+        return read_result(declared_output(run, "compare_json")), names, run
 
     def arena_project(self, r: int) -> str:
         return f"{self.cfg.run.name}-r{r}-arena"
@@ -89,3 +111,9 @@ class Judging:
             f"{new} beats {start} on {won['rate']:.0%} [{lo:.0%}, {hi:.0%}] of {won['n']} held-out prompts"
         )
         return won
+
+
+def checkpoint_name(model: str, loop_dir: Path) -> str:
+    """A loop's run directory by its step name (r1-dpo); the starting policy (no SFT round) as `start`."""
+    p = Path(model)
+    return p.name if p.parent == loop_dir else "start"

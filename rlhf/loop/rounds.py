@@ -18,7 +18,6 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-from rlhf.compare import read_result
 from rlhf.config import from_dict, to_dict
 from rlhf.data import load_rows
 from rlhf.engine import shared_engines
@@ -285,32 +284,6 @@ class Loop(Labeling, Judging):
             "data": {"prompts": str(gen / "candidates.jsonl")},
         }
 
-    def compare(self, r: int, best: str, new: str, rm: Path | None, eval_file: Path, data: RoundData):
-        """New vs best (and the start, for the oracle) on the held-out prompts; human agreement on the slice,
-        each policy against its own reference; the reward model trained on every label but the slice."""
-        start = self.start_policy()
-        models = list(dict.fromkeys([start, best, new]))
-        names = {m: checkpoint_name(m, self.dir) for m in models}
-        chain = {
-            "checkpoints": [{"name": names[m], "model": m} for m in models],
-            "baseline": names[best],
-            "reference": names[best],
-            "reward": {"model": str(rm)} if rm is not None else None,  # KTO rounds: no reward model
-            "data": {"prompts": str(eval_file), "limit": None},
-        }
-        if data.human_slice is not None:
-            chain["human"] = {"preferences": str(data.human_slice)}
-        if self.cfg.arena:
-            chain["arena"] = {"project": self.arena_project(r), "store": self.store}
-        run = self.step(f"r{r}-compare", "compare", chain)
-        return read_result(declared_output(run, "compare_json")), names, run
-
     def start_policy(self) -> str:
         steps = self.state.get("steps", {})
         return steps["r0-sft"]["run"] if "r0-sft" in steps else self.cfg.policy
-
-
-def checkpoint_name(model: str, loop_dir: Path) -> str:
-    """A loop's run directory by its step name (r1-dpo); the starting policy (no SFT round) as `start`."""
-    p = Path(model)
-    return p.name if p.parent == loop_dir else "start"
