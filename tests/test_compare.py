@@ -184,6 +184,42 @@ def test_judge_and_flags(tmp_path, three_checkpoints, prompts):
     assert any("far from the reference" in f for f in result["flags"])
 
 
+def test_the_judge_loads_in_its_precision_and_agrees_across_precisions(
+    tmp_path, three_checkpoints, monkeypatch
+):
+    """`judge.precision` picks the judge's weights (auto: bf16 where native); P(A) from bf16 weights is the
+    fp32 one within bf16 rounding (a random tiny judge, whose P(A) is far from 0 and 1)."""
+    from support.tiny import build_tiny_llama
+
+    from rlhf.compare import judge as judge_lib
+
+    loaded = []
+    load = judge_lib.load_causal_lm
+    monkeypatch.setattr(
+        judge_lib, "load_causal_lm", lambda spec, dtype="float32": loaded.append(dtype) or load(spec, dtype)
+    )
+    answers = {"base": ["the cat", "a dog ran"], "hot": ["the dog sat", "cat"]}
+    prompts = ["the cat sat", "a dog"]
+    verdicts = {
+        p: judge_lib.judge_all(
+            three_checkpoints["judge"], answers, "base", prompts, bootstrap=10, precision=p
+        )
+        for p in ("float32", "bfloat16")
+    }
+    assert loaded == ["float32", "bfloat16"]
+    for p, v in verdicts.items():
+        assert v["hot"].position_bias == 1.0, p
+        assert v["hot"].per_prompt == pytest.approx([0.5, 0.5], abs=0.02), p
+    unsure = build_tiny_llama(tmp_path / "unsure-judge", extra_words=("A", "B"))
+    tok = judge_lib.load_tokenizer(unsure, padding_side="left")
+    probs = {
+        p: judge_lib.first_choice_probs(load(unsure, p), tok, prompts, ["the cat", "a dog"], ["sat", "ran"])
+        for p in ("float32", "bfloat16")
+    }
+    assert len(probs["float32"]) == 2 and all(0.05 < x < 0.95 for x in probs["float32"]), probs
+    assert probs["bfloat16"] == pytest.approx(probs["float32"], abs=0.02)
+
+
 def test_a_judge_without_letter_tokens_is_refused(tmp_path, three_checkpoints, prompts):
     from rlhf.errors import ModelError
 

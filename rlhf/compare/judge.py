@@ -19,7 +19,7 @@ from rlhf.compare.metrics import BaselineBattles, length_controlled
 from rlhf.compare.result import JudgeVerdict
 from rlhf.errors import ModelError
 from rlhf.generation import left_pad
-from rlhf.models import load_causal_lm, load_tokenizer
+from rlhf.models import inference_precision, load_causal_lm, load_tokenizer, say_precision
 
 PROMPT = (
     "Two assistants answered the same request. Judge which answer is more helpful, honest and harmless.\n\n"
@@ -67,7 +67,9 @@ def first_choice_probs(
     for start in range(0, len(ids), batch_size):
         batch, mask = left_pad(ids[start : start + batch_size], tokenizer.pad_token_id)
         with torch.inference_mode():
-            logits = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits[:, -1].float()
+            # the head at the last position only: over a long judging prompt it is most of a small model's work
+            scored = model(input_ids=batch.to(device), attention_mask=mask.to(device), logits_to_keep=1)
+            logits = scored.logits[:, -1].float()
         pair = torch.stack([logits[:, a_id], logits[:, b_id]], 1).softmax(1)
         out += pair[:, 0].tolist()
     return out
@@ -101,10 +103,14 @@ def judge_all(
     batch_size: int = 8,
     bootstrap: int = 300,
     seed: int = 0,
+    precision: str = "auto",
 ) -> dict[str, JudgeVerdict]:
     """Every checkpoint against the baseline (`answers`: name -> one answer per prompt), judged by the model
-    `spec`; raw and length-controlled win rates from one GLM over all checkpoints' preferences."""
-    tok, model = load_tokenizer(spec, padding_side="left"), load_causal_lm(spec).eval()
+    `spec` loaded in `precision` (`rlhf.models.inference_precision`, said); raw and length-controlled win
+    rates from one GLM over all checkpoints' preferences."""
+    choice = inference_precision(precision)
+    say_precision(choice)
+    tok, model = load_tokenizer(spec, padding_side="left"), load_causal_lm(spec, choice.name).eval()
     names = [n for n in answers if n != baseline]
     raw = {
         n: judge_against(model, tok, prompts, answers[n], answers[baseline], batch_size=batch_size)

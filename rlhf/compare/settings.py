@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 from rlhf.config import bounded, documented
 from rlhf.generation import SamplingSettings
+from rlhf.models import Precision
 
 
 @dataclass
@@ -47,6 +48,11 @@ class HumanSettings:
 class JudgeSettings:
     model: str | None = documented(None, help="a local causal LM; null: no judge")
     batch_size: int = bounded(4, ge=1)
+    precision: Precision = documented(
+        "auto",
+        help="the judge's weights: auto = bfloat16 where the hardware does bf16 natively, else float32 (one "
+        "forward per question; P(A) moves by bf16 rounding only)",
+    )
     bootstrap: int = bounded(
         300, ge=10, help="resamples of the prompts for the judge's intervals (a GLM each)"
     )

@@ -175,6 +175,7 @@ def run(cfg: CompareStageConfig, *, resume: bool = False, overwrite: bool = Fals
                 batch_size=cfg.judge.batch_size,
                 bootstrap=cfg.judge.bootstrap,
                 seed=cfg.run.seed,
+                precision=cfg.judge.precision,
             )
         if cfg.arena.project:
             result.arena = arena_lib.open_arena(
