@@ -635,6 +635,24 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
+@contextmanager
+def contiguous_head_input(model) -> Iterator[None]:
+    """The LM head gets a contiguous input for the duration. HF slices the last hidden states to the
+    `logits_to_keep` positions, a strided view when there are several rows, and torch's linear then takes
+    its batched-matmul path, which copies the whole head weight for every row: on SmolLM2's 49k x 576 head,
+    4 rows x 49 positions took 241 ms in bf16 (26 ms from a contiguous input) and 206 ms in fp32 (113 ms);
+    the copy of the input is 4 x 49 x 576 values."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        yield
+        return
+    handle = head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def forward_responses(
     model, rollout: Rollout, *, temperature: float = 1.0, hidden: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -646,13 +664,14 @@ def forward_responses(
     P, R = rollout.prompt_width, ids.shape[1] - rollout.prompt_width
     # the LM head only where a response token is predicted (positions P-1 .. end): over a long prompt the
     # head is most of a small model's forward
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=position_ids(mask),
-        output_hidden_states=hidden,
-        logits_to_keep=R + 1,
-    )
+    with contiguous_head_input(model):
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids(mask),
+            output_hidden_states=hidden,
+            logits_to_keep=R + 1,
+        )
     logp = target_logprobs(out.logits[:, :-1], ids[:, P:], temperature)
     states = out.hidden_states[-1][:, P - 1 : -1] if hidden else None
     return logp, states

@@ -255,3 +255,39 @@ def test_engine_refuses_what_it_cannot_sample(tmp_path, tiny_model_dir, tiny_rm_
         with pytest.raises(ConfigError, match=said):
             grpo.run(cfg)
         assert not (tmp_path / "runs" / "refused").exists()
+
+
+def test_lora_grpo_under_bf16_holds_the_base_in_bf16(
+    tmp_path, tiny_model_dir, tiny_rm_dir, prompts, monkeypatch
+):
+    """GRPO with LoRA under bf16 mixed precision (`trainer.bf16: true`, rlhf's pick where bf16 is native;
+    emulated and slow on AVX2-only CPUs, hence 1 step of the tiny Llama) loads its frozen base in bf16 as the
+    other TRL stages do: adapters and optimizer state fp32, the run says and records it, the merged model is
+    fp32 and the adapter moved."""
+    seen = {}
+    trainer_cls = grpo.TRL_CLASSES["grpo"][1]
+
+    class Recording(trainer_cls):
+        def train(self, *args, **kwargs):
+            out = super().train(*args, **kwargs)
+            params = dict(self.model.named_parameters())
+            seen["base"] = {p.dtype for n, p in params.items() if "lora_" not in n}
+            seen["lora"] = {p.dtype for n, p in params.items() if "lora_" in n}
+            seen["optimizer"] = {
+                v.dtype for st in self.optimizer.state.values() for v in st.values() if v.dim()
+            }
+            seen["moved"] = any(p.abs().sum() > 0 for n, p in params.items() if "lora_B" in n)
+            return out
+
+    monkeypatch.setitem(grpo.TRL_CLASSES, "grpo", (grpo.TRL_CLASSES["grpo"][0], Recording))
+    over = {"trainer.bf16": True, "trainer.max_steps": 1, "drift.every_steps": 0}
+    run = grpo.run(cfg_for(tmp_path, "grpo", tiny_model_dir, tiny_rm_dir, prompts, "bf16", **over))
+    assert seen["base"] == {torch.bfloat16}
+    assert seen["lora"] == {torch.float32} == seen["optimizer"]
+    assert seen["moved"]
+    m = run.read_manifest()
+    assert "LoRA base held in bf16" in m["result"]["precision"]
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(run.model_dir).state_dict()
+    assert {v.dtype for v in merged.values()} == {torch.float32}

@@ -100,8 +100,21 @@ def test_ppo_learns_the_programmatic_reward(tmp_path, tiny_model_dir, prompts, b
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-def test_lora_ppo_uses_the_disabled_adapter_as_reference(tmp_path, tiny_model_dir, prompts, bf16):
+def test_lora_ppo_uses_the_disabled_adapter_as_reference(
+    tmp_path, tiny_model_dir, prompts, bf16, monkeypatch
+):
     lora = {"model.lora.r": 4, "model.lora.alpha": 8, "model.lora.dropout": 0.0, "save": "merged"}
+    held = {}
+
+    def recording(*args, **kwargs):
+        model = build(*args, **kwargs)
+        params = dict(model.named_parameters())
+        held["frozen"] = {p.dtype for p in params.values() if not p.requires_grad}
+        held["trained"] = {p.dtype for p in params.values() if p.requires_grad}
+        return model
+
+    build = ppo.build_actor_critic
+    monkeypatch.setattr(ppo, "build_actor_critic", recording)
     run = ppo.run(
         cfg_for(tmp_path, tiny_model_dir, prompts, "lora", **{"ppo.steps": 2, "ppo.bf16": bf16, **lora})
     )
@@ -110,6 +123,13 @@ def test_lora_ppo_uses_the_disabled_adapter_as_reference(tmp_path, tiny_model_di
     assert changed
     assert all("proj" in k for k in changed)  # LoRA targets the projections only
     assert run.read_manifest()["result"]["reference"] == "adapter disabled (no copy)"
+    # bf16: the frozen base was held in bf16 and the merge folded the adapter into the fp32 base (above: only
+    # the projections differ, every other weight is the fp32 original bit for bit)
+    said = "LoRA base held in bf16" if bf16 else "float32 (no mixed precision"
+    assert said in run.read_manifest()["result"]["precision"]
+    assert {v.dtype for v in after.values()} == {torch.float32}
+    assert held["frozen"] == {torch.bfloat16 if bf16 else torch.float32}
+    assert held["trained"] == {torch.float32}  # adapters and value head
     kls = [r["kl"] for r in run.read_metrics() if "kl" in r]
     # the first rollout: policy == reference (LoRA B = 0). fp32: exactly; bf16 autocast rounds the two
     # forwards differently (9.4e-4 nats measured on an AVX512-BF16 CPU): a bound that fits bf16

@@ -41,7 +41,7 @@ from datasets import Dataset
 from rlhf.config import ConfigError, documented
 from rlhf.engine import EngineSettings
 from rlhf.errors import DataError
-from rlhf.models import ModelConfig, load_causal_lm, load_tokenizer, lora_config
+from rlhf.models import ModelConfig, load_tokenizer, lora_config
 from rlhf.prompts import PromptSource, as_messages, encode_prompt, load_prompts
 from rlhf.reward import Reward, RewardSettings, check_reward, load_reward
 from rlhf.rollouts import PolicySampler
@@ -52,6 +52,7 @@ from rlhf.train import (
     DriftSettings,
     Trained,
     TRLStage,
+    autocast_generation,
     check_trainer_section,
     engine_sampled,
     engine_sampling,
@@ -186,11 +187,14 @@ def run(cfg: GRPOStageConfig, *, resume: bool = False, overwrite: bool = False) 
             processes=args.world_size,
             log_dir=run_dir.path,
         )
+        model = stage.load_model()
         if sampling is not None:
             trainer_cls = engine_sampled(trainer_cls, sampler, sampling, with_logprobs=algo == "grpo")
+        elif stage.bf16_base:  # the bf16 LoRA base meets its fp32 adapters only under autocast
+            trainer_cls = autocast_generation(trainer_cls)
         try:
             trainer = trainer_cls(
-                model=load_causal_lm(cfg.model.name, cfg.model.dtype),
+                model=model,
                 reward_funcs=TRLReward(reward),
                 args=args,
                 train_dataset=Dataset.from_list(prompts),

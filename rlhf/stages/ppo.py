@@ -39,7 +39,7 @@ from rlhf.prompts import PromptSource, load_prompts
 from rlhf.reward import RewardSettings, check_reward, load_reward
 from rlhf.rollouts import PolicySampler
 from rlhf.runs import CKPT_MARKER, RunDir, RunSettings
-from rlhf.train import DriftGuard, DriftSettings, best_checkpoint
+from rlhf.train import DriftGuard, DriftSettings, best_checkpoint, describe_precision
 from rlhf.train.ppo import (
     PPOSettings,
     PPOTrainer,
@@ -97,8 +97,18 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
             accelerator.wait_for_everyone()
             if reference is not None:
                 reference.to(accelerator.device)
+            mixed = None if accelerator.mixed_precision == "no" else accelerator.mixed_precision
+            bf16_base = bool(cfg.model.lora) and mixed == "bf16" and cfg.model.dtype == "float32"
+            precision = describe_precision(
+                mixed, cfg.model.dtype, bf16_base=bf16_base, trained="adapters, value head"
+            )
+            run_dir.say(f"precision: {precision}")
             model = build_actor_critic(
-                cfg.model, cfg.value, seed=cfg.run.seed, gradient_checkpointing=p.gradient_checkpointing
+                cfg.model,
+                cfg.value,
+                seed=cfg.run.seed,
+                gradient_checkpointing=p.gradient_checkpointing,
+                bf16_base=bf16_base,
             )
             sampler = PolicySampler(
                 cfg.generation,
@@ -164,6 +174,7 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
                 "train_seconds": round(seconds, 2),
                 "seconds_per_step": round(seconds / max(1, step - start), 3),
                 "reference": "adapter disabled (no copy)" if cfg.model.lora else "frozen copy",
+                "precision": precision,
                 "value": cfg.value.mode,
                 "reward": cfg.reward.source,
                 "kl_coef": trainer.kl_ctl.value,
@@ -171,7 +182,11 @@ def run(cfg: PPOStageConfig, *, resume: bool = False, overwrite: bool = False) -
                 "rollouts": sampler.stats,
                 "last_logged": last,
             }
-            outcome["model_kind"] = trainer.save_policy(run_dir.model_dir, merge_lora=cfg.save == "merged")
+            outcome["model_kind"] = trainer.save_policy(
+                run_dir.model_dir,
+                merge_lora=cfg.save == "merged",
+                fp32_base=cfg.model.name if bf16_base else None,
+            )
             run_dir.finish(result=outcome, outputs={"model": run_dir.model_dir})
             run_dir.say(
                 f"ppo finished: {step} steps in {seconds:.0f} s, reward {last.get('reward', float('nan')):.3f}, "

@@ -21,7 +21,7 @@ from rlhf.train.drift import (
     sample_drift,
     sequence_kl,
 )
-from rlhf.train.online import engine_sampled, engine_sampling
+from rlhf.train.online import autocast_generation, engine_sampled, engine_sampling
 from rlhf.train.reward_model import (
     reward_tokenizer,
     swap_labels,
@@ -33,6 +33,7 @@ from rlhf.train.stage import (
     Trained,
     TRLStage,
     check_trainer_section,
+    describe_precision,
     train,
 )
 
@@ -43,10 +44,12 @@ __all__ = [
     "RunDirCallback",
     "TRLStage",
     "Trained",
+    "autocast_generation",
     "best_checkpoint",
     "build_trl_config",
     "check_reserved",
     "check_trainer",
+    "describe_precision",
     "check_trainer_section",
     "drift_alarms",
     "engine_sampled",

@@ -63,3 +63,19 @@ def engine_sampled(trainer_cls, sampler: PolicySampler, sampling: SamplingSettin
 
     EngineSampled.__name__ = EngineSampled.__qualname__ = f"EngineSampled{trainer_cls.__name__}"
     return EngineSampled
+
+
+def autocast_generation(trainer_cls):
+    """`trainer_cls` whose own generation step (`model.generate`, TRL 1.16's `_generate_single_turn`) runs
+    under the trainer's autocast, as its training forwards do. Needed where a LoRA base is held in bf16
+    (`TRLStage.load_model`): peft's cast of each LoRA layer's input to the fp32 adapter is off there
+    (`TRLStage.train`), and `generate` reaches the inner model past the autocast Accelerate wraps around the
+    top-level forward."""
+
+    class AutocastGeneration(trainer_cls):
+        def _generate_single_turn(self, *args, **kwargs):
+            with self.accelerator.autocast():
+                return super()._generate_single_turn(*args, **kwargs)
+
+    AutocastGeneration.__name__ = AutocastGeneration.__qualname__ = trainer_cls.__name__
+    return AutocastGeneration

@@ -53,6 +53,7 @@ from safetensors.torch import load_file
 
 from rlhf.data import source_path
 from rlhf.errors import ConfigError
+from rlhf.generation import contiguous_head_input
 from rlhf.models import load_causal_lm, record_model
 from rlhf.runs import CKPT_MARKER, RunDir
 from rlhf.train.args import (
@@ -74,6 +75,16 @@ COMPILE_ON_CPU = (
     "without, on a 2-core AVX512-BF16 CPU); leave it out unless your batches have one fixed shape"
 )
 OWNED_BY_EVERY_STAGE = {"output_dir": "run.output_root and run.name", "seed": "run.seed"}
+
+
+def describe_precision(mixed: str | None, dtype: str, *, bf16_base: bool, trained: str = "adapters") -> str:
+    """A training run's precision in words: `mixed` (bf16 | fp16 | None) over `dtype` weights, or a LoRA
+    base held in bf16 (`bf16_base`) with `trained` (the fp32 weights that learn) and their optimizer state."""
+    if bf16_base:
+        return f"bf16 mixed precision; LoRA base held in bf16, {trained} and optimizer state fp32"
+    if mixed:
+        return f"{mixed} mixed precision over {dtype} weights"
+    return f"{dtype} (no mixed precision: bf16 is not native here, or switched off)"
 
 
 def check_trainer_section(config_cls, trainer: dict, reserved: dict[str, str] | None = None) -> None:
@@ -136,12 +147,8 @@ class TRLStage:
 
     def precision(self) -> str:
         """What the run trains in, in words (said at the start, recorded in the result)."""
-        if self.bf16_base:
-            return "bf16 mixed precision; LoRA base held in bf16, adapters and optimizer state fp32"
-        if self.config.bf16 or self.config.fp16:
-            mixed = "bf16" if self.config.bf16 else "fp16"
-            return f"{mixed} mixed precision over {self.cfg.model.dtype} weights"
-        return f"{self.cfg.model.dtype} (no mixed precision: bf16 is not native here, or switched off)"
+        mixed = "bf16" if self.config.bf16 else ("fp16" if self.config.fp16 else None)
+        return describe_precision(mixed, self.cfg.model.dtype, bf16_base=self.bf16_base)
 
     def load_model(self):
         """The causal LM to train, `cfg.model`; with LoRA under bf16 autocast and `model.dtype: float32` its
@@ -188,7 +195,8 @@ class TRLStage:
             for module in trainer.model.modules():
                 if hasattr(module, "lora_A"):
                     module.cast_input_dtype_enabled = False
-        return train(trainer, self.run_dir, resume=resume, drift=drift)
+        with contiguous_head_input(trainer.model):  # TRL's log-prob passes slice positions before the head
+            return train(trainer, self.run_dir, resume=resume, drift=drift)
 
     def finish(self, trainer, tokenizer, trained: Trained, outcome: dict, *, save: str, summary: str) -> None:
         """Save the final model into model/ (`save`: merged | adapter; its kind goes into `outcome`), mark

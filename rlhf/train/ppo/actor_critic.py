@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from accelerate.utils import set_seed
 from peft import get_peft_model
 from torch import nn
@@ -29,11 +30,11 @@ class ValueSettings:
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, policy, critic=None):
+    def __init__(self, policy, critic=None, *, head_dtype: torch.dtype | None = None):
         super().__init__()
         self.policy, self.critic = policy, critic
         hidden = policy.config.hidden_size if critic is None else critic.config.hidden_size
-        self.value_head = nn.Linear(hidden, 1, dtype=policy.dtype)
+        self.value_head = nn.Linear(hidden, 1, dtype=head_dtype or policy.dtype)
         nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden + 1))
         nn.init.zeros_(self.value_head.bias)
 
@@ -50,7 +51,7 @@ class ActorCritic(nn.Module):
                 position_ids=position_ids(mask),
             )
             states = out.last_hidden_state[:, rollout.prompt_width - 1 : -1]
-        return logp, self.value_head(states).squeeze(-1).float()
+        return logp, self.value_head(states.to(self.value_head.weight.dtype)).squeeze(-1).float()
 
 
 def is_value_param(name: str) -> bool:
@@ -58,10 +59,18 @@ def is_value_param(name: str) -> bool:
 
 
 def build_actor_critic(
-    model: ModelConfig, value: ValueSettings, *, seed: int, gradient_checkpointing: bool = False
+    model: ModelConfig,
+    value: ValueSettings,
+    *,
+    seed: int,
+    gradient_checkpointing: bool = False,
+    bf16_base: bool = False,
 ) -> ActorCritic:
+    """The policy (and a separate critic) from `model`; `bf16_base`: LoRA under bf16 mixed precision, the
+    frozen bases held in bf16 (what autocast casts them to anyway) while the adapters (peft keeps them fp32
+    on a bf16 base), the value head and their optimizer state stay fp32."""
     set_seed(seed)  # LoRA and value-head initialisation, then the rollouts: reproducible
-    policy = load_causal_lm(model.name, model.dtype, trainable_adapter=True)
+    policy = load_causal_lm(model.name, "bfloat16" if bf16_base else model.dtype, trainable_adapter=True)
     if model.lora and not hasattr(policy, "peft_config"):
         policy = get_peft_model(policy, lora_config(model.lora))
     critic = None
@@ -76,4 +85,4 @@ def build_actor_critic(
                 m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
                 if hasattr(m, "enable_input_require_grads"):
                     m.enable_input_require_grads()
-    return ActorCritic(policy, critic)
+    return ActorCritic(policy, critic, head_dtype=torch.float32 if bf16_base else None)

@@ -35,7 +35,7 @@ from rlhf.config import ConfigError, bounded, documented
 from rlhf.distributed import gathered_for_save, under_deepspeed
 from rlhf.errors import TrainingError
 from rlhf.generation import Rollout, SamplingSettings, decode_responses, forward_responses, sample
-from rlhf.models import save_model
+from rlhf.models import on_fp32_base, save_model
 from rlhf.reward import Reward
 from rlhf.rollouts import PolicySampler
 from rlhf.runs import CKPT_MARKER
@@ -306,12 +306,16 @@ class PPOTrainer:
             self.kl_ctl.load_state_dict(state["kl_controller"])
         return state
 
-    def save_policy(self, out_dir: Path, *, merge_lora: bool) -> str | None:
-        """The policy into out_dir (merged or adapter); under ZeRO-3 every rank gathers it first."""
+    def save_policy(self, out_dir: Path, *, merge_lora: bool, fp32_base: str | None = None) -> str | None:
+        """The policy into out_dir (merged or adapter); under ZeRO-3 every rank gathers it first.
+        `fp32_base`: the LoRA base was held in bf16; a merged save folds the adapter into it loaded in fp32."""
         kind = None
         with gathered_for_save(self.policy, zero3=self.zero3):
             if self.acc.is_main_process:
-                kind = save_model(self.policy, self.tok, out_dir, merge_lora=merge_lora)
+                policy = self.policy
+                if fp32_base is not None and merge_lora and hasattr(policy, "peft_config"):
+                    policy = on_fp32_base(policy, fp32_base)
+                kind = save_model(policy, self.tok, out_dir, merge_lora=merge_lora)
         self.acc.wait_for_everyone()
         return kind
 
