@@ -78,7 +78,8 @@ class EngineSettings:
         "auto",
         help="vllm, sampling a LoRA policy while it trains (PPO/GRPO/RLOO, drift probes): its adapter loaded "
         "into the engine, or its merged weights reloaded into it; auto: merged where this machine has no "
-        "CUDA (vLLM's CPU LoRA kernels: a rollout 14 s with the adapter, 4.6 s merged, measured)",
+        "CUDA (vLLM's CPU LoRA kernels: a rollout 14 s with the adapter, 4.6 s merged, measured), adapter on an "
+        "engine given by `url` (never reloaded: merged is refused there, as are full fine-tunes)",
         operational=True,
     )
     executor: Literal["uni", "mp"] = documented(

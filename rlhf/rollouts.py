@@ -81,8 +81,18 @@ class PolicySampler:
                     "TRL's own vLLM modes, trainer.use_vllm=true)."
                 )
             self.pool = Engines(settings, inference_precision(precision).name, seed, log_dir)
-        choice = settings.training_lora
-        self.merge_lora = choice == "merged" or (choice == "auto" and not torch.cuda.is_available())
+        choice, given = settings.training_lora, settings.backend == "vllm" and bool(settings.url)
+        if given and choice == "merged":
+            raise ConfigError(
+                f"generation.training_lora=merged with generation.url={settings.url}: a merged policy is new base "
+                "weights each step, and an engine rlhf did not start is never reloaded. Set "
+                "generation.training_lora=adapter (or auto: the adapter is loaded there each step), or "
+                "generation.url=null to let the run start its own engine."
+            )
+        # auto: merged without CUDA (vLLM's CPU LoRA kernels are slow), except on a given engine (fixed base)
+        self.merge_lora = choice == "merged" or (
+            choice == "auto" and not torch.cuda.is_available() and not given
+        )
 
     @property
     def backend(self) -> str:
@@ -103,6 +113,13 @@ class PolicySampler:
         (e.g. "ppo-step-3"): with vllm, row r's seed is `row_seed(seed, key, r)`."""
         if self.pool is None:
             return sample(model, tokenizer, prompts, settings, n=n, synced_gpus=synced_gpus)
+        if self.settings.url and not hasattr(model, "peft_config"):
+            raise ConfigError(
+                f"generation.url={self.settings.url}: that engine serves fixed base weights, and a full "
+                "fine-tune's weights change every step. Train with LoRA (model.lora: the adapter is loaded "
+                "there each step), or set generation.url=null to let the run start its own engine, which "
+                "reloads the weights each step."
+            )
         policy = self._write(model, tokenizer)
         seeds = [row_seed(self.seed, key, i) for i in range(len(prompts))]
         out = self.pool.generate(str(policy), None, tokenizer, prompts, settings, n=n, seeds=seeds)

@@ -53,3 +53,23 @@ def test_the_vllm_backend_runs_in_one_process(tmp_path):
         PolicySampler(
             EngineSettings(backend="vllm", python="/bin/true"), seed=0, scratch=tmp_path, processes=2
         )
+
+
+def test_a_given_engine_takes_the_adapter_and_refuses_what_it_cannot_reload(tiny_model_dir, tmp_path):
+    """generation.url (an engine rlhf did not start, e.g. `rlhf serve-generation`) is never reloaded: a LoRA
+    policy goes there as its adapter (auto picks it even without CUDA, where a started engine merges),
+    `training_lora=merged` is refused at once, and a full fine-tune at its first rollout, each naming the fix."""
+    given = {"backend": "vllm", "url": "http://127.0.0.1:9"}
+    assert not PolicySampler(EngineSettings(**given), seed=0, scratch=tmp_path).merge_lora
+    started = PolicySampler(EngineSettings(backend="vllm", python="/bin/true"), seed=0, scratch=tmp_path)
+    assert started.merge_lora == (not torch.cuda.is_available())
+    with pytest.raises(
+        ConfigError, match=r"training_lora=merged with generation.url=.*training_lora=adapter"
+    ):
+        PolicySampler(EngineSettings(**given, training_lora="merged"), seed=0, scratch=tmp_path)
+    full = load_causal_lm(tiny_model_dir, "float32")
+    tok = load_tokenizer(tiny_model_dir, padding_side="left")
+    sampler = PolicySampler(EngineSettings(**given), seed=0, scratch=tmp_path)
+    with pytest.raises(ConfigError, match=r"full fine-tune's weights change every step.*model.lora"):
+        sampler.sample(full, tok, [[5, 6]], SamplingSettings(max_new_tokens=2), key="k")
+    assert not any(tmp_path.iterdir())  # nothing written for the engine
