@@ -563,3 +563,37 @@ def test_compare_warns_when_its_prompts_are_in_a_checkpoints_training_data(
     assert training_overlap({"base": three_checkpoints["base"]}, [r["prompt"] for r in rows]) == []
     chat = [[{"role": "user", "content": r["prompt"]}] for r in rows]  # prompts as message lists too
     assert len(training_overlap({"dpo": str(run)}, chat)) == 1
+
+
+def test_compare_samples_on_the_vllm_backend(tmp_path, three_checkpoints, prompts, monkeypatch):
+    """`generation.backend=vllm` (the stand-in engine, tests/support/fake_vllm.py, started by the step): both
+    checkpoints' answers come from the engine — one start, the second checkpoint (a full fine-tune of the
+    same architecture) reloaded into it — one seeded request per prompt and checkpoint, the seeds paired
+    across checkpoints; the answers are
+    cached under the backend, so a second run samples nothing, and an hf run does not reuse them."""
+    from support.fake_vllm import fake_engine_python
+
+    log = tmp_path / "engine-requests.jsonl"
+    monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
+    engine = {
+        "generation.backend": "vllm",
+        "generation.python": fake_engine_python(tmp_path),
+        "generation.start_timeout_s": 60,
+    }
+    names = ("base", "hot")
+    run = compare.run(cfg_for(tmp_path, three_checkpoints, prompts, names=names, name="v1", **engine))
+    requests = [json.loads(line) for line in log.read_text().splitlines()]
+    sent = [b for path, b in requests if path == "/v1/completions"]
+    assert len(sent) == 2 * 20
+    # one seed per prompt, the same for both checkpoints (paired draws)
+    assert len({b["seed"] for b in sent[:20]}) == 20 and {b["seed"] for b in sent[:20]} == {
+        b["seed"] for b in sent[20:]
+    }
+    assert [b["method"] for path, b in requests if path == "/collective_rpc"] == ["reload_weights"]
+    manifest = run.read_manifest()["result"]
+    assert {manifest[n]["generated"] for n in names} == {20}
+    again = compare.run(cfg_for(tmp_path, three_checkpoints, prompts, names=names, name="v2", **engine))
+    assert {again.read_manifest()["result"][n]["generated"] for n in names} == {0}
+    assert len(log.read_text().splitlines()) == len(requests)  # no engine, no request
+    hf = compare.run(cfg_for(tmp_path, three_checkpoints, prompts, names=names, name="h"))
+    assert {hf.read_manifest()["result"][n]["generated"] for n in names} == {20}
