@@ -64,12 +64,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import time
 from pathlib import Path
 
 import alternate
+from flops import count_packing, flop_result, instrumented, utilisation
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "rlhf" / "demo" / "preferences.jsonl"
@@ -85,122 +85,8 @@ def bf16_native() -> bool:
 COMMON_TRAINER = ["trainer.save_strategy=no", "trainer.logging_steps=1"]
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def model_dims(model) -> dict:
-    """Matmul weight counts of a (peft-wrapped) causal LM: frozen decoder linears, LoRA, LM head."""
-    cfg = model.config
-    body = lora = 0
-    for name, p in model.named_parameters():
-        if "lora_" in name:
-            lora += p.numel()
-        elif p.dim() == 2 and "embed_tokens" not in name and "lm_head" not in name:
-            body += p.numel()
-    d = cfg.hidden_size
-    return dict(L=cfg.num_hidden_layers, d=d, Nb=body, Nl=lora, Nh=d * cfg.vocab_size)
-
-
-def dpo_flops(m: dict, T: int, H: int, S2: int, checkpointing: bool = True) -> float:
-    """Training FLOPs of LoRA-DPO: T tokens, H positions through the LM head, S2 = sum of length^2."""
-    attn = 4 * m["L"] * m["d"] * S2
-    layers = 2 * (m["Nb"] + m["Nl"]) * T + attn
-    head = 2 * m["Nh"] * H
-    policy = layers + head
-    reference = 2 * m["Nb"] * T + attn + head
-    recompute = layers if checkpointing else 0
-    backward = 2 * (m["Nb"] + m["Nl"]) * T + 2 * attn + head + 2 * m["Nl"] * T
-    return float(policy + reference + recompute + backward)
-
-
-def compact_head(device) -> bool:
-    """Whether TRL's fused LM head scores only labeled positions here: on Triton devices, and on a CPU once
-    rlhf's CPU head is installed (`rlhf.train.lm_head`: a TRL stage installs it in its process)."""
-    from trl.trainer import utils as trl_utils
-
-    return bool(trl_utils._use_triton(device))
-
-
-PACKED = {"forwards": 0}  # forwards rlhf.train.packing ran padding-free (counted by count_packing)
-
-
-def count_packing() -> None:
-    """Count the padding-free forwards (`rlhf.train.packing.pack`), so a packed batch's executed work is its
-    tokens (each sequence attends alone: S2 = sum of length^2), not rows x width."""
-    from rlhf.train import packing
-
-    pack = packing.pack
-
-    def counted(*args, **kwargs):
-        PACKED["forwards"] += 1
-        return pack(*args, **kwargs)
-
-    packing.pack = counted
-
-
-def instrumented(base):
-    """A subclass of a TRL trainer that only times train() and counts the batches it trains on."""
-
-    class Instrumented(base):
-        stats: dict = {}
-
-        def compute_loss(self, model, inputs, *args, **kwargs):
-            packed_before = PACKED["forwards"]
-            out = super().compute_loss(model, inputs, *args, **kwargs)
-            if model.training:
-                mask = inputs.get("attention_mask")
-                if mask is None:
-                    mask = inputs["input_ids"].ne(-1)
-                lens, (rows, width) = mask.sum(dim=1), mask.shape
-                counts = {
-                    "tokens": int(lens.sum()),
-                    "padded": rows * width,
-                    "s2": int((lens * lens).sum()),
-                    "padded_s2": rows * width * width,
-                    "head_positions": rows * (width - 1),
-                }
-                if "completion_mask" in inputs:
-                    counts["completion"] = int(inputs["completion_mask"][:, 1:].sum())
-                if "completion" in counts and compact_head(mask.device):  # rlhf's CPU head: completions only
-                    counts["head_positions"] = counts["completion"]
-                if PACKED["forwards"] > packed_before:  # rlhf.train.packing: one row, no padding computed
-                    counts["padded"], counts["padded_s2"] = counts["tokens"], counts["s2"]
-                for k, v in counts.items():
-                    Instrumented.stats[k] = Instrumented.stats.get(k, 0) + v
-            return out
-
-        def train(self, *args, **kwargs):
-            t0 = time.perf_counter()
-            out = super().train(*args, **kwargs)
-            s = Instrumented.stats
-            s["seconds"] = time.perf_counter() - t0
-            s["peak_rss_mb"] = round(peak_rss_mb(), 1)
-            s["steps"] = self.state.global_step
-            s["dims"] = model_dims(self.model)
-            s["checkpointing"] = bool(self.args.gradient_checkpointing)
-            s["bf16"] = bool(self.args.bf16)
-            return out
-
-    return Instrumented
-
-
 def dpo_result(stats: dict, steps: int, drift_probe_s: float | None = None) -> dict:
-    if stats["steps"] != steps:
-        raise SystemExit(f"trained {stats['steps']} steps, expected {steps}")
-    m, ckpt = stats["dims"], stats["checkpointing"]
-    executed = dpo_flops(m, stats["padded"], stats["head_positions"], stats["padded_s2"], ckpt)
-    res = {
-        "tokens": stats["tokens"],
-        "seconds": stats["seconds"],
-        "padded": stats["padded"],
-        "flops": executed,
-        "useful_flops": dpo_flops(m, stats["tokens"], stats["completion"], stats["s2"], ckpt),
-        "gflop_per_s": round(executed / stats["seconds"] / 1e9, 2),
-        "peak_rss_mb": stats["peak_rss_mb"],
-        "bf16": stats["bf16"],
-        "checkpointing": ckpt,
-    }
+    res = flop_result(stats, steps, reference=True)
     if drift_probe_s is not None:
         res["drift_probe_s"] = round(drift_probe_s, 2)
     return res
@@ -352,37 +238,7 @@ def run_sft(steps: int, out: str) -> dict:
     return {"tokens": st["tokens"], "seconds": st["seconds"], "peak_rss_mb": st["peak_rss_mb"]}
 
 
-def matmul_peak(dtype_name: str, n: int, budget_s: float) -> float:
-    """Best FLOP/s of one n x n x n torch.matmul over repeated timed calls (warm-up excluded)."""
-    import torch
-
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.matmul(a, b)
-    best, t_end = 0.0, time.perf_counter() + budget_s
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        torch.matmul(a, b)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-    return best
-
-
-def precision_line(peaks: dict, threads: int) -> str:
-    """What the measured peaks say about bf16 on this machine (no assumption)."""
-    ratio = peaks["bf16"] / peaks["fp32"]
-    verdict = (
-        f"bf16 is {ratio:.1f}x fp32 here (native)"
-        if ratio >= 1
-        else f"bf16 is {1 / ratio:.0f}x slower than fp32 here (emulated)"
-    )
-    return (
-        f"measured matmul peak ({threads} threads): fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 "
-        f"{peaks['bf16'] / 1e9:.1f} GFLOP/s — {verdict}"
-    )
-
-
 def report(results: dict, steps: int) -> None:
-    import torch
 
     ours, raw = results["rlhf"], results["raw"]
     if {r["tokens"] for r in ours} != {r["tokens"] for r in raw}:
@@ -407,18 +263,7 @@ def report(results: dict, steps: int) -> None:
             f"rlhf drift-guard probes inside train(): median {statistics.median(probes):.1f} s "
             f"({100 * share:.0f}% of train()); rlhf tokens/s without them {net:.1f}"
         )
-    peaks = {"fp32": matmul_peak("float32", 2048, 6.0), "bf16": matmul_peak("bfloat16", 1024, 6.0)}
-    print(precision_line(peaks, torch.get_num_threads()), flush=True)
-    for side, rs in (("rlhf", ours), ("raw_trl", raw)):
-        ran = "bf16" if rs[0]["bf16"] else "fp32"
-        rate = statistics.median(r["flops"] / r["seconds"] for r in rs)
-        useful = statistics.median(r["useful_flops"] / r["seconds"] for r in rs)
-        mode = "bf16 mixed precision" if rs[0]["bf16"] else "fp32"
-        print(
-            f"achieved {side}: {rate / 1e9:.2f} GFLOP/s executed = {100 * rate / peaks[ran]:.1f}% of the "
-            f"{ran} matmul peak (trained in {mode}); useful {useful / 1e9:.2f} GFLOP/s = "
-            f"{100 * useful / peaks[ran]:.1f}% of it"
-        )
+    utilisation({"rlhf": ours, "raw_trl": raw}, {"rlhf": "rlhf", "raw_trl": "raw_trl"})
     sft = alternate.run_side(__file__, "sft", steps)
     dpo_rss = statistics.median(r["peak_rss_mb"] for r in ours)
     raw_rss = statistics.median(r["peak_rss_mb"] for r in raw)

@@ -4,10 +4,17 @@
 
 Both sides: SmolLM2-135M-Instruct (the built-in alias, already converted), LoRA r=16 on all linear layers,
 the demo SFT data as prompt/completion (loss on completions), batch 4, max_length 512, the precision rlhf
-picks on this machine (fp32, or bf16 mixed precision where bf16 is native), gradient checkpointing, the
-same seed. Each side runs in
-its own fresh process, alternated round by round; throughput = non-padding tokens seen by the trainer /
-wall time of trainer.train(). Prints each measurement, then `ratio rlhf/raw_trl <x>` (goal >= 0.95).
+picks on this machine (fp32, or bf16 mixed precision where bf16 is native), the same seed; rlhf as
+`configs/sft.yaml` ships (padding-free rows, no gradient checkpointing for SmolLM2, its LoRA base in bf16
+where bf16 is native), raw TRL with gradient checkpointing and padded batches. Each side runs in
+its own fresh process, alternated round by round; throughput = non-padding tokens of the training batches
+(counted in compute_loss by the same thin trainer subclass on both sides, `flops.instrumented`) / wall time
+of trainer.train(). Then this machine's matmul peaks and each side's achieved FLOP/s against the peak of the
+precision it trained in (`benchmarks/flops.py`: LoRA-SFT = a forward, a recomputation under gradient
+checkpointing and a backward without frozen-weight grads; executed = every position computed, the LM head
+over all positions for raw TRL's torch fallback and over labeled positions for rlhf's CPU head; useful =
+non-padding tokens and labeled head positions). Prints each measurement, then `ratio rlhf/raw_trl <x>`
+(goal >= 0.95).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import alternate
+from flops import flop_result, instrumented, utilisation
 
 from rlhf.train import fast_bf16
 
@@ -49,16 +57,18 @@ def run_rlhf(steps: int, out: str) -> dict:
             f"run.seed={s['seed']}",
         ],
     )
-    result = run(cfg).read_manifest()["result"]
-    return {"tokens": result["train_tokens"], "seconds": result["train_seconds"]}
+    from rlhf.stages import sft as stage
+
+    cls = instrumented(stage.SFTTrainer)
+    stage.SFTTrainer = cls  # the name the stage module calls
+    run(cfg)
+    return flop_result(cls.stats, steps, reference=False)
 
 
 def run_raw(steps: int, out: str) -> dict:
-    import time
-
     from datasets import load_dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from rlhf.models import SMOLLM2, resolve_model_path
@@ -88,18 +98,12 @@ def run_raw(steps: int, out: str) -> dict:
         lr_scheduler_type="linear",
         dataloader_num_workers=0,
     )
-    logs: dict = {}
-
-    class Keep(TrainerCallback):
-        def on_log(self, args, state, control, logs_=None, **kw):
-            logs.update(kw.get("logs") or logs_ or {})
-
-    trainer = SFTTrainer(
+    cls = instrumented(SFTTrainer)
+    trainer = cls(
         model=AutoModelForCausalLM.from_pretrained(path),
         args=args,
         train_dataset=ds,
         processing_class=tok,
-        callbacks=[Keep()],
         peft_config=LoraConfig(
             r=s["r"],
             lora_alpha=s["alpha"],
@@ -108,16 +112,22 @@ def run_raw(steps: int, out: str) -> dict:
             task_type="CAUSAL_LM",
         ),
     )
-    t0 = time.perf_counter()
     trainer.train()
-    return {"tokens": int(logs["num_tokens"]), "seconds": time.perf_counter() - t0}
+    return flop_result(cls.stats, steps, reference=False)
 
 
 def main() -> None:
     from rlhf.models import SMOLLM2, resolve_model_path
 
     resolve_model_path(SMOLLM2)  # convert once, outside the timings
-    alternate.main(__file__, run_rlhf, run_raw, default_steps=6, describe=f"settings: {SETTINGS}")
+    alternate.main(
+        __file__,
+        run_rlhf,
+        run_raw,
+        default_steps=6,
+        describe=f"settings: {SETTINGS}",
+        report=lambda results, steps: utilisation(results, {"rlhf": "rlhf", "raw": "raw_trl"}),
+    )
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ class TRLStage:
             for module in trainer.model.modules():
                 if hasattr(module, "lora_A"):
                     module.cast_input_dtype_enabled = False
-        with contiguous_head_input(trainer.model):  # TRL's log-prob passes slice positions before the head
+        with contiguous_head_input(trainer.model):  # GRPO/RLOO: HF generate slices positions before it
             return train(trainer, self.run_dir, resume=resume, drift=drift)
 
     def finish(self, trainer, tokenizer, trained: Trained, outcome: dict, *, save: str, summary: str) -> None:
