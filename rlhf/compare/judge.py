@@ -12,6 +12,8 @@ the judge's preferences, both with CIs over prompts. The position preference is 
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 
@@ -45,6 +47,13 @@ def letter_ids(tokenizer) -> tuple[int, int]:
     return a[0], b[0]
 
 
+def _last_position_only(model) -> dict:
+    """`logits_to_keep=1` where the model's forward takes it (HF causal LMs): the LM head at the last position
+    only, which over a long judging prompt is most of a small model's work; {} for a model that does not."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
+
+
 def first_choice_probs(
     model, tokenizer, prompts: list, first: list[str], second: list[str], *, batch_size: int = 8
 ):
@@ -63,12 +72,12 @@ def first_choice_probs(
     else:
         ids = [tokenizer(t + "\nAnswer:")["input_ids"] for t in texts]
     device = next(model.parameters()).device
+    last_only = _last_position_only(model)
     out = []
     for start in range(0, len(ids), batch_size):
         batch, mask = left_pad(ids[start : start + batch_size], tokenizer.pad_token_id)
         with torch.inference_mode():
-            # the head at the last position only: over a long judging prompt it is most of a small model's work
-            scored = model(input_ids=batch.to(device), attention_mask=mask.to(device), logits_to_keep=1)
+            scored = model(input_ids=batch.to(device), attention_mask=mask.to(device), **last_only)
             logits = scored.logits[:, -1].float()
         pair = torch.stack([logits[:, a_id], logits[:, b_id]], 1).softmax(1)
         out += pair[:, 0].tolist()
