@@ -1,4 +1,4 @@
-"""Training-FLOP accounting shared by the throughput benchmarks (DPO, SFT): each side's trainer is
+"""Training-FLOP accounting shared by the throughput benchmarks (DPO, SFT, KTO): each side's trainer is
 `instrumented` (train() timed; every training batch counted in compute_loss: tokens, padded positions,
 sum of length^2, LM-head positions, labeled positions), the FLOPs follow analytically (`lora_flops`), and
 `utilisation` prints them against this machine's measured matmul peak of the precision each side trained in.
@@ -8,7 +8,8 @@ FLOPs (analytic, per run). L layers, width d, Nb = frozen decoder matmul weights
 H = positions put through the LM head, S2 = sum over sequences of length^2:
     layer forward      F  = 2*(Nb+Nl)*T + 4*L*d*S2        (matmuls + attention QK^T and AV, full square)
     policy forward        F + 2*Nh*H
-    reference forward     2*Nb*T + 4*L*d*S2 + 2*Nh*H      (DPO only: adapter disabled, no grad)
+    reference forward     2*Nb*T + 4*L*d*S2 + 2*Nh*H      (DPO, KTO: adapter disabled, no grad)
+    KTO's KL batch        a policy forward (no grad) and a reference forward over its mismatched sequences
     recomputation         F                               (gradient checkpointing re-runs each layer)
     backward              2*(Nb+Nl)*T + 8*L*d*S2 + 2*Nh*H (activation grads through every frozen weight:
                           the first LoRA sits in layer 0)  + 2*Nl*T (weight grads: LoRA only)
@@ -64,7 +65,16 @@ def sequence_lengths(inputs) -> tuple[torch.Tensor, int, int]:
 def batch_counts(inputs) -> dict:
     """What one training batch puts through the network: non-padding tokens, positions computed (padding
     included), sum of length^2 (attention; padded: rows x width^2), positions through the LM head (all but
-    the last of each row), and the labeled positions (`completion`) where the batch says which they are."""
+    the last of each row), and the labeled positions (`completion`) where the batch says which they are.
+    KTO's mismatched KL sequences (`KL_input_ids`, ...) are counted the same way under `kl_` keys."""
+    counts = _counts(inputs)
+    if "KL_input_ids" in inputs:
+        kl = {k[3:]: v for k, v in inputs.items() if k.startswith("KL_")}
+        counts |= {f"kl_{k}": v for k, v in _counts(kl).items()}
+    return counts
+
+
+def _counts(inputs) -> dict:
     lens, rows, width = sequence_lengths(inputs)
     packed_row = inputs.get("attention_mask") is None and inputs.get("position_ids") is not None
     counts = {
@@ -94,6 +104,13 @@ def lora_flops(m: dict, T: int, H: int, S2: int, *, checkpointing: bool, referen
     return float(policy + ref + recompute + backward)
 
 
+def kl_forward_flops(m: dict, T: int, H: int, S2: int) -> float:
+    """KTO's KL term: the policy (no grad) and the adapter-off reference forward over the mismatched batch."""
+    attn = 4 * m["L"] * m["d"] * S2
+    head = 2 * m["Nh"] * H
+    return float((2 * (m["Nb"] + m["Nl"]) * T + attn + head) + (2 * m["Nb"] * T + attn + head))
+
+
 def flop_result(stats: dict, steps: int, *, reference: bool) -> dict:
     """A side's result from its `instrumented` trainer's stats: tokens, seconds, FLOPs executed (padding and
     every head position the side computes) and useful (non-padding tokens, labeled head positions)."""
@@ -111,6 +128,9 @@ def flop_result(stats: dict, steps: int, *, reference: bool) -> dict:
     useful = lora_flops(
         m, stats["tokens"], stats["completion"], stats["s2"], checkpointing=ckpt, reference=reference
     )
+    if "kl_tokens" in stats:  # KTO
+        executed += kl_forward_flops(m, stats["kl_padded"], stats["kl_head_positions"], stats["kl_padded_s2"])
+        useful += kl_forward_flops(m, stats["kl_tokens"], stats["kl_completion"], stats["kl_s2"])
     return {
         "tokens": stats["tokens"],
         "seconds": stats["seconds"],
@@ -160,12 +180,14 @@ def instrumented(base):
             out = super().compute_loss(model, inputs, *args, **kwargs)
             if model.training:
                 counts = batch_counts(inputs)
-                if "completion" in counts and compact_head(
-                    inputs["input_ids"].device
-                ):  # rlhf's CPU head: completions only
-                    counts["head_positions"] = counts["completion"]
-                if PACKED["forwards"] > packed_before:  # rlhf.train.packing: one row, no padding computed
-                    counts["padded"], counts["padded_s2"] = counts["tokens"], counts["s2"]
+                compact = compact_head(inputs["input_ids"].device)  # rlhf's CPU head: labeled positions only
+                packed = PACKED["forwards"] > packed_before  # rlhf.train.packing: one row, no padding
+                for pre in ("", "kl_") if "kl_tokens" in counts else ("",):
+                    if compact and f"{pre}completion" in counts:
+                        counts[f"{pre}head_positions"] = counts[f"{pre}completion"]
+                    if packed:
+                        counts[f"{pre}padded"] = counts[f"{pre}tokens"]
+                        counts[f"{pre}padded_s2"] = counts[f"{pre}s2"]
                 for k, v in counts.items():
                     Instrumented.stats[k] = Instrumented.stats.get(k, 0) + v
             return out

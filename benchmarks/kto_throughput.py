@@ -18,8 +18,11 @@ do); KTO_BENCH_RLHF_OVERRIDES (space-separated key=value) changes the rlhf side.
 Measurement (benchmarks/alternate.py): each side runs in a fresh process, alternated round by round (the CPU
 may be shared, so single timings are noisy; medians are compared). Both sides use the same thin KTOTrainer
 subclass that only times train() and counts, in compute_loss, the non-padding tokens of every training batch
-(the rated sequences; the KL term's mismatched sequences are extra work on both sides, not counted).
-Throughput = those tokens / wall time of train(). The two sides see the same batches, so their token counts
+(the rated sequences; the KL term's mismatched sequences are extra work on both sides, not in the tokens).
+Throughput = those tokens / wall time of train(). Then each side's achieved FLOP/s against this machine's
+measured matmul peak of its precision (`benchmarks/flops.py`: the rated batch as DPO's — policy forward,
+recomputation, backward, adapter-off reference forward — plus a policy and a reference forward over the KL
+batch; executed counts padding and every LM-head position the side computes, useful neither). The two sides see the same batches, so their token counts
 must agree (checked). The last line is `ratio rlhf/raw_trl <x>` (goal >= 1.0 within the noise of a shared
 CPU). The two sides run TRL's KTO code on the same batches; rlhf's differ in what rlhf adds to every TRL
 stage on a CPU (its LM head, rlhf.train.lm_head) and its padding-free batches (rlhf.train.packing), so the
@@ -31,11 +34,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
-import time
 from pathlib import Path
 
 import alternate
+import flops
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "rlhf" / "demo" / "preferences.jsonl"
@@ -49,36 +51,21 @@ def bf16_native() -> bool:
 
 
 def instrumented(base):
-    """A subclass of TRL's KTOTrainer that only times train() and counts the tokens it trains on."""
+    """`flops.instrumented` (train() timed, every training batch counted: the rated sequences and the KL
+    term's mismatched ones) plus the desirable / undesirable weights the trainer used."""
+    counted = flops.instrumented(base)
 
-    class Instrumented(base):
-        stats: dict = {}
-
-        def compute_loss(self, model, inputs, *args, **kwargs):
-            if model.training:
-                s = Instrumented.stats
-                s["tokens"] = s.get("tokens", 0) + int(inputs["attention_mask"].sum())
-                s["padded"] = s.get("padded", 0) + inputs["attention_mask"].numel()
-            return super().compute_loss(model, inputs, *args, **kwargs)
-
+    class Instrumented(counted):
         def train(self, *args, **kwargs):
-            t0 = time.perf_counter()
             out = super().train(*args, **kwargs)
-            s = Instrumented.stats
-            s["seconds"] = time.perf_counter() - t0
-            s["steps"] = self.state.global_step
-            s["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-            s["weights"] = f"{self.desirable_weight:g}/{self.undesirable_weight:g}"
+            counted.stats["weights"] = f"{self.desirable_weight:g}/{self.undesirable_weight:g}"
             return out
 
     return Instrumented
 
 
 def result(stats: dict, steps: int) -> dict:
-    if stats["steps"] != steps:
-        raise SystemExit(f"trained {stats['steps']} steps, expected {steps}")
-    keys = ("tokens", "seconds", "padded", "peak_rss_mb", "weights")
-    return {k: stats[k] for k in keys}
+    return {**flops.flop_result(stats, steps, reference=True), "weights": stats["weights"]}
 
 
 def run_rlhf(steps: int, out: str) -> dict:
@@ -116,6 +103,7 @@ def run_rlhf(steps: int, out: str) -> dict:
             *os.environ.get("KTO_BENCH_RLHF_OVERRIDES", "drift.every_steps=0").split(),
         ],
     )
+    flops.count_packing()
     cls = instrumented(stage.KTOTrainer)
     stage.KTOTrainer = cls  # the name the stage module calls
     stage.run(cfg)
@@ -191,6 +179,7 @@ def report(results: dict, steps: int) -> None:
         f"desirable/undesirable rlhf {ours[0]['weights']}, raw {r0['weights']}",
         flush=True,
     )
+    flops.utilisation({"rlhf": ours, "raw_trl": raw}, {"rlhf": "rlhf", "raw_trl": "raw_trl"})
 
 
 def main() -> None:
