@@ -148,8 +148,13 @@ def _wait_for(path: Path, proc, timeout=120):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_exactly(tmp_path, tiny_model_dir, prompts):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_killed_run_resumes_exactly(tmp_path, tiny_model_dir, prompts, bf16):
+    """A run killed after its step-4 checkpoint and resumed ends with the straight run's weights and rewards
+    (same machine). bf16: the LoRA bases (policy and separate critic) held in bf16, only the adapters and
+    the value head checkpointed — the bases reload from model.name."""
     extra = {
+        "ppo.bf16": bf16,
         "ppo.steps": 8,
         "ppo.save_steps": 2,
         "value.mode": "separate",
