@@ -217,7 +217,8 @@ def test_the_judge_loads_in_its_precision_and_agrees_across_precisions(
         for p in ("float32", "bfloat16")
     }
     assert len(probs["float32"]) == 2 and all(0.05 < x < 0.95 for x in probs["float32"]), probs
-    assert judge_lib._last_position_only(load(unsure, "float32")) == {"logits_to_keep": 1}  # head at the end only
+    last_only = judge_lib._last_position_only(load(unsure, "float32"))
+    assert last_only == {"logits_to_keep": 1}  # the head at the last position only
     assert probs["bfloat16"] == pytest.approx(probs["float32"], abs=0.02)
 
 
