@@ -19,8 +19,10 @@ from rlhf.generation import (
     batches,
     cache_keyword,
     choose_tokens,
+    contiguous_head_input,
     cut_at_eos,
     decode_responses,
+    forward_responses,
     generate_texts,
     left_pad,
     position_ids,
@@ -271,3 +273,26 @@ def test_batches_by_prompts_and_tokens():
         [1, 4, 2, 0],
         [3, 5],
     ]
+
+
+def test_forward_responses_hands_the_lm_head_a_contiguous_input(tiny_model_dir):
+    """HF slices the hidden states to the response positions (a strided view with several rows), where torch's
+    linear would copy the whole head weight per row: the head sees a contiguous input during
+    `forward_responses`, the same log-probs come out, and the hook is gone afterwards."""
+    model = load_causal_lm(tiny_model_dir, "float32").eval()
+    seen = []
+    model.get_output_embeddings().register_forward_hook(
+        lambda _m, args, _o: seen.append(args[0].is_contiguous())
+    )
+    ids = torch.randint(5, 20, (3, 10))
+    rollout = Rollout(ids, torch.ones_like(ids), 6, torch.ones(3, 4), torch.ones(3, dtype=torch.bool))
+    with torch.no_grad():
+        model(input_ids=ids, logits_to_keep=5)  # without it: the strided slice this guards against
+        logp, _ = forward_responses(model, rollout)
+        out = model(input_ids=ids)  # the full logits, for the same log-probs by hand
+    assert seen == [False, True, True]
+    expected = torch.log_softmax(out.logits[:, 5:-1].float(), -1).gather(-1, ids[:, 6:, None])[..., 0]
+    torch.testing.assert_close(logp, expected, atol=1e-5, rtol=0)
+    with contiguous_head_input(model):
+        assert len(model.get_output_embeddings()._forward_pre_hooks) == 1
+    assert not model.get_output_embeddings()._forward_pre_hooks
