@@ -146,38 +146,16 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="more key=value overrides of configs/dpo.yaml")
     a = ap.parse_args()
     from rlhf.allocator import tune_malloc
-    from rlhf.config import load_config
     from rlhf.models import SMOLLM2, resolve_model_path
 
     resolve_model_path(SMOLLM2)
     tune_malloc()  # as the `rlhf` command does
     from rlhf.stages import dpo as stage
-    from rlhf.stages.dpo import DPOStageConfig, run
+    from rlhf.stages.dpo import run
 
     s = bench.SETTINGS
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(
-            DPOStageConfig,
-            bench.ROOT / "configs" / "dpo.yaml",
-            [
-                f"run.output_root={out}",
-                "run.name=profile",
-                "data.train=demo:preferences",
-                "data.eval_fraction=0",
-                f"model.lora.r={s['r']}",
-                f"model.lora.alpha={s['alpha']}",
-                f"model.lora.dropout={s['dropout']}",
-                "model.lora.target_modules=all-linear",
-                f"trainer.max_steps={a.warmup + 2 * a.steps}",
-                f"trainer.per_device_train_batch_size={s['batch']}",
-                f"trainer.learning_rate={s['lr']}",
-                f"trainer.beta={s['beta']}",
-                *bench.COMMON_TRAINER,
-                f"run.seed={s['seed']}",
-                "drift.every_steps=0",
-                *a.overrides,
-            ],
-        )
+        cfg = bench.rlhf_config(out, "profile", a.warmup + 2 * a.steps, ["drift.every_steps=0", *a.overrides])
         count_packing()
         cls = instrumented(stage.DPOTrainer)
         windows = Windows(a.warmup, a.steps, cls.stats)

@@ -92,21 +92,18 @@ def dpo_result(stats: dict, steps: int, drift_probe_s: float | None = None) -> d
     return res
 
 
-def run_rlhf(steps: int, out: str) -> dict:
-    from rlhf.allocator import tune_malloc
+def rlhf_config(out: str, name: str, steps: int, extra: list[str]):
+    """configs/dpo.yaml as shipped with the shared settings (module docstring), `extra` overrides last."""
     from rlhf.config import load_config
-
-    tune_malloc()  # as the `rlhf` command does (rlhf.allocator); the raw script keeps glibc's defaults
-    from rlhf.stages import dpo as stage
-    from rlhf.stages.dpo import DPOStageConfig, run
+    from rlhf.stages.dpo import DPOStageConfig
 
     s = SETTINGS
-    cfg = load_config(
+    return load_config(
         DPOStageConfig,
         ROOT / "configs" / "dpo.yaml",
         [
             f"run.output_root={out}",
-            "run.name=bench",
+            f"run.name={name}",
             "data.train=demo:preferences",
             "data.eval_fraction=0",
             f"model.lora.r={s['r']}",
@@ -120,9 +117,20 @@ def run_rlhf(steps: int, out: str) -> dict:
             f"trainer.loss_type={s['loss']}",
             *COMMON_TRAINER,
             f"run.seed={s['seed']}",
-            *os.environ.get("DPO_BENCH_RLHF_OVERRIDES", "drift.every_steps=0").split(),
+            *extra,
         ],
     )
+
+
+def run_rlhf(steps: int, out: str) -> dict:
+    from rlhf.allocator import tune_malloc
+
+    tune_malloc()  # as the `rlhf` command does (rlhf.allocator); the raw script keeps glibc's defaults
+    from rlhf.stages import dpo as stage
+    from rlhf.stages.dpo import run
+
+    extra = os.environ.get("DPO_BENCH_RLHF_OVERRIDES", "drift.every_steps=0").split()
+    cfg = rlhf_config(out, "bench", steps, extra)
     count_packing()
     cls = instrumented(stage.DPOTrainer)
     stage.DPOTrainer = cls  # the name the stage module calls
